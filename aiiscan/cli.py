@@ -1,0 +1,202 @@
+"""The ``aiiscan`` command line: a thin click layer over the Python API.
+
+Exit codes: 0 success (every file scored); 3 report written but some files errored;
+2 usage or configuration error (no report written); 130 interrupted (resumable).
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .backbone import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, BackboneError
+from .decode import DEFAULT_MAX_BYTES
+from .flow import MODES
+from .preprocess import DEFAULT_MAX_PIXELS
+from .proxies import BANDS, PROXY_KINDS
+from .report import FORMATS, ReportError
+from .weights import WeightsError
+
+KNOWN_ERRORS = (BackboneError, WeightsError, ReportError, FileNotFoundError, ValueError)
+
+
+def _fail(exc: BaseException) -> None:
+    click.echo(f"aiiscan: error: {exc}", err=True)
+    sys.exit(2)
+
+
+def _natural_paths(natural: tuple[str, ...], natural_list: str | None) -> list[str]:
+    from .sources import iter_inputs
+
+    entries = iter_inputs(natural, natural_list)
+    return [e.path for e in entries if not e.skip and _looks_like_image(e.path, e.explicit)]
+
+
+def _looks_like_image(path: str, explicit: bool) -> bool:
+    from .sources import sniff_format
+
+    if explicit:
+        return True
+    try:
+        with open(path, "rb") as f:
+            return sniff_format(f.read(16)) is not None
+    except OSError:
+        return False
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="aiiscan")
+def main() -> None:
+    """Flag AI-generated images with CLIP-Flow (a flow trained only on natural photos).
+
+    Start with `aiiscan selftest`; then `aiiscan train` a head on your own authentic photos,
+    and `aiiscan scan` folders into a Parquet/CSV/JSONL report.
+    """
+
+
+@main.command()
+@click.option("--natural", multiple=True, type=click.Path(exists=True),
+              help="Folder (recursive) or file of natural photos; repeatable.")
+@click.option("--natural-list", type=click.Path(allow_dash=True),
+              help="File listing natural photos, one path per line ('-' = stdin).")
+@click.option("--out", required=True, help="Output prefix W: writes W.safetensors + W.json.")
+@click.option("--mode", type=click.Choice(MODES), default="N+P", show_default=True,
+              help="P: proxies only; N+P: naturals and proxies (best in the paper); N: naturals only.")
+@click.option("--backbone", default=DEFAULT_BACKBONE, show_default=True,
+              help="open_clip model name, or an open_clip model-config .json.")
+@click.option("--pretrained", default=DEFAULT_PRETRAINED, show_default=True,
+              help="open_clip pretrained tag, or 'none' for random init (smoke tests only).")
+@click.option("--clip-weights", type=click.Path(dir_okay=False),
+              help="Local CLIP checkpoint file (also $AIISCAN_CLIP_WEIGHTS).")
+@click.option("--proxy", type=click.Choice(PROXY_KINDS), default="freq", show_default=True,
+              help="How proxy images are made from natural photos.")
+@click.option("--band", type=click.Choice(BANDS), default="low", show_default=True,
+              help="FFT band for freq/phase proxies (reference geometry; see README).")
+@click.option("--ratio", type=click.FloatRange(0, 1), default=None,
+              help="Fraction of the band masked [default: 1.0 for P, 0.1 for N+P and N].")
+@click.option("--proxy-sigma", type=float, default=None,
+              help="Strength of blur/sharpen/noise/jitter proxies (defaults 1.0/1.5/5/0.4).")
+@click.option("--epochs", type=click.IntRange(1), default=None,
+              help="Epochs [default: 30 for P, 10 for N+P and N].")
+@click.option("--batch-size", type=click.IntRange(2), default=128, show_default=True)
+@click.option("--lr", type=float, default=1e-4, show_default=True, help="Adam learning rate.")
+@click.option("--views", type=click.IntRange(0), default=0, show_default=True,
+              help="0: fresh augmentation every epoch; K: precompute K views once (CPU-friendly).")
+@click.option("--val-natural", type=click.Path(exists=True), multiple=True,
+              help="Held-out natural photos: band-(30,100) AUC printed each epoch, best epoch kept.")
+@click.option("--proxy-margin", type=float, default=None,
+              help="Cap each proxy's score in the loss at this margin (bounded variant; off).")
+@click.option("--dim", type=click.IntRange(2), default=128, show_default=True,
+              help="Reduced dimension C.")
+@click.option("--blocks", type=click.IntRange(1), default=8, show_default=True,
+              help="Affine coupling blocks.")
+@click.option("--hidden", type=click.IntRange(1), default=512, show_default=True,
+              help="Hidden width of each coupling network.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--workers", type=click.IntRange(0), default=None,
+              help="Decode worker processes [default: number of cores].")
+@click.option("--resume", is_flag=True, help="Continue from W.ckpt.* after an interruption.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def train(natural, natural_list, out, mode, backbone, pretrained, clip_weights, proxy, band,
+          ratio, proxy_sigma, epochs, batch_size, lr, views, val_natural, proxy_margin, dim,
+          blocks, hidden, seed, device, workers, resume, quiet) -> None:
+    """Train a CLIP-Flow head on natural photos (no AI image is ever needed)."""
+    from .backbone import build_backbone
+    from .proxies import ProxySpec
+    from .train import MODE_DEFAULTS, TrainConfig, TrainingError, train as run_train
+
+    if not natural and not natural_list:
+        raise click.UsageError("give --natural DIR and/or --natural-list FILE")
+    default_ratio, default_epochs = MODE_DEFAULTS[mode]
+    try:
+        cfg = TrainConfig(
+            mode=mode, proxy=ProxySpec(proxy, band, default_ratio if ratio is None else ratio,
+                                       proxy_sigma),
+            epochs=epochs or default_epochs, batch_size=batch_size, lr=lr, views=views,
+            seed=seed, proxy_margin=proxy_margin, dim=dim, blocks=blocks, hidden=hidden,
+            workers=workers)
+        bb = build_backbone(backbone, pretrained, clip_weights, device)
+        photos = _natural_paths(natural, natural_list)
+        held_out = _natural_paths(val_natural, None) if val_natural else None
+        source = str(Path(backbone).resolve()) if backbone.endswith(".json") else backbone
+        card = run_train(bb, photos, out, cfg, held_out, resume=resume, backbone_source=source,
+                         progress=not quiet)
+    except (*KNOWN_ERRORS, TrainingError) as exc:
+        _fail(exc)
+    t = card["training"]
+    click.echo(f"wrote {out}.safetensors and {out}.json: mode {mode}, {t['natural_count']} photos "
+               f"({t['natural_failed']} unreadable), kept epoch {t['kept_epoch']} ({t['kept_by']})")
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("-o", "--output", default="report.parquet", show_default=True,
+              help="Report file; format from the extension (.parquet, .csv, .jsonl).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+              help="Report format, overriding the extension.")
+@click.option("--from-list", type=click.Path(allow_dash=True),
+              help="File with one path per line ('-' = stdin).")
+@click.option("--weights", required=True, help="Head: path prefix W (W.safetensors + W.json) or a name in weights/.")
+@click.option("--clip-weights", type=click.Path(dir_okay=False),
+              help="Local CLIP checkpoint for the backbone the head's card names.")
+@click.option("--threshold", type=float, default=None,
+              help="Score threshold for label=ai, overriding the card's calibration.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--workers", type=click.IntRange(0), default=None,
+              help="Decode worker processes [default: number of cores; 0 = in-process].")
+@click.option("--resume", is_flag=True, help="Continue an interrupted scan of the same output.")
+@click.option("--incremental", type=click.Path(exists=True, dir_okay=False),
+              help="Reuse rows of an older report for files whose size and mtime are unchanged.")
+@click.option("--include", multiple=True, help="Only files matching this glob (repeatable).")
+@click.option("--exclude", multiple=True, help="Skip files matching this glob (repeatable).")
+@click.option("--follow-symlinks", is_flag=True, help="Follow symbolic links (loops are cut).")
+@click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS,
+              show_default=True, help="Refuse images with more pixels (decompression bombs).")
+@click.option("--max-bytes", type=click.IntRange(1), default=DEFAULT_MAX_BYTES,
+              show_default=True, help="Refuse files larger than this.")
+@click.option("--timeout", type=click.FloatRange(1), default=120.0, show_default=True,
+              help="Seconds one file may take to decode before its worker is replaced.")
+@click.option("--engine", type=click.Choice(["local"]), default="local", show_default=True,
+              help="Execution engine.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def scan(paths, output, fmt, from_list, weights, clip_weights, threshold, device, batch_size,
+         workers, resume, incremental, include, exclude, follow_symlinks, max_pixels,
+         max_bytes, timeout, engine, quiet) -> None:
+    """Score images in files and folders (recursive) into a report, one row per file."""
+    from .scan import run_scan
+
+    if not paths and not from_list:
+        raise click.UsageError("give at least one PATH or --from-list FILE")
+    try:
+        summary = run_scan(
+            list(paths), output, weights=weights, from_list=from_list, fmt=fmt,
+            threshold=threshold, device=device, batch_size=batch_size, workers=workers,
+            resume=resume, incremental=incremental, include=include, exclude=exclude,
+            follow_symlinks=follow_symlinks, max_pixels=max_pixels, max_bytes=max_bytes,
+            timeout=timeout, clip_weights=clip_weights, quiet=quiet,
+            command=shlex.join(["aiiscan", *sys.argv[1:]]))
+    except KNOWN_ERRORS as exc:
+        _fail(exc)
+    if summary.interrupted:
+        click.echo(f"interrupted: the rows written so far are kept in {output}.parts; "
+                   f"resume with the same command plus --resume", err=True)
+        sys.exit(summary.exit_code)
+    for line in summary.lines():
+        click.echo(line, err=True)
+    sys.exit(summary.exit_code)
+
+
+@main.command()
+@click.option("--keep", type=click.Path(file_okay=False), default=None,
+              help="Keep the generated files and report in this folder.")
+def selftest(keep) -> None:
+    """Check this installation offline: tiny random backbone, train, scan (scores mean nothing)."""
+    from .selftest import run_selftest
+
+    sys.exit(0 if run_selftest(keep) else 1)

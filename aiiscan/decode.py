@@ -1,0 +1,119 @@
+"""The decode stage: one file in, one row's facts plus the uint8 arrays the model needs out.
+
+Runs in worker processes. Every failure (unreadable, vanished, not an image, bomb,
+truncated) is caught here and becomes an error result with a one-line reason, so that one
+hostile file can never stop a scan. Imports no torch: workers stay small and start fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from dataclasses import dataclass, field
+from typing import Union
+
+import numpy as np
+
+from .preprocess import CROP, DEFAULT_MAX_PIXELS, DecodeError, open_image, prepare
+from .proxies import ProxySpec, radial_band_perturb
+from .sources import IMAGE_EXTENSIONS, sniff_format
+
+DEFAULT_MAX_BYTES = 512 * 1024 * 1024
+RADIAL = "radial"  # the calibration perturbation, band (30, 100)
+
+Variant = Union[None, str, ProxySpec]
+
+
+@dataclass(frozen=True)
+class DecodeJob:
+    """What to make of one file: which variants (original, a proxy, the radial band copy)."""
+
+    path: str
+    crop_size: int = CROP
+    variants: tuple[Variant, ...] = (None,)
+    seed: tuple[int, ...] | None = None  # set for training: random crops/flips, fresh proxies
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_bytes: int = DEFAULT_MAX_BYTES
+    explicit: bool = True  # named by the user: reported even when it is not an image
+
+
+@dataclass
+class DecodeResult:
+    path: str
+    status: str  # "ok", "error", or "skipped" (found in a folder, not an image)
+    error: str | None = None
+    info: dict = field(default_factory=dict)
+    arrays: list[np.ndarray] = field(default_factory=list)
+
+
+def read_file(path: str, max_bytes: int) -> tuple[bytes, os.stat_result]:
+    """The file's bytes and its stat, from one open (the file may change under us)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise DecodeError("is a directory")
+        if not stat.S_ISREG(st.st_mode):
+            raise DecodeError("not a regular file (FIFO, socket or device)")
+        if st.st_size > max_bytes:
+            raise DecodeError(f"file of {st.st_size} bytes exceeds the size cap {max_bytes}")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise DecodeError(f"file grew past the size cap {max_bytes} while being read")
+        return data, st
+    finally:
+        os.close(fd)
+
+
+def _variant(img, job: DecodeJob, variant: Variant, index: int) -> np.ndarray:
+    rng = None if job.seed is None else np.random.default_rng([*job.seed, index])
+    if variant is None:
+        return prepare(img, job.crop_size, rng=rng)
+    if variant == RADIAL:
+        return prepare(img, job.crop_size, radial_band_perturb, rng=rng)
+    if isinstance(variant, ProxySpec):
+        proxy_rng = np.random.default_rng([*(job.seed or (0,)), index, 1])
+        return prepare(img, job.crop_size, lambda a: variant(a, proxy_rng), rng=rng)
+    raise ValueError(f"unknown variant {variant!r}")
+
+
+def _oneline(exc: BaseException) -> str:
+    text = f"{exc}".replace("\r", " ").replace("\n", " ").strip()
+    return text[:300] or type(exc).__name__
+
+
+def decode_job(job: DecodeJob) -> DecodeResult:
+    """Never raises for a bad file: the reason goes into the result."""
+    result = DecodeResult(path=job.path, status="error")
+    try:
+        data, st = read_file(job.path, job.max_bytes)
+        result.info.update(size=st.st_size, mtime_ns=st.st_mtime_ns,
+                           sha256=hashlib.sha256(data).hexdigest())
+        if sniff_format(data[:16]) is None:
+            ext = os.path.splitext(job.path)[1].lower()
+            if not job.explicit and ext not in IMAGE_EXTENSIONS:
+                result.status, result.error = "skipped", "not an image"
+                return result
+            raise DecodeError("not an image: content matches no supported image format"
+                              if data else "empty file (0 bytes)")
+        img = open_image(data, job.max_pixels)
+        result.info.update(format=img.format, width=img.width, height=img.height, mode=img.mode)
+        result.arrays = [_variant(img, job, v, i) for i, v in enumerate(job.variants)]
+        result.status = "ok"
+    except FileNotFoundError:
+        result.error = "file vanished before it could be read"
+    except PermissionError:
+        result.error = "permission denied"
+    except IsADirectoryError:
+        result.error = "is a directory"
+    except DecodeError as exc:
+        result.error = _oneline(exc)
+    except OSError as exc:
+        result.error = f"read error: {_oneline(exc.strerror or exc)}"
+    except MemoryError:
+        result.error = "out of memory while decoding"
+    except Exception as exc:  # a decoder bug on hostile input must not stop the scan
+        result.error = f"decoder failure: {type(exc).__name__}: {_oneline(exc)}"
+    return result

@@ -1,0 +1,97 @@
+"""The scorer stage: backbone + head on a device, and the notebook-facing ``Detector`` API."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .backbone import (
+    CLIP_WEIGHTS_ENV,
+    BackboneError,
+    ClipBackbone,
+    build_backbone,
+    resolve_device,
+)
+from .decode import DecodeJob
+from .flow import FlowHead
+from .pipeline import decode_stream
+from .preprocess import prepare
+from .weights import check_backbone, load_head, model_id
+
+
+def normalize(batch: np.ndarray | torch.Tensor, mean: Sequence[float], std: Sequence[float],
+              device: torch.device | str = "cpu") -> torch.Tensor:
+    """NHWC uint8 -> NCHW float32 normalised with the backbone's mean/std, on ``device``."""
+    t = torch.as_tensor(batch)
+    if t.device.type == "cpu" and torch.device(device).type == "cuda":
+        t = t.pin_memory().to(device, non_blocking=True)
+    else:
+        t = t.to(device)
+    t = t.permute(0, 3, 1, 2).float().div_(255.0)
+    m = torch.tensor(mean, device=t.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=t.device).view(1, -1, 1, 1)
+    return t.sub_(m).div_(s).contiguous()
+
+
+def features(backbone: ClipBackbone, arrays: Sequence[np.ndarray] | np.ndarray) -> torch.Tensor:
+    """Backbone features of uint8 HWC crops (one batch), float32 on the backbone's device."""
+    batch = np.stack(arrays) if not isinstance(arrays, np.ndarray) else arrays
+    return backbone.encode(normalize(batch, backbone.mean, backbone.std, backbone.device))
+
+
+class Detector:
+    """A trained head on its backbone: load once, score PIL images, paths or crops."""
+
+    def __init__(self, backbone: ClipBackbone, head: FlowHead, card: dict, prefix: Path):
+        check_backbone(card, backbone.identity.to_dict())
+        self.backbone = backbone
+        self.head = head.to(backbone.device).eval()
+        self.card = card
+        self.prefix = prefix
+        self.model_id = model_id(card, prefix)
+
+    @classmethod
+    def load(cls, weights: str | Path, device: str = "auto", clip_weights: str | None = None,
+             backbone: str | None = None, quiet: bool = False) -> Detector:
+        """Load a head and the backbone its card names (``backbone`` overrides the card's path)."""
+        head, card, prefix = load_head(weights)
+        spec = card["backbone"]
+        tag = spec["pretrained"]
+        if tag == "file":
+            if not (clip_weights or os.environ.get(CLIP_WEIGHTS_ENV)):
+                raise BackboneError(
+                    f"head {prefix.name} was trained on CLIP weights from a file "
+                    f"(sha256 {spec.get('weights_sha256')}); pass --clip-weights FILE")
+            tag = "none"
+        bb = build_backbone(backbone or spec["source"], tag, clip_weights=clip_weights,
+                            device=resolve_device(device), quiet=quiet)
+        return cls(bb, head, card, prefix)
+
+    @property
+    def threshold(self) -> float | None:
+        block = self.card.get("threshold")
+        return None if not block else float(block["value"])
+
+    @torch.inference_mode()
+    def score_arrays(self, arrays: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+        """Scores of preprocessed uint8 crops (HWC); high = more likely AI-generated."""
+        if len(arrays) == 0:
+            return np.zeros(0, dtype=np.float32)
+        return self.head(features(self.backbone, arrays)).float().cpu().numpy()
+
+    def score_images(self, images: Iterable[Image.Image]) -> np.ndarray:
+        size = self.backbone.image_size
+        return self.score_arrays([prepare(img, size) for img in images])
+
+    def score_paths(self, paths: Iterable[str | Path], workers: int = 0) -> list[float | None]:
+        """Scores in input order; None where a file could not be decoded."""
+        size = self.backbone.image_size
+        results = list(decode_stream((DecodeJob(str(p), size) for p in paths), workers))
+        ok = [r for r in results if r.status == "ok"]
+        scores = iter(self.score_arrays([r.arrays[0] for r in ok]).tolist())
+        return [next(scores) if r.status == "ok" else None for r in results]

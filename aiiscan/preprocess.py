@@ -1,0 +1,104 @@
+"""Image decoding and the CLIP-Flow preprocessing (DESIGN §1), shared by train, calibrate and scan.
+
+Split in two halves on purpose: the decode workers produce small uint8 arrays
+(``prepare``: decode, RGB, bilinear resize to 256x256 without keeping the aspect ratio,
+optional proxy, crop), and the scorer turns a whole batch into normalised float tensors
+(``normalize``) on the device, so no float pixels cross a process boundary.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+
+import numpy as np
+from PIL import Image, ImageFile
+
+RESIZE = 256
+CROP = 224
+DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own decompression-bomb limit x2 (~179 MP)
+
+# Truncated files must fail loudly, not decode with a grey tail; the pixel cap is ours
+# (``open_image``, configurable per scan), so Pillow's fixed global limit is switched off.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+Image.MAX_IMAGE_PIXELS = None
+
+
+class DecodeError(ValueError):
+    """A file is not a decodable image; the message is the one-line reason for the report."""
+
+
+def resize_for(crop: int) -> int:
+    """The pre-crop square size: 256 for the paper's 224 crop, scaled for other input sizes."""
+    return round(crop * RESIZE / CROP)
+
+
+def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode bytes to a loaded Pillow image, refusing oversized images before decoding."""
+    if not data:
+        raise DecodeError("empty file (0 bytes)")
+    try:
+        img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise DecodeError(f"decompression bomb refused: {exc}") from None
+    except Exception as exc:  # Pillow raises many types for junk input
+        raise DecodeError(f"not a decodable image: {type(exc).__name__}: {exc}") from None
+    w, h = img.size
+    if w * h > max_pixels:
+        raise DecodeError(f"image of {w}x{h} = {w * h} pixels exceeds the pixel cap {max_pixels}")
+    if w < 1 or h < 1:
+        raise DecodeError(f"image has no pixels ({w}x{h})")
+    try:
+        img.load()
+    except Image.DecompressionBombError as exc:
+        raise DecodeError(f"decompression bomb refused: {exc}") from None
+    except Exception as exc:
+        raise DecodeError(f"corrupt or truncated image data: {type(exc).__name__}: {exc}") from None
+    return img
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """RGB pixels of any mode; 16-bit and float images are rescaled, alpha is flattened on white."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        img = Image.fromarray(((arr - lo) * scale).round().astype(np.uint8), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def resize_square(img: Image.Image, size: int = RESIZE) -> np.ndarray:
+    """Bilinear resize to size x size, aspect ratio NOT kept (as the paper), HWC uint8."""
+    return np.asarray(to_rgb(img).resize((size, size), Image.BILINEAR), dtype=np.uint8)
+
+
+def crop(arr: np.ndarray, size: int = CROP, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Centre crop at test time; with ``rng``, a random crop and a random horizontal flip."""
+    h, w = arr.shape[:2]
+    if rng is None:
+        top, left = (h - size) // 2, (w - size) // 2
+        return np.ascontiguousarray(arr[top:top + size, left:left + size])
+    top = int(rng.integers(0, h - size + 1))
+    left = int(rng.integers(0, w - size + 1))
+    out = arr[top:top + size, left:left + size]
+    if rng.random() < 0.5:
+        out = out[:, ::-1]
+    return np.ascontiguousarray(out)
+
+
+def prepare(img: Image.Image, crop_size: int = CROP,
+            transform: Callable[[np.ndarray], np.ndarray] | None = None,
+            rng: np.random.Generator | None = None) -> np.ndarray:
+    """Decoded image -> the uint8 crop the model sees; ``transform`` (a proxy) acts at 256x256."""
+    arr = resize_square(img, resize_for(crop_size))
+    if transform is not None:
+        arr = transform(arr)
+    return crop(arr, crop_size, rng)

@@ -1,0 +1,211 @@
+"""The writer stage: streaming, resumable, atomic reports (Parquet, CSV, JSONL).
+
+While a scan runs, rows go to ``OUT.parts/part-NNNNN.parquet``, each part written to a temp
+name and renamed, so a killed scan leaves only whole parts. ``--resume`` reads them back to
+know what is done. At the end the parts become the report in the asked-for format, again via
+a temp file and a rename: a report under its final name is always complete. A lock file in
+the parts folder stops two scans from writing the same output.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+FORMATS = ("parquet", "csv", "jsonl")
+META_KEY = b"aiiscan"
+
+SCHEMA = pa.schema([
+    ("path", pa.string()),
+    ("status", pa.string()),
+    ("error", pa.string()),
+    ("size", pa.int64()),
+    ("mtime", pa.timestamp("ns", tz="UTC")),
+    ("sha256", pa.string()),
+    ("format", pa.string()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("mode", pa.string()),
+    ("score", pa.float64()),
+    ("label", pa.string()),
+    ("threshold", pa.float64()),
+    ("model_id", pa.string()),
+])
+COLUMNS = SCHEMA.names
+
+
+class ReportError(RuntimeError):
+    """The report cannot be written or read; nothing half-written is left behind."""
+
+
+def format_for(path: str | Path, explicit: str | None = None) -> str:
+    if explicit:
+        if explicit not in FORMATS:
+            raise ReportError(f"unknown report format {explicit!r}; choose {', '.join(FORMATS)}")
+        return explicit
+    suffix = Path(path).suffix.lower().lstrip(".")
+    return {"parquet": "parquet", "pq": "parquet", "csv": "csv", "jsonl": "jsonl",
+            "ndjson": "jsonl"}.get(suffix, "parquet")
+
+
+def _neutralise(value: str | None) -> str | None:
+    # Spreadsheet formula injection: a cell starting with = + - @ TAB CR is executed by Excel.
+    if value and value[0] in "=+-@\t\r":
+        return "'" + value
+    return value
+
+
+def read_report(path: str | Path) -> pa.Table:
+    """Any report aiiscan wrote, as a table with the report schema."""
+    path = Path(path)
+    fmt = format_for(path)
+    try:
+        if fmt == "parquet":
+            table = pq.read_table(path)
+        elif fmt == "csv":
+            table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+                column_types=SCHEMA, strings_can_be_null=True))
+        else:
+            table = pajson.read_json(path, parse_options=pajson.ParseOptions(explicit_schema=SCHEMA))
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise ReportError(f"cannot read report {path}: {exc}") from None
+    missing = [c for c in COLUMNS if c not in table.column_names]
+    if missing:
+        raise ReportError(f"{path} is not an aiiscan report (missing columns {missing})")
+    return table.select(COLUMNS).cast(SCHEMA)
+
+
+def report_metadata(path: str | Path) -> dict:
+    path = Path(path)
+    if format_for(path) == "parquet":
+        meta = pq.read_schema(path).metadata or {}
+        return json.loads(meta.get(META_KEY, b"{}"))
+    sidecar = path.with_name(path.name + ".meta.json")
+    return json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+
+
+class ReportWriter:
+    """Streams rows to parts, then finishes atomically. Use as a context manager."""
+
+    def __init__(self, out: str | Path, fmt: str | None = None, resume: bool = False,
+                 rows_per_part: int = 1024):
+        self.out = Path(out)
+        self.fmt = format_for(self.out, fmt)
+        self.parts = self.out.with_name(self.out.name + ".parts")
+        self.rows_per_part = rows_per_part
+        self.buffer: list[dict] = []
+        self._lock_fd: int | None = None
+        if not self.out.parent.is_dir():
+            raise ReportError(f"output folder {self.out.parent} does not exist")
+        if not os.access(self.out.parent, os.W_OK):
+            raise ReportError(f"output folder {self.out.parent} is not writable")
+        if self.parts.exists() and not resume:
+            raise ReportError(
+                f"{self.parts} holds an interrupted scan: add --resume to continue it, "
+                "or delete that folder to start over")
+        self.parts.mkdir(exist_ok=True)
+        self._lock()
+        self.next_part = len(self._part_files())
+
+    def _lock(self) -> None:
+        fd = os.open(self.parts / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ReportError(f"another scan is writing {self.out} (lock held on {self.parts})") from None
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _part_files(self) -> list[Path]:
+        return sorted(self.parts.glob("part-*.parquet"))
+
+    def done_table(self) -> pa.Table:
+        """Rows already written by an interrupted run (for --resume)."""
+        files = self._part_files()
+        if not files:
+            return SCHEMA.empty_table()
+        return pa.concat_tables(pq.read_table(f).cast(SCHEMA) for f in files)
+
+    def write(self, row: dict) -> None:
+        self.buffer.append(row)
+        if len(self.buffer) >= self.rows_per_part:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.buffer:
+            return
+        table = pa.Table.from_pylist(self.buffer, schema=SCHEMA)
+        final = self.parts / f"part-{self.next_part:05d}.parquet"
+        tmp = self.parts / f".tmp-{self.next_part:05d}.parquet"
+        pq.write_table(table, tmp)
+        os.replace(tmp, final)
+        self.next_part += 1
+        self.buffer.clear()
+
+    def finish(self, metadata: dict) -> Path:
+        """Write the whole report atomically and remove the parts."""
+        self.flush()
+        # Sorted by path: the same tree gives the same report, resumed or not.
+        table = self.done_table().sort_by("path")
+        meta = json.dumps(metadata, sort_keys=True, default=str).encode()
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{self.out.name}.", dir=self.out.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            if self.fmt == "parquet":
+                pq.write_table(table.replace_schema_metadata({META_KEY: meta}), tmp)
+            elif self.fmt == "csv":
+                safe = table.to_pylist()
+                for row in safe:
+                    for key, value in row.items():
+                        if isinstance(value, str):
+                            row[key] = _neutralise(value)
+                pacsv.write_csv(pa.Table.from_pylist(safe, schema=SCHEMA), tmp)
+            else:
+                with open(tmp, "w", encoding="utf-8") as f:
+                    for row in table.to_pylist():
+                        if row["mtime"] is not None:
+                            row["mtime"] = row["mtime"].isoformat()
+                        f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            if self.fmt != "parquet":
+                side = self.out.with_name(self.out.name + ".meta.json")
+                side_tmp = side.with_name("." + side.name + ".tmp")
+                side_tmp.write_bytes(meta)
+                os.replace(side_tmp, side)
+            os.replace(tmp, self.out)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise ReportError(f"cannot write {self.out}: {exc.strerror or exc}") from None
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        self._unlock()
+        shutil.rmtree(self.parts, ignore_errors=True)
+        return self.out
+
+    def close(self) -> None:
+        """Keep what was written (for --resume) and release the lock."""
+        try:
+            self.flush()
+        finally:
+            self._unlock()
+
+    def __enter__(self) -> ReportWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,249 @@
+"""A scan, end to end: sources -> decode workers -> batcher -> scorer -> report writer.
+
+One direction, no back and forth. Files that fail anywhere become rows with
+``status=error`` and a reason; an interrupted scan leaves whole report parts behind and
+``resume=True`` continues it; ``incremental=OLD_REPORT`` reuses rows of unchanged files.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+from tqdm import tqdm
+
+from . import __version__
+from .decode import DEFAULT_MAX_BYTES, DecodeJob, DecodeResult
+from .detector import Detector
+from .pipeline import DEFAULT_TIMEOUT, decode_stream
+from .preprocess import DEFAULT_MAX_PIXELS
+from .report import COLUMNS, ReportWriter, read_report
+from .sources import Entry, iter_inputs
+from .weights import card_digest, now_iso
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_FILE_ERRORS = 3
+EXIT_INTERRUPTED = 130
+
+
+@dataclass
+class ScanSummary:
+    report: Path | None
+    status: Counter = field(default_factory=Counter)
+    labels: Counter = field(default_factory=Counter)
+    scored: int = 0
+    reused: int = 0
+    resumed: int = 0
+    not_images: int = 0
+    seconds: float = 0.0
+    threshold: float | None = None
+    threshold_source: str = "none"
+    interrupted: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        return EXIT_FILE_ERRORS if self.status.get("error") else EXIT_OK
+
+    def lines(self) -> list[str]:
+        rate = self.scored / self.seconds if self.seconds > 0 else 0.0
+        out = [
+            "status: " + ", ".join(f"{k} {v}" for k, v in sorted(self.status.items())),
+            "labels: " + (", ".join(f"{k} {v}" for k, v in sorted(self.labels.items()))
+                          if self.threshold is not None else
+                          "none (the head has no calibrated threshold: run `aiiscan calibrate` "
+                          "or pass --threshold)"),
+            f"threshold: {self.threshold} ({self.threshold_source})",
+            f"scored {self.scored} files in {self.seconds:.1f}s ({rate:.1f} files/s); "
+            f"reused {self.reused} unchanged, {self.resumed} from the interrupted run; "
+            f"{self.not_images} non-image files in folders ignored",
+        ]
+        if self.report:
+            out.append(f"report: {self.report}")
+        return out
+
+
+def display_path(path: str) -> str:
+    """The path as the user gave it, made valid UTF-8 (undecodable bytes shown as \\xNN)."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _label(score: float | None, threshold: float | None) -> str | None:
+    if score is None or threshold is None:
+        return None
+    return "ai" if score >= threshold else "natural"
+
+
+class _Terminate(Exception):
+    pass
+
+
+def _on_sigterm(signum, frame):  # noqa: ARG001
+    raise _Terminate()
+
+
+def _old_rows(incremental: str | Path | None, model: str) -> dict[str, dict]:
+    if not incremental:
+        return {}
+    table = read_report(incremental)
+    table = table.set_column(table.schema.get_field_index("mtime"), "mtime",
+                             table.column("mtime").cast(pa.int64()))
+    return {r["path"]: r for r in table.to_pylist()
+            if r["status"] == "ok" and r["model_id"] == model}
+
+
+def _unchanged(path: str, old: dict) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return st.st_size == old["size"] and st.st_mtime_ns == old["mtime"]
+
+
+def run_scan(paths: Sequence[str], output: str | Path, *, weights: str | None = None,
+             detector: Detector | None = None, from_list: str | None = None,
+             fmt: str | None = None, threshold: float | None = None, device: str = "auto",
+             batch_size: int = 64, workers: int | None = None, resume: bool = False,
+             incremental: str | Path | None = None, include: Sequence[str] = (),
+             exclude: Sequence[str] = (), follow_symlinks: bool = False,
+             max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES,
+             timeout: float = DEFAULT_TIMEOUT, clip_weights: str | None = None,
+             quiet: bool = False, command: str | None = None) -> ScanSummary:
+    """Scan files and folders into a report; see ``ScanSummary.exit_code`` for the outcome."""
+    started = now_iso()
+    t0 = time.perf_counter()
+    if detector is None:
+        if weights is None:
+            raise ValueError("scan needs weights= or detector=")
+        detector = Detector.load(weights, device=device, clip_weights=clip_weights, quiet=quiet)
+    if threshold is not None:
+        thr, thr_source = float(threshold), "--threshold"
+    elif detector.threshold is not None:
+        thr = detector.threshold
+        thr_source = f"model card ({detector.card['threshold'].get('policy')})"
+    else:
+        thr, thr_source = None, "none"
+    summary = ScanSummary(report=None, threshold=thr, threshold_source=thr_source)
+    mid = detector.model_id
+    old = _old_rows(incremental, mid)
+    crop = detector.backbone.image_size
+
+    writer = ReportWriter(output, fmt, resume=resume)
+    done = set(writer.done_table().column("path").to_pylist()) if resume else set()
+    summary.resumed = len(done)
+    entries = list(iter_inputs(paths, from_list, include, exclude, follow_symlinks))
+    todo = [e for e in entries if display_path(e.path) not in done]
+    bar = tqdm(total=len(todo), unit="file", disable=quiet, file=sys.stderr, smoothing=0.05)
+
+    def emit(row: dict) -> None:
+        summary.status[row["status"]] += 1
+        if row["label"]:
+            summary.labels[row["label"]] += 1
+        writer.write(row)
+        bar.update(1)
+
+    def base_row(path: str, status: str, error: str | None) -> dict:
+        return dict.fromkeys(COLUMNS, None) | {
+            "path": display_path(path), "status": status, "error": error, "model_id": mid}
+
+    def jobs() -> Iterator[DecodeJob]:
+        for entry in todo:
+            if entry.skip:
+                emit(base_row(entry.path, "error" if entry.explicit else "skipped", entry.skip))
+                continue
+            prior = old.get(display_path(entry.path))
+            if prior and _unchanged(entry.path, prior):
+                emit(prior | {"threshold": thr, "label": _label(prior["score"], thr)})
+                summary.reused += 1
+                continue
+            yield DecodeJob(entry.path, crop, max_pixels=max_pixels, max_bytes=max_bytes,
+                            explicit=entry.explicit)
+
+    def score(batch: list[DecodeResult]) -> None:
+        scores = detector.score_arrays([r.arrays[0] for r in batch])
+        for res, s in zip(batch, scores.tolist()):
+            row = base_row(res.path, "ok", None) | _info(res) | {
+                "score": s, "threshold": thr, "label": _label(s, thr)}
+            if s != s or s in (float("inf"), float("-inf")):
+                row |= {"status": "error", "error": "non-finite score", "score": None, "label": None}
+            emit(row)
+            summary.scored += 1
+
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    batch: list[DecodeResult] = []
+    try:
+        for res in decode_stream(jobs(), workers, timeout=timeout,
+                                 window=max(2 * batch_size, 64)):
+            if res.status == "skipped":
+                summary.not_images += 1
+                bar.update(1)
+            elif res.status == "error":
+                emit(base_row(res.path, "error", res.error) | _info(res))
+            else:
+                res.arrays = res.arrays[:1]
+                batch.append(res)
+                if len(batch) >= batch_size:
+                    score(batch)
+                    batch = []
+        if batch:
+            score(batch)
+    except (KeyboardInterrupt, _Terminate):
+        summary.interrupted = True
+        writer.close()
+        bar.close()
+        summary.seconds = time.perf_counter() - t0
+        return summary
+    except BaseException:
+        writer.close()
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        bar.close()
+    summary.seconds = time.perf_counter() - t0
+    metadata = {
+        "aiiscan_version": __version__,
+        "model_id": mid,
+        "model_card_sha256": card_digest(detector.card),
+        "backbone": detector.card["backbone"],
+        "threshold": thr,
+        "threshold_source": thr_source,
+        "threshold_block": detector.card.get("threshold"),
+        "command": command,
+        "roots": [display_path(p) for p in paths],
+        "from_list": from_list,
+        "started": started,
+        "finished": now_iso(),
+        "counts": dict(summary.status),
+        "labels": dict(summary.labels),
+        "resumed_rows": summary.resumed,
+        "reused_rows": summary.reused,
+    }
+    summary.report = writer.finish(metadata)
+    return summary
+
+
+def _info(res: DecodeResult) -> dict:
+    info = res.info
+    return {
+        "size": info.get("size"),
+        "mtime": info.get("mtime_ns"),
+        "sha256": info.get("sha256"),
+        "format": info.get("format"),
+        "width": info.get("width"),
+        "height": info.get("height"),
+        "mode": info.get("mode"),
+    }
+
+
+def scan(paths: Sequence[str], output: str | Path, **kwargs) -> Path | None:
+    """Python API: scan and return the report path (None if interrupted)."""
+    return run_scan(paths, output, **kwargs).report

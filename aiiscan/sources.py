@@ -1,0 +1,146 @@
+"""The source stage: which files a scan looks at, in a stable order.
+
+Directories are walked recursively with entries sorted by name, so two scans of the same
+tree list files identically. Whether a file is an image is decided later by its magic bytes
+(in the decode workers, which read the file anyway); the crawler only filters by glob.
+Symbolic links are not followed unless asked; when they are, directory loops are cut.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import stat
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+IMAGE_EXTENSIONS = frozenset({
+    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".dib", ".tif", ".tiff",
+    ".mpo", ".heic", ".heif", ".avif",
+})
+
+
+def sniff_format(head: bytes) -> str | None:
+    """Image format from the first bytes of a file, or None when it is not one we decode."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return "WEBP"
+    if head.startswith(b"BM"):
+        return "BMP"
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "TIFF"
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in (b"avif", b"avis"):
+            return "AVIF"
+        if brand in (b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1"):
+            return "HEIF"
+    return None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One input. ``explicit``: named by the user (always reported, even when not an image).
+    ``skip``: a reason not to read it at all (a link not followed, a loop)."""
+
+    path: str
+    explicit: bool = False
+    skip: str | None = None
+
+
+def _matches(path: str, patterns: Sequence[str]) -> bool:
+    name = os.path.basename(path)
+    return any(fnmatch.fnmatch(path, p) or fnmatch.fnmatch(name, p) for p in patterns)
+
+
+def _walk(root: str, follow: bool, seen: set[tuple[int, int]]) -> Iterator[Entry]:
+    try:
+        with os.scandir(root) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError as exc:
+        yield Entry(root, explicit=True, skip=f"cannot list directory: {exc.strerror}")
+        return
+    for e in entries:
+        path = e.path
+        try:
+            if e.is_symlink():
+                if not follow:
+                    yield Entry(path, skip="symbolic link not followed (use --follow-symlinks)")
+                    continue
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    yield Entry(path, explicit=True, skip="dangling symbolic link or link loop")
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    key = (st.st_dev, st.st_ino)
+                    if key in seen:
+                        yield Entry(path, skip="symbolic link loop (directory already visited)")
+                        continue
+                    seen.add(key)
+                    yield from _walk(path, follow, seen)
+                    continue
+                yield Entry(path)
+            elif e.is_dir(follow_symlinks=False):
+                st = e.stat(follow_symlinks=False)
+                seen.add((st.st_dev, st.st_ino))
+                yield from _walk(path, follow, seen)
+            else:
+                yield Entry(path)
+        except OSError as exc:
+            yield Entry(path, explicit=True, skip=f"cannot stat: {exc.strerror}")
+
+
+def read_list(source: str) -> Iterator[str]:
+    """Paths from a list file, one per line (``-`` reads standard input); blank lines skipped."""
+    stream = sys.stdin if source == "-" else open(source, encoding="utf-8",  # noqa: SIM115
+                                                     errors="surrogateescape")
+    try:
+        for line in stream:
+            line = line.rstrip("\r\n")
+            if line.strip():
+                yield line
+    finally:
+        if stream is not sys.stdin:
+            stream.close()
+
+
+def iter_inputs(paths: Iterable[str], from_list: str | None = None,
+                include: Sequence[str] = (), exclude: Sequence[str] = (),
+                follow_symlinks: bool = False) -> Iterator[Entry]:
+    """Every input once, in a stable order: given paths first (directories expanded), then the list."""
+    seen_paths: set[str] = set()
+    seen_dirs: set[tuple[int, int]] = set()
+
+    def admit(entry: Entry) -> Entry | None:
+        if entry.path in seen_paths:
+            return None
+        if not entry.explicit and include and not _matches(entry.path, include):
+            return None
+        if exclude and _matches(entry.path, exclude):
+            return None
+        seen_paths.add(entry.path)
+        return entry
+
+    sources: list[Iterable[str]] = [paths]
+    if from_list:
+        sources.append(read_list(from_list))
+    for source in sources:
+        for raw in source:
+            if os.path.isdir(raw) and (follow_symlinks or not os.path.islink(raw)):
+                st = os.stat(raw)
+                seen_dirs.add((st.st_dev, st.st_ino))
+                for entry in _walk(raw, follow_symlinks, seen_dirs):
+                    kept = admit(entry)
+                    if kept:
+                        yield kept
+            else:
+                kept = admit(Entry(raw, explicit=True))
+                if kept:
+                    yield kept

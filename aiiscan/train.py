@@ -1,0 +1,307 @@
+"""Training a CLIP-Flow head on natural photos and their proxies (DESIGN §1-§2).
+
+The frozen backbone dominates the cost, so features are extracted through the scan's own
+decode stage and scorer, then the head trains on them. ``views=0`` draws a fresh crop and a
+fresh proxy for every image every epoch (the paper's way, good on a GPU); ``views=K`` extracts
+K augmented views once and each epoch picks one per image (K backbone passes in total instead
+of one per epoch: what makes CPU training possible).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from . import __version__
+from .backbone import ClipBackbone
+from .decode import RADIAL, DecodeJob, Variant
+from .detector import features
+from .flow import FlowHead, HeadConfig, clip_flow_loss
+from .metrics import roc_auc
+from .pipeline import decode_stream
+from .proxies import ProxySpec
+from .weights import CARD_FORMAT, atomic_write_bytes, now_iso, save_head
+
+log = logging.getLogger(__name__)
+
+# Paper defaults per mode (DESIGN §1): mask ratio and epochs.
+MODE_DEFAULTS = {"P": (1.0, 30), "N+P": (0.1, 10), "N": (0.1, 10)}
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on; the message says why and what to change."""
+
+
+@dataclass
+class TrainConfig:
+    mode: str = "N+P"
+    proxy: ProxySpec = field(default_factory=ProxySpec)
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-4
+    views: int = 0
+    seed: int = 0
+    proxy_margin: float | None = None
+    grad_clip: float = 10.0
+    dim: int = 128
+    blocks: int = 8
+    hidden: int = 512
+    clamp: float = 2.0
+    workers: int | None = None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["proxy"] = self.proxy.to_dict()
+        d.pop("workers")
+        return d
+
+
+@dataclass
+class FeatureSet:
+    """Features of the files that decoded, per variant, aligned row by row."""
+
+    paths: list[str]
+    sha256: list[str]
+    by_variant: list[torch.Tensor]
+    failed: list[tuple[str, str]]
+
+
+def extract(backbone: ClipBackbone, paths: Sequence[str], variants: tuple[Variant, ...],
+            seed: tuple[int, ...] | None, workers: int | None, batch_size: int = 64,
+            desc: str | None = None) -> FeatureSet:
+    """Decode each file once into its variants and run the frozen backbone over them."""
+    jobs = (DecodeJob(p, backbone.image_size, variants, None if seed is None else (*seed, i))
+            for i, p in enumerate(paths))
+    ok_paths, shas, failed = [], [], []
+    chunks: list[list[torch.Tensor]] = [[] for _ in variants]
+    buffer: list = []
+
+    def flush() -> None:
+        for v in range(len(variants)):
+            chunks[v].append(features(backbone, [r.arrays[v] for r in buffer]).cpu())
+        buffer.clear()
+
+    stream = decode_stream(jobs, workers)
+    for res in tqdm(stream, total=len(paths), desc=desc, disable=desc is None, leave=False):
+        if res.status != "ok":
+            failed.append((res.path, res.error or "unknown error"))
+            continue
+        ok_paths.append(res.path)
+        shas.append(res.info["sha256"])
+        buffer.append(res)
+        if len(buffer) >= batch_size:
+            flush()
+    if buffer:
+        flush()
+    dim = backbone.identity.feature_dim
+    stacked = [torch.cat(c) if c else torch.zeros(0, dim) for c in chunks]
+    return FeatureSet(ok_paths, shas, stacked, failed)
+
+
+def _variants(cfg: TrainConfig) -> tuple[Variant, ...]:
+    return {"N": (None,), "P": (cfg.proxy,), "N+P": (None, cfg.proxy)}[cfg.mode]
+
+
+def _split(cfg: TrainConfig, fs_feats: list[torch.Tensor]) -> tuple[torch.Tensor | None, ...]:
+    if cfg.mode == "N":
+        return fs_feats[0], None
+    if cfg.mode == "P":
+        return None, fs_feats[0]
+    return fs_feats[0], fs_feats[1]
+
+
+def training_digest(shas: Sequence[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(shas)).encode()).hexdigest()
+
+
+@torch.no_grad()
+def validation_auc(head: FlowHead, val: FeatureSet | None) -> float | None:
+    """Separation of band-(30,100) copies from their originals: a sanity signal, not quality."""
+    if val is None or len(val.paths) < 1:
+        return None
+    head.eval()
+    s_orig = head(val.by_variant[0]).numpy()
+    s_pert = head(val.by_variant[1]).numpy()
+    head.train()
+    if not (np.isfinite(s_orig).all() and np.isfinite(s_pert).all()):
+        return float("nan")
+    return roc_auc(s_orig, s_pert)
+
+
+class _Checkpoint:
+    """Per-epoch state (head, best head, Adam moments) in safetensors + JSON: no pickle."""
+
+    def __init__(self, out: Path):
+        self.tensors = out.with_name(out.name + ".ckpt.safetensors")
+        self.meta = out.with_name(out.name + ".ckpt.json")
+
+    def save(self, head: FlowHead, best: dict[str, torch.Tensor], opt: torch.optim.Adam,
+             meta: dict) -> None:
+        tensors = {f"head.{k}": v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
+        tensors.update({f"best.{k}": v.contiguous() for k, v in best.items()})
+        steps = []
+        for i, p in enumerate(head.parameters()):
+            st = opt.state.get(p)
+            if st:
+                tensors[f"adam.{i}.exp_avg"] = st["exp_avg"].detach().cpu().contiguous()
+                tensors[f"adam.{i}.exp_avg_sq"] = st["exp_avg_sq"].detach().cpu().contiguous()
+                steps.append(float(st["step"]))
+            else:
+                steps.append(0.0)
+        tmp = self.tensors.with_name("." + self.tensors.name + ".tmp")
+        save_file(tensors, str(tmp))
+        os.replace(tmp, self.tensors)
+        atomic_write_bytes(self.meta, json.dumps(dict(meta, adam_steps=steps)).encode())
+
+    def load(self, head: FlowHead, opt: torch.optim.Adam) -> tuple[dict, dict[str, torch.Tensor]]:
+        meta = json.loads(self.meta.read_text())
+        tensors = load_file(str(self.tensors))
+        head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
+        best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+        for i, p in enumerate(head.parameters()):
+            if f"adam.{i}.exp_avg" in tensors:
+                opt.state[p] = {
+                    "step": torch.tensor(meta["adam_steps"][i]),
+                    "exp_avg": tensors[f"adam.{i}.exp_avg"].to(p.device),
+                    "exp_avg_sq": tensors[f"adam.{i}.exp_avg_sq"].to(p.device),
+                }
+        return meta, best
+
+    def remove(self) -> None:
+        self.tensors.unlink(missing_ok=True)
+        self.meta.unlink(missing_ok=True)
+
+
+def train(backbone: ClipBackbone, natural: Sequence[str], out: str | Path, cfg: TrainConfig,
+          validation: Sequence[str] | None = None, resume: bool = False,
+          backbone_source: str | None = None, progress: bool = True,
+          on_epoch: Callable[[dict], None] | None = None) -> dict:
+    """Train a head and write ``out.safetensors`` + ``out.json``; returns the model card."""
+    out = Path(out)
+    if len(natural) < 2:
+        raise TrainingError(f"training needs at least 2 natural photos, got {len(natural)}")
+    torch.manual_seed(cfg.seed)
+    dev = backbone.device
+    head_cfg = HeadConfig(backbone.identity.feature_dim, cfg.dim, cfg.blocks, cfg.hidden,
+                          cfg.clamp, permutation_seed=cfg.seed)
+    head = FlowHead(head_cfg).to(dev).train()
+    opt = torch.optim.Adam(head.parameters(), lr=cfg.lr)
+    ckpt = _Checkpoint(out)
+    fingerprint = hashlib.sha256(json.dumps(
+        [cfg.to_dict(), backbone.identity.to_dict(), sorted(natural)], sort_keys=True).encode()
+    ).hexdigest()
+    start_epoch, history = 0, []
+    best_state = {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}
+    best_epoch, best_auc = None, -math.inf
+    if resume and ckpt.meta.is_file():
+        meta, best_state = ckpt.load(head, opt)
+        if meta.get("fingerprint") != fingerprint:
+            raise TrainingError(f"{ckpt.meta} belongs to a different run (config, backbone or "
+                                "photos changed); remove it or drop --resume")
+        start_epoch, history = meta["epoch"], meta["history"]
+        best_epoch, best_auc = meta["best_epoch"], meta["best_auc"]
+        best_auc = -math.inf if best_auc is None else best_auc
+        log.info("resuming after epoch %d", start_epoch)
+
+    variants = _variants(cfg)
+    val = None
+    if validation:
+        val = extract(backbone, validation, (None, RADIAL), None, cfg.workers,
+                      desc="validation features" if progress else None)
+    cached: list[FeatureSet] = []
+    if cfg.views > 0:
+        for v in range(cfg.views):
+            cached.append(extract(backbone, natural, variants, (cfg.seed, 1_000_000 + v),
+                                  cfg.workers, desc=f"view {v + 1}/{cfg.views}" if progress else None))
+    kept = None
+
+    for epoch in range(start_epoch, cfg.epochs):
+        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        if cached:
+            n = len(cached[0].paths)
+            pick = torch.randint(len(cached), (n,), generator=gen)
+            feats = [torch.stack([c.by_variant[j] for c in cached])[pick, torch.arange(n)]
+                     for j in range(len(variants))]
+            fs = cached[0]
+        else:
+            fs = extract(backbone, natural, variants, (cfg.seed, epoch), cfg.workers,
+                         desc=f"epoch {epoch + 1} features" if progress else None)
+            feats = fs.by_variant
+        kept = fs
+        if len(fs.paths) < 2:
+            raise TrainingError(f"only {len(fs.paths)} natural photos could be decoded: "
+                                + "; ".join(f"{p}: {e}" for p, e in fs.failed[:3]))
+        nat, prox = _split(cfg, feats)
+        order = torch.randperm(len(fs.paths), generator=gen)
+        losses = []
+        bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not progress, leave=False)
+        for step, start in enumerate(bar):
+            idx = order[start:start + cfg.batch_size]
+            s_nat = head(nat[idx].to(dev)) if nat is not None else None
+            s_prox = head(prox[idx].to(dev)) if prox is not None else None
+            loss = clip_flow_loss(s_nat, s_prox, cfg.mode, cfg.proxy_margin)
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"non-finite loss at epoch {epoch + 1}, step {step + 1}: the proxy term is "
+                    "unbounded. Lower --lr, use --proxy-margin, or keep an earlier checkpoint.")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(head.parameters(), cfg.grad_clip)
+            opt.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{losses[-1]:.4g}")
+        auc = validation_auc(head, val)
+        record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_auc": auc}
+        history.append(record)
+        if val is None or (auc is not None and auc == auc and auc > best_auc):
+            best_auc = auc if auc is not None else best_auc
+            best_epoch = epoch + 1
+            best_state = {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}
+        if progress:
+            tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}  loss {record['loss']:.5g}"
+                       + (f"  val band-(30,100) AUC {auc:.4f}" if auc is not None else ""))
+        if on_epoch:
+            on_epoch(record)
+        ckpt.save(head, best_state, opt, {
+            "epoch": epoch + 1, "history": history, "best_epoch": best_epoch,
+            "best_auc": None if best_auc == -math.inf else best_auc, "fingerprint": fingerprint})
+
+    head.load_state_dict(best_state)
+    fs = kept if kept is not None else extract(backbone, natural, (None,), None, cfg.workers)
+    card = {
+        "format": CARD_FORMAT,
+        "aiiscan_version": __version__,
+        "created": now_iso(),
+        "backbone": {**backbone.identity.to_dict(), "source": backbone_source or backbone.identity.name},
+        "head": head_cfg.to_dict(),
+        "training": {
+            **cfg.to_dict(),
+            "natural_count": len(fs.paths),
+            "natural_failed": len(fs.failed),
+            "natural_digest": training_digest(fs.sha256),
+            # Short content fingerprints let `calibrate` refuse photos used in training.
+            "natural_fingerprints": sorted(s[:16] for s in fs.sha256),
+            "validation_count": 0 if val is None else len(val.paths),
+            "kept_epoch": best_epoch,
+            "kept_by": "validation band-(30,100) AUC" if val is not None else "last epoch",
+            "history": history,
+        },
+        "threshold": None,
+        "calibration_history": [],
+        "metrics": {"validation_band_auc": None if best_auc == -math.inf else best_auc},
+    }
+    save_head(out, head.cpu(), card)
+    ckpt.remove()
+    return card

@@ -1,0 +1,210 @@
+"""Head weights on disk: ``X.safetensors`` (head tensors only) + ``X.json`` (the model card).
+
+Never pickle: a downloaded head is data, it cannot run code. The card is size-capped and
+validated before any tensor is built; the tensors are checked against the card's config.
+Writes are atomic (temp file + rename), so a killed process never leaves half a head.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+from .flow import MODES, FlowHead, HeadConfig
+
+CARD_FORMAT = "aiiscan-head/1"
+MAX_CARD_BYTES = 16 * 1024 * 1024
+WEIGHTS_DIR_ENV = "AIISCAN_WEIGHTS_DIR"
+REPO_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+
+
+class WeightsError(RuntimeError):
+    """A head cannot be found, read or trusted; the message says which file and why."""
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _paths(prefix: str | Path) -> tuple[Path, Path]:
+    p = Path(prefix)
+    if p.suffix in (".safetensors", ".json"):
+        p = p.with_suffix("")
+    return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
+
+
+def resolve(weights: str | Path) -> Path:
+    """A head prefix from a path prefix or a name found in the weights directories."""
+    st, card = _paths(weights)
+    if st.is_file() and card.is_file():
+        return st.with_suffix("")
+    candidates = [Path(os.environ[WEIGHTS_DIR_ENV])] if os.environ.get(WEIGHTS_DIR_ENV) else []
+    candidates += [Path.cwd() / "weights", REPO_WEIGHTS_DIR]
+    for folder in candidates:
+        st2, card2 = _paths(folder / str(weights))
+        if st2.is_file() and card2.is_file():
+            return st2.with_suffix("")
+    looked = ", ".join(str(c) for c in candidates)
+    raise WeightsError(
+        f"no head named {weights!r}: expected {st.name} and {card.name} next to each other "
+        f"(also looked in {looked}). Train one with `aiiscan train --natural DIR --out {weights}`."
+    )
+
+
+def _require(card: dict, key: str, kind: type | tuple[type, ...], where: str = "card") -> Any:
+    if key not in card:
+        raise WeightsError(f"model card is missing {where}.{key}")
+    value = card[key]
+    if not isinstance(value, kind) or isinstance(value, bool) and kind in (int, float, (int, float)):
+        raise WeightsError(f"model card field {where}.{key} has the wrong type ({type(value).__name__})")
+    return value
+
+
+def validate_card(card: Any) -> dict:
+    """Check the card's shape and the values that size tensors, before anything is built."""
+    if not isinstance(card, dict):
+        raise WeightsError("model card is not a JSON object")
+    if card.get("format") != CARD_FORMAT:
+        raise WeightsError(f"model card format {card.get('format')!r} is not {CARD_FORMAT!r}")
+    backbone = _require(card, "backbone", dict)
+    for key in ("name", "pretrained", "source"):
+        _require(backbone, key, str, "backbone")
+    _require(backbone, "feature_dim", int, "backbone")
+    head = _require(card, "head", dict)
+    limits = {"feature_dim": 16384, "dim": 4096, "blocks": 64, "hidden": 16384}
+    for key, hi in limits.items():
+        v = _require(head, key, int, "head")
+        if not 1 <= v <= hi:
+            raise WeightsError(f"model card head.{key}={v} is outside 1..{hi}")
+    _require(head, "clamp", (int, float), "head")
+    _require(head, "permutation_seed", int, "head")
+    if head["feature_dim"] != backbone["feature_dim"]:
+        raise WeightsError("model card head.feature_dim differs from backbone.feature_dim")
+    training = _require(card, "training", dict)
+    if training.get("mode") not in MODES:
+        raise WeightsError(f"model card training.mode {training.get('mode')!r} is not one of {MODES}")
+    threshold = card.get("threshold")
+    if threshold is not None:
+        if not isinstance(threshold, dict):
+            raise WeightsError("model card threshold must be an object or null")
+        _require(threshold, "value", (int, float), "threshold")
+        _require(threshold, "policy", str, "threshold")
+    return card
+
+
+def head_config(card: dict) -> HeadConfig:
+    h = card["head"]
+    return HeadConfig(feature_dim=h["feature_dim"], dim=h["dim"], blocks=h["blocks"],
+                      hidden=h["hidden"], clamp=float(h["clamp"]),
+                      permutation_seed=h["permutation_seed"])
+
+
+def read_card(prefix: str | Path) -> dict:
+    _, card_path = _paths(prefix)
+    try:
+        size = card_path.stat().st_size
+    except OSError as exc:
+        raise WeightsError(f"cannot read model card {card_path}: {exc.strerror}") from None
+    if size > MAX_CARD_BYTES:
+        raise WeightsError(f"model card {card_path} is {size} bytes, over the {MAX_CARD_BYTES} cap")
+    try:
+        card = json.loads(card_path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise WeightsError(f"model card {card_path} is not valid JSON: {exc}") from None
+    return validate_card(card)
+
+
+def write_card(prefix: str | Path, card: dict) -> None:
+    _, card_path = _paths(prefix)
+    validate_card(card)
+    atomic_write_bytes(card_path, (json.dumps(card, indent=2, sort_keys=True) + "\n").encode())
+
+
+def save_head(prefix: str | Path, head: FlowHead, card: dict) -> None:
+    """Write tensors then card, both atomically; the card records the tensors' digest."""
+    st_path, _ = _paths(prefix)
+    st_path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(prefix=f".{st_path.name}.", dir=st_path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"format": CARD_FORMAT})
+        digest = hashlib.sha256(Path(tmp).read_bytes()).hexdigest()
+        os.replace(tmp, st_path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    card = dict(card, tensors_sha256=digest, aiiscan_version=card.get("aiiscan_version", __version__))
+    write_card(prefix, card)
+
+
+def load_head(weights: str | Path, map_location: str = "cpu") -> tuple[FlowHead, dict, Path]:
+    """Head, card and resolved prefix; refuses tampered, truncated or mismatched files."""
+    prefix = resolve(weights)
+    card = read_card(prefix)
+    st_path, _ = _paths(prefix)
+    raw = st_path.read_bytes()
+    expected = card.get("tensors_sha256")
+    if expected and hashlib.sha256(raw).hexdigest() != expected:
+        raise WeightsError(
+            f"{st_path} does not match the digest in its model card (modified or truncated)")
+    head = FlowHead(head_config(card))
+    try:
+        tensors = load_file(str(st_path), device=map_location)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{st_path} is not a readable safetensors file: {exc}") from None
+    own = head.state_dict()
+    if set(tensors) != set(own):
+        missing = sorted(set(own) - set(tensors))[:3]
+        extra = sorted(set(tensors) - set(own))[:3]
+        raise WeightsError(f"{st_path} does not fit its card: missing {missing}, unexpected {extra}")
+    for key, value in tensors.items():
+        if value.shape != own[key].shape or value.dtype != own[key].dtype:
+            raise WeightsError(
+                f"{st_path}: tensor {key} is {tuple(value.shape)}/{value.dtype}, the card implies "
+                f"{tuple(own[key].shape)}/{own[key].dtype}")
+    head.load_state_dict(tensors)
+    return head.eval(), card, prefix
+
+
+def model_id(card: dict, prefix: Path) -> str:
+    """Short, stable id for reports: head name and its tensors' digest."""
+    return f"{prefix.name}@{(card.get('tensors_sha256') or 'unknown')[:12]}"
+
+
+def card_digest(card: dict) -> str:
+    return hashlib.sha256(json.dumps(card, sort_keys=True).encode()).hexdigest()
+
+
+def check_backbone(card: dict, identity: dict) -> None:
+    """Refuse a head trained on a different backbone (features would be meaningless to it)."""
+    from .backbone import BackboneIdentity
+
+    mine = BackboneIdentity(**{k: identity[k] for k in BackboneIdentity.__dataclass_fields__})
+    diffs = mine.mismatch(card["backbone"])
+    if diffs:
+        raise WeightsError("this head does not belong to the backbone in use:\n  " + "\n  ".join(diffs))
