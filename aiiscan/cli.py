@@ -108,7 +108,8 @@ def train(natural, natural_list, out, mode, backbone, pretrained, clip_weights, 
     """Train a CLIP-Flow head on natural photos (no AI image is ever needed)."""
     from .backbone import build_backbone
     from .proxies import ProxySpec
-    from .train import MODE_DEFAULTS, TrainConfig, TrainingError, train as run_train
+    from .train import MODE_DEFAULTS, TrainConfig, TrainingError
+    from .train import train as run_train
 
     if not natural and not natural_list:
         raise click.UsageError("give --natural DIR and/or --natural-list FILE")
@@ -141,7 +142,8 @@ def train(natural, natural_list, out, mode, backbone, pretrained, clip_weights, 
               help="Report format, overriding the extension.")
 @click.option("--from-list", type=click.Path(allow_dash=True),
               help="File with one path per line ('-' = stdin).")
-@click.option("--weights", required=True, help="Head: path prefix W (W.safetensors + W.json) or a name in weights/.")
+@click.option("--weights", required=True,
+              help="Head: path prefix W (W.safetensors + W.json) or a name in weights/.")
 @click.option("--clip-weights", type=click.Path(dir_okay=False),
               help="Local CLIP checkpoint for the backbone the head's card names.")
 @click.option("--threshold", type=float, default=None,

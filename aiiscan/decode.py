@@ -11,7 +11,6 @@ import hashlib
 import os
 import stat
 from dataclasses import dataclass, field
-from typing import Union
 
 import numpy as np
 
@@ -22,7 +21,7 @@ from .sources import IMAGE_EXTENSIONS, sniff_format
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 RADIAL = "radial"  # the calibration perturbation, band (30, 100)
 
-Variant = Union[None, str, ProxySpec]
+Variant = None | str | ProxySpec
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from .detector import Detector
 from .pipeline import DEFAULT_TIMEOUT, decode_stream
 from .preprocess import DEFAULT_MAX_PIXELS
 from .report import COLUMNS, ReportWriter, read_report
-from .sources import Entry, iter_inputs
+from .sources import iter_inputs
 from .weights import card_digest, now_iso
 
 EXIT_OK = 0
@@ -170,7 +170,7 @@ def run_scan(paths: Sequence[str], output: str | Path, *, weights: str | None = 
 
     def score(batch: list[DecodeResult]) -> None:
         scores = detector.score_arrays([r.arrays[0] for r in batch])
-        for res, s in zip(batch, scores.tolist()):
+        for res, s in zip(batch, scores.tolist(), strict=True):
             row = base_row(res.path, "ok", None) | _info(res) | {
                 "score": s, "threshold": thr, "label": _label(s, thr)}
             if s != s or s in (float("inf"), float("-inf")):
