@@ -106,6 +106,8 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def _network_reachable(url: str, timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False  # the Hugging Face convention for "never touch the network"
     host = urlparse(url).hostname or url
     try:
         socket.create_connection((host, 443), timeout=timeout).close()

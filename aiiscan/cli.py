@@ -164,12 +164,14 @@ def train(natural, natural_list, out, mode, backbone, pretrained, clip_weights, 
               show_default=True, help="Refuse files larger than this.")
 @click.option("--timeout", type=click.FloatRange(1), default=120.0, show_default=True,
               help="Seconds one file may take to decode before its worker is replaced.")
+@click.option("--part-rows", type=click.IntRange(1), default=1024, show_default=True,
+              help="Rows per checkpointed part: at most this much work is redone after a kill.")
 @click.option("--engine", type=click.Choice(["local"]), default="local", show_default=True,
               help="Execution engine.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def scan(paths, output, fmt, from_list, weights, clip_weights, threshold, device, batch_size,
          workers, resume, incremental, include, exclude, follow_symlinks, max_pixels,
-         max_bytes, timeout, engine, quiet) -> None:
+         max_bytes, timeout, part_rows, engine, quiet) -> None:
     """Score images in files and folders (recursive) into a report, one row per file."""
     from .scan import run_scan
 
@@ -181,7 +183,7 @@ def scan(paths, output, fmt, from_list, weights, clip_weights, threshold, device
             threshold=threshold, device=device, batch_size=batch_size, workers=workers,
             resume=resume, incremental=incremental, include=include, exclude=exclude,
             follow_symlinks=follow_symlinks, max_pixels=max_pixels, max_bytes=max_bytes,
-            timeout=timeout, clip_weights=clip_weights, quiet=quiet,
+            timeout=timeout, clip_weights=clip_weights, part_rows=part_rows, quiet=quiet,
             command=shlex.join(["aiiscan", *sys.argv[1:]]))
     except KNOWN_ERRORS as exc:
         _fail(exc)

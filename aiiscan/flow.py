@@ -86,7 +86,7 @@ class FlowHead(nn.Module):
         return getattr(self, f"perm{i}")
 
     def embed(self, features: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.dr(features.float()), dim=1)
+        return F.normalize(self.dr(features.to(self.dr.weight.dtype)), dim=1)
 
     def flow(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """u = g^-1(z) and log|det du/dz|."""

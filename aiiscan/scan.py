@@ -117,7 +117,7 @@ def run_scan(paths: Sequence[str], output: str | Path, *, weights: str | None = 
              exclude: Sequence[str] = (), follow_symlinks: bool = False,
              max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES,
              timeout: float = DEFAULT_TIMEOUT, clip_weights: str | None = None,
-             quiet: bool = False, command: str | None = None) -> ScanSummary:
+             part_rows: int = 1024, quiet: bool = False, command: str | None = None) -> ScanSummary:
     """Scan files and folders into a report; see ``ScanSummary.exit_code`` for the outcome."""
     started = now_iso()
     t0 = time.perf_counter()
@@ -137,7 +137,7 @@ def run_scan(paths: Sequence[str], output: str | Path, *, weights: str | None = 
     old = _old_rows(incremental, mid)
     crop = detector.backbone.image_size
 
-    writer = ReportWriter(output, fmt, resume=resume)
+    writer = ReportWriter(output, fmt, resume=resume, rows_per_part=part_rows)
     done = set(writer.done_table().column("path").to_pylist()) if resume else set()
     summary.resumed = len(done)
     entries = list(iter_inputs(paths, from_list, include, exclude, follow_symlinks))

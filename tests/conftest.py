@@ -1,0 +1,63 @@
+"""Shared fixtures: a tiny random-init backbone, generated photos, a head trained in the test.
+
+Random weights make plumbing testable offline; no test here says anything about detection.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aiiscan.backbone import TINY_CONFIG, build_backbone
+from aiiscan.selftest import synthetic_photo
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+EVAL_DEV = Path(os.environ.get("AIISCAN_EVAL_DEV", SHARED / "eval-dev"))
+TRAIN_NATURAL = Path(os.environ.get("AIISCAN_TRAIN_NATURAL", SHARED / "train-natural"))
+
+
+@pytest.fixture(scope="session")
+def tiny_config() -> str:
+    return str(TINY_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def backbone(tiny_config):
+    return build_backbone(tiny_config, "none", device="cpu", quiet=True)
+
+
+def write_photos(folder: Path, n: int, seed: int, ext: str = "png", size=(200, 150)) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        p = folder / f"img_{i:03d}.{ext}"
+        synthetic_photo(rng, size).save(p)
+        paths.append(str(p))
+    return paths
+
+
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory) -> list[str]:
+    return write_photos(tmp_path_factory.mktemp("photos"), 24, seed=7)
+
+
+@pytest.fixture(scope="session")
+def head_prefix(tmp_path_factory, backbone, photos) -> Path:
+    from aiiscan.proxies import ProxySpec
+    from aiiscan.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("head") / "tiny"
+    cfg = TrainConfig(mode="N+P", proxy=ProxySpec(ratio=0.1), epochs=2, batch_size=8, lr=1e-3,
+                      views=1, workers=0)
+    train(backbone, photos, out, cfg, progress=False, backbone_source=str(TINY_CONFIG))
+    return out
+
+
+def natural_photos(root: Path) -> list[str]:
+    if not root.is_dir():
+        pytest.skip(f"{root} not present")
+    return sorted(str(p) for p in root.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))

@@ -1,0 +1,116 @@
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aiiscan.detector import Detector
+from aiiscan.weights import WeightsError, load_head, read_card
+
+
+def _copy(prefix: Path, dest: Path) -> Path:
+    for ext in (".safetensors", ".json"):
+        dest.with_name(dest.name + ext).write_bytes(prefix.with_name(prefix.name + ext).read_bytes())
+    return dest
+
+
+def test_card_records_what_the_head_needs(head_prefix):
+    card = read_card(head_prefix)
+    assert card["backbone"]["pretrained"] == "none"
+    assert card["head"]["dim"] == 128 and card["training"]["mode"] == "N+P"
+    assert card["training"]["natural_count"] == 24
+    assert len(card["training"]["natural_fingerprints"]) == 24
+    assert card["threshold"] is None
+
+
+def test_reload_gives_bit_identical_scores(backbone, head_prefix, photos, tmp_path):
+    a = Detector(backbone, *load_head(head_prefix)).score_paths(photos[:6])
+    copy = _copy(head_prefix, tmp_path / "copy")
+    b = Detector(backbone, *load_head(copy)).score_paths(photos[:6])
+    assert a == b and all(np.isfinite(a))
+
+
+def test_tampered_tensors_are_refused(head_prefix, tmp_path):
+    copy = _copy(head_prefix, tmp_path / "t")
+    st = copy.with_name("t.safetensors")
+    data = bytearray(st.read_bytes())
+    data[-10] ^= 0xFF
+    st.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="digest"):
+        load_head(copy)
+
+
+def test_truncated_safetensors_gives_clear_error(head_prefix, tmp_path):
+    copy = _copy(head_prefix, tmp_path / "t")
+    card = json.loads(copy.with_name("t.json").read_text())
+    card.pop("tensors_sha256")  # without the digest the safetensors parser must catch it
+    copy.with_name("t.json").write_text(json.dumps(card))
+    st = copy.with_name("t.safetensors")
+    st.write_bytes(st.read_bytes()[:100])
+    with pytest.raises(WeightsError, match="safetensors"):
+        load_head(copy)
+
+
+@pytest.mark.parametrize("mutate,match", [
+    (lambda c: c.update(format="other/9"), "format"),
+    (lambda c: c["head"].update(hidden=10**9), "outside"),
+    (lambda c: c["head"].update(dim="128"), "wrong type"),
+    (lambda c: c.pop("backbone"), "missing"),
+    (lambda c: c["training"].update(mode="Q"), "mode"),
+])
+def test_bad_cards_are_refused_before_tensors(head_prefix, tmp_path, mutate, match):
+    copy = _copy(head_prefix, tmp_path / "t")
+    card = json.loads(copy.with_name("t.json").read_text())
+    mutate(card)
+    copy.with_name("t.json").write_text(json.dumps(card))
+    with pytest.raises(WeightsError, match=match):
+        load_head(copy)
+
+
+def test_corrupt_and_oversized_cards(head_prefix, tmp_path):
+    copy = _copy(head_prefix, tmp_path / "t")
+    copy.with_name("t.json").write_text("{not json")
+    with pytest.raises(WeightsError, match="not valid JSON"):
+        load_head(copy)
+    copy.with_name("t.json").write_bytes(b" " * (17 * 1024 * 1024))
+    with pytest.raises(WeightsError, match="cap"):
+        load_head(copy)
+
+
+def test_missing_head_names_the_files(tmp_path):
+    with pytest.raises(WeightsError, match="nothere.safetensors"):
+        load_head(tmp_path / "nothere")
+
+
+def test_head_of_another_backbone_is_refused(head_prefix, tmp_path, backbone):
+    copy = _copy(head_prefix, tmp_path / "t")
+    card = json.loads(copy.with_name("t.json").read_text())
+    card["backbone"]["config_sha256"] = "0" * 64
+    copy.with_name("t.json").write_text(json.dumps(card))
+    with pytest.raises(WeightsError, match="does not belong"):
+        Detector(backbone, *load_head(copy))
+
+
+def test_no_pickle_loading_anywhere_in_the_package():
+    pkg = Path(__file__).resolve().parents[1] / "aiiscan"
+    pattern = re.compile(r"import pickle|pickle\.loads?\(|torch\.load\(|cloudpickle|joblib\.load|dill\.")
+    hits = [f"{p.name}:{i}" for p in pkg.rglob("*.py")
+            for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert hits == []
+
+
+def test_default_backbone_offline_fails_fast_with_a_message(tmp_path):
+    env = {"HOME": str(tmp_path), "HF_HOME": str(tmp_path / "hf"), "PATH": "/usr/bin:/bin",
+           "HF_HUB_OFFLINE": "1"}
+    t = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "aiiscan", "train", "--natural", str(tmp_path), "--out",
+         str(tmp_path / "x")], capture_output=True, text=True, env=env, timeout=60)
+    assert time.perf_counter() - t < 30
+    assert proc.returncode == 2
+    assert "CLIP weights for ViT-L-14/openai are not on this machine" in proc.stderr
+    assert "--clip-weights" in proc.stderr and "Traceback" not in proc.stderr
