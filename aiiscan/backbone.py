@@ -236,7 +236,10 @@ def build_backbone(name: str = DEFAULT_BACKBONE, pretrained: str = DEFAULT_PRETR
         warnings.simplefilter("ignore")
         root.setLevel(logging.ERROR)  # open_clip logs its own random-init notice at WARNING
         try:
-            model = open_clip.create_model(model_name, pretrained=weights_path, device="cpu")
+            # Seeded init: a random-init backbone rebuilt from a card is the same network.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                model = open_clip.create_model(model_name, pretrained=weights_path, device="cpu")
         except (RuntimeError, ValueError, KeyError, OSError) as exc:
             raise BackboneError(f"could not build {name} with weights {weights_path}: {exc}") from exc
         finally:

@@ -272,11 +272,11 @@ def train(backbone: ClipBackbone, natural: Sequence[str], out: str | Path, cfg: 
         if progress:
             tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}  loss {record['loss']:.5g}"
                        + (f"  val band-(30,100) AUC {auc:.4f}" if auc is not None else ""))
-        if on_epoch:
-            on_epoch(record)
         ckpt.save(head, best_state, opt, {
             "epoch": epoch + 1, "history": history, "best_epoch": best_epoch,
             "best_auc": None if best_auc == -math.inf else best_auc, "fingerprint": fingerprint})
+        if on_epoch:
+            on_epoch(record)
 
     head.load_state_dict(best_state)
     fs = kept if kept is not None else extract(backbone, natural, (None,), None, cfg.workers)
