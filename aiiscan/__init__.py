@@ -9,7 +9,7 @@ __all__ = ["Detector", "scan", "__version__"]
 
 if TYPE_CHECKING:
     from .detector import Detector
-    from .scan import scan
+    from .scanner import scan
 
 
 def __getattr__(name: str) -> Any:
@@ -19,7 +19,7 @@ def __getattr__(name: str) -> Any:
 
         return Detector
     if name == "scan":
-        from .scan import scan
+        from .scanner import scan
 
         return scan
     raise AttributeError(name)

@@ -173,7 +173,7 @@ def scan(paths, output, fmt, from_list, weights, clip_weights, threshold, device
          workers, resume, incremental, include, exclude, follow_symlinks, max_pixels,
          max_bytes, timeout, part_rows, engine, quiet) -> None:
     """Score images in files and folders (recursive) into a report, one row per file."""
-    from .scan import run_scan
+    from .scanner import run_scan
 
     if not paths and not from_list:
         raise click.UsageError("give at least one PATH or --from-list FILE")

@@ -59,7 +59,7 @@ def run_selftest(keep: str | None = None, echo: Callable[[str], None] = print) -
     from .detector import Detector
     from .proxies import ProxySpec
     from .report import read_report
-    from .scan import run_scan
+    from .scanner import run_scan
     from .train import TrainConfig, train
     from .weights import load_head
 
