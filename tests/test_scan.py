@@ -248,3 +248,11 @@ def test_selftest_command_passes():
     res = CliRunner().invoke(main, ["selftest"])
     assert res.exit_code == 0, res.output
     assert "selftest PASSED" in res.output and "no meaning" in res.output
+
+
+def test_python_api_example_runs(tmp_path, head_prefix, photos):
+    example = Path(__file__).resolve().parents[1] / "examples" / "python_api.py"
+    proc = subprocess.run([sys.executable, str(example), str(head_prefix), photos[0].rsplit("/", 1)[0],
+                           str(tmp_path / "ex.parquet")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "ok" in proc.stdout and (tmp_path / "ex.parquet").is_file()
