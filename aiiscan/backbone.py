@@ -162,9 +162,8 @@ def resolve_clip_weights(name: str, tag: str, clip_weights: str | None = None) -
     cached = _cached_weights(name, tag)
     if cached:
         return cached
-    source = cfg.get("url") or "https://huggingface.co"
-    if cfg.get("hf_hub"):
-        source = "https://huggingface.co"
+    # open_clip prefers the Hugging Face hub when a tag has both a hub entry and a URL.
+    source = "https://huggingface.co" if cfg.get("hf_hub") or not cfg.get("url") else cfg["url"]
     if not _network_reachable(source):
         raise BackboneError(
             f"CLIP weights for {name}/{tag} are not on this machine and {urlparse(source).hostname} "

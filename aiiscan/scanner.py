@@ -199,7 +199,6 @@ def run_scan(paths: Sequence[str], output: str | Path, *, weights: str | None = 
     except (KeyboardInterrupt, _Terminate):
         summary.interrupted = True
         writer.close()
-        bar.close()
         summary.seconds = time.perf_counter() - t0
         return summary
     except BaseException:
