@@ -29,25 +29,6 @@ def _fail(exc: BaseException) -> None:
     sys.exit(2)
 
 
-def _natural_paths(natural: tuple[str, ...], natural_list: str | None) -> list[str]:
-    from .sources import iter_inputs
-
-    entries = iter_inputs(natural, natural_list)
-    return [e.path for e in entries if not e.skip and _looks_like_image(e.path, e.explicit)]
-
-
-def _looks_like_image(path: str, explicit: bool) -> bool:
-    from .sources import sniff_format
-
-    if explicit:
-        return True
-    try:
-        with open(path, "rb") as f:
-            return sniff_format(f.read(16)) is not None
-    except OSError:
-        return False
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="aiiscan")
 def main() -> None:
@@ -108,6 +89,7 @@ def train(natural, natural_list, out, mode, backbone, pretrained, clip_weights, 
     """Train a CLIP-Flow head on natural photos (no AI image is ever needed)."""
     from .backbone import build_backbone
     from .proxies import ProxySpec
+    from .sources import list_images
     from .train import MODE_DEFAULTS, TrainConfig, TrainingError
     from .train import train as run_train
 
@@ -122,8 +104,8 @@ def train(natural, natural_list, out, mode, backbone, pretrained, clip_weights, 
             seed=seed, proxy_margin=proxy_margin, dim=dim, blocks=blocks, hidden=hidden,
             workers=workers)
         bb = build_backbone(backbone, pretrained, clip_weights, device)
-        photos = _natural_paths(natural, natural_list)
-        held_out = _natural_paths(val_natural, None) if val_natural else None
+        photos = list_images(natural, natural_list)
+        held_out = list_images(val_natural) if val_natural else None
         source = str(Path(backbone).resolve()) if backbone.endswith(".json") else backbone
         card = run_train(bb, photos, out, cfg, held_out, resume=resume, backbone_source=source,
                          progress=not quiet)

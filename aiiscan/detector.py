@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +17,9 @@ from .backbone import (
     build_backbone,
     resolve_device,
 )
-from .decode import DecodeJob
+from .decode import DecodeJob, DecodeResult
 from .flow import FlowHead
-from .pipeline import decode_stream
+from .pipeline import DEFAULT_TIMEOUT, decode_stream
 from .preprocess import prepare
 from .weights import check_backbone, load_head, model_id
 
@@ -88,10 +88,40 @@ class Detector:
         size = self.backbone.image_size
         return self.score_arrays([prepare(img, size) for img in images])
 
+    def score_stream(self, jobs: Iterable[DecodeJob], batch_size: int = 64,
+                     workers: int | None = None, timeout: float = DEFAULT_TIMEOUT
+                     ) -> Iterator[tuple[DecodeResult, np.ndarray | None]]:
+        """Decode in worker processes and score in batches, yielding in input order:
+        ``(result, one score per job variant)``, or ``(result, None)`` when it did not decode.
+
+        The one decode-and-score loop behind scan, calibrate and evaluate.
+        """
+        pending: list[DecodeResult] = []
+        ok = 0
+
+        def flush() -> Iterator[tuple[DecodeResult, np.ndarray | None]]:
+            good = [r for r in pending if r.status == "ok"]
+            rows: Iterator[np.ndarray] = iter(())
+            if good:
+                n = len(good[0].arrays)
+                rows = iter(self.score_arrays([a for r in good for a in r.arrays]).reshape(len(good), n))
+            for r in pending:
+                if r.status == "ok":
+                    r.arrays = []  # the crops are no longer needed; keep memory flat
+                    yield r, next(rows)
+                else:
+                    yield r, None
+
+        for res in decode_stream(jobs, workers, timeout=timeout, window=max(2 * batch_size, 64)):
+            pending.append(res)
+            ok += res.status == "ok"
+            if ok >= batch_size:
+                yield from flush()
+                pending, ok = [], 0
+        yield from flush()
+
     def score_paths(self, paths: Iterable[str | Path], workers: int = 0) -> list[float | None]:
         """Scores in input order; None where a file could not be decoded."""
         size = self.backbone.image_size
-        results = list(decode_stream((DecodeJob(str(p), size) for p in paths), workers))
-        ok = [r for r in results if r.status == "ok"]
-        scores = iter(self.score_arrays([r.arrays[0] for r in ok]).tolist())
-        return [next(scores) if r.status == "ok" else None for r in results]
+        jobs = (DecodeJob(str(p), size) for p in paths)
+        return [None if s is None else float(s[0]) for _, s in self.score_stream(jobs, workers=workers)]

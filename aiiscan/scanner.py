@@ -22,7 +22,7 @@ from tqdm import tqdm
 from . import __version__
 from .decode import DEFAULT_MAX_BYTES, DecodeJob, DecodeResult
 from .detector import Detector
-from .pipeline import DEFAULT_TIMEOUT, decode_stream
+from .pipeline import DEFAULT_TIMEOUT
 from .preprocess import DEFAULT_MAX_PIXELS
 from .report import COLUMNS, ReportWriter, read_report
 from .sources import iter_inputs
@@ -168,34 +168,24 @@ def run_scan(paths: Sequence[str], output: str | Path, *, weights: str | None = 
             yield DecodeJob(entry.path, crop, max_pixels=max_pixels, max_bytes=max_bytes,
                             explicit=entry.explicit)
 
-    def score(batch: list[DecodeResult]) -> None:
-        scores = detector.score_arrays([r.arrays[0] for r in batch])
-        for res, s in zip(batch, scores.tolist(), strict=True):
-            row = base_row(res.path, "ok", None) | _info(res) | {
-                "score": s, "threshold": thr, "label": _label(s, thr)}
-            if s != s or s in (float("inf"), float("-inf")):
-                row |= {"status": "error", "error": "non-finite score", "score": None, "label": None}
-            emit(row)
-            summary.scored += 1
+    def scored(res: DecodeResult, s: float) -> dict:
+        row = base_row(res.path, "ok", None) | _info(res) | {
+            "score": s, "threshold": thr, "label": _label(s, thr)}
+        if s != s or s in (float("inf"), float("-inf")):
+            row |= {"status": "error", "error": "non-finite score", "score": None, "label": None}
+        return row
 
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    batch: list[DecodeResult] = []
     try:
-        for res in decode_stream(jobs(), workers, timeout=timeout,
-                                 window=max(2 * batch_size, 64)):
+        for res, scores in detector.score_stream(jobs(), batch_size, workers, timeout):
             if res.status == "skipped":
                 summary.not_images += 1
                 bar.update(1)
-            elif res.status == "error":
+            elif scores is None:
                 emit(base_row(res.path, "error", res.error) | _info(res))
             else:
-                res.arrays = res.arrays[:1]
-                batch.append(res)
-                if len(batch) >= batch_size:
-                    score(batch)
-                    batch = []
-        if batch:
-            score(batch)
+                emit(scored(res, float(scores[0])))
+                summary.scored += 1
     except (KeyboardInterrupt, _Terminate):
         summary.interrupted = True
         writer.close()

@@ -144,3 +144,19 @@ def iter_inputs(paths: Iterable[str], from_list: str | None = None,
                 kept = admit(Entry(raw, explicit=True))
                 if kept:
                     yield kept
+
+
+def _looks_like_image(entry: Entry) -> bool:
+    if entry.explicit:
+        return True
+    try:
+        with open(entry.path, "rb") as f:
+            return sniff_format(f.read(16)) is not None
+    except OSError:
+        return False
+
+
+def list_images(paths: Iterable[str], from_list: str | None = None) -> list[str]:
+    """Image files for training, calibration and evaluation: named files are kept as given
+    (a bad one becomes a counted failure later); files found in folders must look like images."""
+    return [e.path for e in iter_inputs(paths, from_list) if not e.skip and _looks_like_image(e)]
