@@ -178,6 +178,123 @@ def scan(paths, output, fmt, from_list, weights, clip_weights, threshold, device
     sys.exit(summary.exit_code)
 
 
+def _weights_options(f):
+    """Options every command that loads a trained head shares."""
+    for opt in reversed([
+        click.option("--weights", required=True,
+                     help="Head: path prefix W (W.safetensors + W.json) or a name in weights/."),
+        click.option("--clip-weights", type=click.Path(dir_okay=False),
+                     help="Local CLIP checkpoint for the backbone the head's card names."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+        click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True),
+        click.option("--workers", type=click.IntRange(0), default=None,
+                     help="Decode worker processes [default: number of cores; 0 = in-process]."),
+        click.option("--quiet", is_flag=True, help="No progress bar."),
+    ]):
+        f = opt(f)
+    return f
+
+
+@main.command()
+@_weights_options
+@click.option("--natural", multiple=True, type=click.Path(exists=True),
+              help="Held-out natural photos (folder or file; repeatable), not used in training.")
+@click.option("--natural-list", type=click.Path(allow_dash=True),
+              help="File listing held-out natural photos ('-' = stdin).")
+@click.option("--policy", default="balanced", show_default=True,
+              help="balanced: maximise balanced accuracy (paper); fpr:X: flag at most a fraction X "
+                   "of natural photos (e.g. fpr:0.01).")
+@click.option("--limit", type=click.IntRange(2), default=None,
+              help="Use a random subset of this many photos (drawn with --seed).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--plot", type=click.Path(dir_okay=False),
+              help="Save a PNG histogram of both score sets with the threshold (needs matplotlib).")
+def calibrate(weights, clip_weights, device, batch_size, workers, quiet, natural, natural_list,
+              policy, limit, seed, plot) -> None:
+    """Pick the head's threshold on natural photos and band-(30,100) copies; store it in its card."""
+    from .calibrate import CalibrationError
+    from .calibrate import calibrate as run_calibrate
+    from .detector import Detector
+    from .metrics import parse_policy
+    from .sources import list_images
+
+    if not natural and not natural_list:
+        raise click.UsageError("give --natural DIR and/or --natural-list FILE (held-out authentic photos)")
+    try:
+        parse_policy(policy)
+        photos = list_images(natural, natural_list)
+        if len(photos) < 2:
+            raise CalibrationError(f"calibration needs at least 2 natural photos, found {len(photos)} "
+                                   f"in {', '.join(natural) or natural_list}")
+        det = Detector.load(weights, device=device, clip_weights=clip_weights, quiet=quiet)
+        result = run_calibrate(det, photos, policy, limit=limit, seed=seed, batch_size=batch_size,
+                               workers=workers, plot=plot, progress=not quiet)
+    except (*KNOWN_ERRORS, CalibrationError) as exc:
+        _fail(exc)
+    for path, reason in result.failed[:5]:
+        click.echo(f"unreadable: {path}: {reason}", err=True)
+    for line in result.lines():
+        click.echo(line)
+
+
+@main.command()
+@_weights_options
+@click.option("--dataset", type=click.Path(exists=True, file_okay=False),
+              help="Labelled set: MANIFEST.tsv, real/ + fake/<generator>/, or UnivFD layout.")
+@click.option("--real", multiple=True, type=click.Path(exists=True), help="Folder of real images.")
+@click.option("--fake", multiple=True, type=click.Path(exists=True),
+              help="Folder of fake images, one generator each (repeatable).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Also write the tables to TABLE.md or TABLE.csv.")
+@click.option("--plots", "plots_dir", type=click.Path(file_okay=False),
+              help="Folder for score histograms per generator and ROC curves (needs matplotlib).")
+@click.option("--perturb", multiple=True,
+              help="Also evaluate under a laundering condition: jpeg:Q, webp:Q, resize:S, blur:SIGMA, "
+                   "crop:F (repeatable; one table each).")
+@click.option("--threshold", type=float, default=None,
+              help="Threshold for the accuracies, overriding the card's calibration.")
+def evaluate(weights, clip_weights, device, batch_size, workers, quiet, dataset, real, fake, output,
+             plots_dir, perturb, threshold) -> None:
+    """Per-generator AP, AUC and accuracies on a labelled set (the paper's Tables I/II)."""
+    from . import plots
+    from .datasets import DatasetError, from_folders, load_dataset
+    from .detector import Detector
+    from .evaluate import evaluate as run_evaluate
+    from .evaluate import to_csv, to_markdown, write_plots
+    from .launder import Condition
+    from .weights import atomic_write_bytes
+
+    if bool(dataset) == bool(real or fake) or (not dataset and not (real and fake)):
+        raise click.UsageError("give either --dataset ROOT or --real DIR with --fake DIR [--fake DIR...]")
+    if output and Path(output).suffix.lower() not in (".md", ".csv"):
+        raise click.UsageError("-o must end in .md or .csv")
+    try:
+        conditions = [None, *(Condition.parse(p) for p in perturb)]
+        evalset = load_dataset(dataset) if dataset else from_folders(real, fake)
+        det = Detector.load(weights, device=device, clip_weights=clip_weights, quiet=quiet)
+        tables = run_evaluate(det, evalset, conditions, threshold, batch_size, workers, not quiet)
+    except (*KNOWN_ERRORS, DatasetError) as exc:
+        _fail(exc)
+    caveat = ("random-init backbone: these numbers say nothing about detection quality"
+              if det.card["backbone"]["pretrained"] == "none" else None)
+    text = to_markdown(tables, f"aiiscan evaluate: {det.model_id} on {evalset.root} ({evalset.layout})",
+                       caveat)
+    click.echo(text)
+    for t in tables:
+        for path, reason in t.failed[:5]:
+            click.echo(f"[{t.condition}] unreadable: {path}: {reason}", err=True)
+    if output:
+        body = to_csv(tables) if output.lower().endswith(".csv") else text
+        atomic_write_bytes(Path(output), body.encode("utf-8"))
+        click.echo(f"tables written to {output}", err=True)
+    if plots_dir:
+        if plots.available():
+            written = write_plots(tables, evalset, plots_dir)
+            click.echo(f"{len(written)} plots written to {plots_dir}", err=True)
+        else:
+            click.echo(f"no plots: {plots.MISSING}", err=True)
+
+
 @main.command()
 @click.option("--keep", type=click.Path(file_okay=False), default=None,
               help="Keep the generated files and report in this folder.")

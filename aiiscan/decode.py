@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .launder import Condition
 from .preprocess import CROP, DEFAULT_MAX_PIXELS, DecodeError, open_image, prepare
 from .proxies import ProxySpec, radial_band_perturb
 from .sources import IMAGE_EXTENSIONS, sniff_format
@@ -35,6 +36,7 @@ class DecodeJob:
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_bytes: int = DEFAULT_MAX_BYTES
     explicit: bool = True  # named by the user: reported even when it is not an image
+    condition: Condition | None = None  # evaluate --perturb: applied before preprocessing
 
 
 @dataclass
@@ -99,6 +101,8 @@ def decode_job(job: DecodeJob) -> DecodeResult:
                               if data else "empty file (0 bytes)")
         img = open_image(data, job.max_pixels)
         result.info.update(format=img.format, width=img.width, height=img.height, mode=img.mode)
+        if job.condition is not None:
+            img = job.condition(img)
         result.arrays = [_variant(img, job, v, i) for i, v in enumerate(job.variants)]
         result.status = "ok"
     except FileNotFoundError:

@@ -1,0 +1,164 @@
+"""Per-generator tables in the layout of the paper's Tables I and II (AP, AUC, accuracies).
+
+Scores come from ``Detector.score_stream``, the scan's own decode-and-score loop. Each file is
+scored once per condition even when several generators share it (a shared real pool).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from . import plots
+from .datasets import EvalSet
+from .decode import DecodeJob
+from .detector import Detector
+from .launder import Condition
+from .metrics import average_precision, rates_at, roc_auc
+
+METRICS = ("ap", "auc", "acc", "real_acc", "fake_acc")
+
+
+@dataclass
+class Row:
+    generator: str
+    n_real: int
+    n_fake: int
+    ap: float
+    auc: float
+    acc: float | None
+    real_acc: float | None
+    fake_acc: float | None
+
+
+@dataclass
+class Table:
+    condition: str  # "none" or e.g. "jpeg:90"
+    threshold: float | None
+    rows: list[Row]
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    scores: dict[str, float] = field(default_factory=dict)
+    n_real: int = 0  # distinct files (a shared real pool counts once)
+    n_fake: int = 0
+
+    def mean(self) -> Row:
+        def avg(key: str) -> float | None:
+            vals = [getattr(r, key) for r in self.rows]
+            return None if any(v is None for v in vals) else float(np.mean(vals))
+
+        return Row("mean", self.n_real, self.n_fake, *(avg(k) for k in METRICS))
+
+
+def score_files(detector: Detector, paths: Sequence[str], condition: Condition | None = None,
+                batch_size: int = 64, workers: int | None = None, progress: bool = True
+                ) -> tuple[dict[str, float], list[tuple[str, str]]]:
+    size = detector.backbone.image_size
+    jobs = (DecodeJob(p, size, condition=condition) for p in paths)
+    scores: dict[str, float] = {}
+    failed: list[tuple[str, str]] = []
+    stream = detector.score_stream(jobs, batch_size=batch_size, workers=workers)
+    for res, s in tqdm(stream, total=len(paths), unit="img", disable=not progress, leave=False,
+                       desc=f"evaluate ({condition or 'as is'})"):
+        if s is None or not np.isfinite(s[0]):
+            failed.append((res.path, res.error or "non-finite score"))
+        else:
+            scores[res.path] = float(s[0])
+    return scores, failed
+
+
+def evaluate(detector: Detector, evalset: EvalSet, conditions: Sequence[Condition | None] = (None,),
+             threshold: float | None = None, batch_size: int = 64, workers: int | None = None,
+             progress: bool = True) -> list[Table]:
+    """One table per condition; accuracies need a threshold (the card's, or ``threshold``)."""
+    thr = detector.threshold if threshold is None else threshold
+    files = evalset.files()
+    tables = []
+    for cond in conditions:
+        scores, failed = score_files(detector, files, cond, batch_size, workers, progress)
+        rows = []
+        for gen, reals, fakes in evalset.groups():
+            neg = np.array([scores[p] for p in reals if p in scores])
+            pos = np.array([scores[p] for p in fakes if p in scores])
+            if len(neg) == 0 or len(pos) == 0:
+                continue  # every file of one side failed; listed in ``failed``
+            acc = rates_at(neg, pos, thr) if thr is not None else None
+            rows.append(Row(gen, len(neg), len(pos), average_precision(neg, pos), roc_auc(neg, pos),
+                            acc and acc.accuracy, acc and acc.real_accuracy, acc and acc.fake_accuracy))
+        used_reals = {p for _, reals, _ in evalset.groups() for p in reals if p in scores}
+        used_fakes = {p for _, _, fakes in evalset.groups() for p in fakes if p in scores}
+        tables.append(Table(str(cond) if cond else "none", thr, rows, failed, scores,
+                            len(used_reals), len(used_fakes)))
+    return tables
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.1f}"
+
+
+def to_markdown(tables: Sequence[Table], title: str, caveat: str | None = None) -> str:
+    out = [f"# {title}", ""]
+    if caveat:
+        out += [f"> {caveat}", ""]
+    for t in tables:
+        out.append(f"## Condition: {t.condition}")
+        out.append("")
+        thr = ("none (accuracies need `aiiscan calibrate` or --threshold)" if t.threshold is None
+               else f"{t.threshold:.6g}")
+        out.append(f"Threshold: {thr}; {len(t.failed)} files failed to decode.")
+        out.append("")
+        out.append("| generator | real | fake | AP | AUC | Acc | Real Acc | Fake Acc |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+        mean = t.mean()
+        for r in [*t.rows, mean]:
+            name = "**mean**" if r is mean else r.generator.replace("|", "\\|")
+            out.append(f"| {name} | {r.n_real} | {r.n_fake} | {_pct(r.ap)} | {_pct(r.auc)} | "
+                       f"{_pct(r.acc)} | {_pct(r.real_acc)} | {_pct(r.fake_acc)} |")
+        out.append("")
+        out.append("AP and AUC in %; Acc over all images, Real Acc = real kept, Fake Acc = fake flagged; "
+                   "the mean row averages generators and counts distinct files.")
+        out.append("")
+    return "\n".join(out)
+
+
+def to_csv(tables: Sequence[Table]) -> str:
+    buf = io.StringIO()
+    fields = ["condition", "threshold", *Row.__dataclass_fields__]
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    w.writeheader()
+    for t in tables:
+        for r in [*t.rows, t.mean()]:
+            w.writerow({"condition": t.condition, "threshold": t.threshold, **asdict(r)})
+    return buf.getvalue()
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[:80] or "generator"
+
+
+def write_plots(tables: Sequence[Table], evalset: EvalSet, folder: str | Path) -> list[Path]:
+    """Per condition: one score histogram per generator and one ROC figure."""
+    folder = Path(folder)
+    written = []
+    groups = evalset.groups()
+    for t in tables:
+        curves = []
+        for gen, reals, fakes in groups:
+            neg = np.array([t.scores[p] for p in reals if p in t.scores])
+            pos = np.array([t.scores[p] for p in fakes if p in t.scores])
+            if len(neg) == 0 or len(pos) == 0:
+                continue
+            path = folder / f"hist_{_slug(t.condition)}_{_slug(gen)}.png"
+            plots.histogram(path, [("real", neg), (gen, pos)], t.threshold, f"{gen} ({t.condition})")
+            written.append(path)
+            curves.append((gen, neg, pos))
+        path = folder / f"roc_{_slug(t.condition)}.png"
+        plots.roc(path, curves, f"ROC per generator ({t.condition})")
+        written.append(path)
+    return written
