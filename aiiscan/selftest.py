@@ -56,6 +56,7 @@ def make_folder(root: Path, n_good: int = 12, seed: int = 0) -> dict[str, str]:
 
 def run_selftest(keep: str | None = None, echo: Callable[[str], None] = print) -> bool:
     from .backbone import TINY_CONFIG, build_backbone
+    from .calibrate import calibrate as run_calibrate
     from .detector import Detector
     from .proxies import ProxySpec
     from .report import read_report
@@ -94,7 +95,13 @@ def run_selftest(keep: str | None = None, echo: Callable[[str], None] = print) -
         for i in range(16):
             synthetic_photo(rng).save(train_dir / f"t{i:02d}.png")
         state["train"] = sorted(str(p) for p in train_dir.iterdir())
-        return f"{len(state['train'])} training, {len(state['expected'])} scan files in {root}"
+        cal_dir = root / "calibration"
+        cal_dir.mkdir(exist_ok=True)
+        for i in range(8):
+            synthetic_photo(rng).save(cal_dir / f"c{i:02d}.jpg", quality=92)
+        state["calibration"] = sorted(str(p) for p in cal_dir.iterdir())
+        return (f"{len(state['train'])} training, {len(state['calibration'])} calibration, "
+                f"{len(state['expected'])} scan files in {root}")
 
     def fit() -> str:
         cfg = TrainConfig(mode="N+P", proxy=ProxySpec(ratio=0.1), epochs=2, batch_size=8,
@@ -102,6 +109,13 @@ def run_selftest(keep: str | None = None, echo: Callable[[str], None] = print) -
         train(state["bb"], state["train"], root / "head", cfg, progress=False)
         head, card, _ = load_head(root / "head")
         return f"head written and reloaded ({card['training']['natural_count']} photos)"
+
+    def calibrate() -> str:
+        det = Detector(state["bb"], *load_head(root / "head"))
+        result = run_calibrate(det, state["calibration"], "balanced", workers=2, progress=False)
+        if load_head(root / "head")[1]["threshold"]["value"] != result.block["value"]:
+            raise AssertionError("the threshold did not reach the model card")
+        return f"threshold {result.block['value']:.4g} written into the card"
 
     def scan() -> str:
         det = Detector(state["bb"], *load_head(root / "head"))
@@ -117,11 +131,14 @@ def run_selftest(keep: str | None = None, echo: Callable[[str], None] = print) -
         scores = [rows[p]["score"] for p, s in exp.items() if s == "ok"]
         if not all(np.isfinite(scores)):
             raise AssertionError("non-finite score")
+        if any(rows[p]["label"] is None for p, s in exp.items() if s == "ok"):
+            raise AssertionError("scored rows without a label despite a calibrated threshold")
         n_err = sum(1 for s in exp.values() if s == "error")
         return f"{len(scores)} scored, {n_err} bad files reported as errors"
 
     for name, fn in (("build tiny backbone", build), ("generate images", photos),
-                     ("train head (N+P)", fit), ("scan through workers", scan)):
+                     ("train head (N+P)", fit), ("calibrate threshold", calibrate),
+                     ("scan through workers", scan)):
         if not stage(name, fn):
             break
     echo(("selftest PASSED" if ok else "selftest FAILED") + (f" (files kept in {root})" if keep else ""))
