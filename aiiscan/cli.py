@@ -148,12 +148,15 @@ def train(natural, natural_list, out, mode, backbone, pretrained, clip_weights, 
               help="Seconds one file may take to decode before its worker is replaced.")
 @click.option("--part-rows", type=click.IntRange(1), default=1024, show_default=True,
               help="Rows per checkpointed part: at most this much work is redone after a kill.")
+@click.option("--keep-gps", is_flag=True,
+              help="Write GPS coordinates into the report (default: only a has_gps flag).")
+@click.option("--no-prompts", is_flag=True, help="Leave generator prompts out of the report.")
 @click.option("--engine", type=click.Choice(["local"]), default="local", show_default=True,
               help="Execution engine.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def scan(paths, output, fmt, from_list, weights, clip_weights, threshold, device, batch_size,
          workers, resume, incremental, include, exclude, follow_symlinks, max_pixels,
-         max_bytes, timeout, part_rows, engine, quiet) -> None:
+         max_bytes, timeout, part_rows, keep_gps, no_prompts, engine, quiet) -> None:
     """Score images in files and folders (recursive) into a report, one row per file."""
     from .scanner import run_scan
 
@@ -165,7 +168,8 @@ def scan(paths, output, fmt, from_list, weights, clip_weights, threshold, device
             threshold=threshold, device=device, batch_size=batch_size, workers=workers,
             resume=resume, incremental=incremental, include=include, exclude=exclude,
             follow_symlinks=follow_symlinks, max_pixels=max_pixels, max_bytes=max_bytes,
-            timeout=timeout, clip_weights=clip_weights, part_rows=part_rows, quiet=quiet,
+            timeout=timeout, clip_weights=clip_weights, part_rows=part_rows, keep_gps=keep_gps,
+            prompts=not no_prompts, quiet=quiet,
             command=shlex.join(["aiiscan", *sys.argv[1:]]))
     except KNOWN_ERRORS as exc:
         _fail(exc)

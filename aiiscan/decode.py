@@ -16,6 +16,7 @@ import numpy as np
 
 from .launder import Condition
 from .preprocess import CROP, DEFAULT_MAX_PIXELS, DecodeError, open_image, prepare
+from .provenance import extract as extract_provenance
 from .proxies import ProxySpec, radial_band_perturb
 from .sources import IMAGE_EXTENSIONS, sniff_format
 
@@ -37,6 +38,9 @@ class DecodeJob:
     max_bytes: int = DEFAULT_MAX_BYTES
     explicit: bool = True  # named by the user: reported even when it is not an image
     condition: Condition | None = None  # evaluate --perturb: applied before preprocessing
+    provenance: bool = False  # scan: metadata evidence columns from the same bytes
+    keep_gps: bool = False
+    prompts: bool = True
 
 
 @dataclass
@@ -99,6 +103,9 @@ def decode_job(job: DecodeJob) -> DecodeResult:
                 return result
             raise DecodeError("not an image: content matches no supported image format"
                               if data else "empty file (0 bytes)")
+        if job.provenance:
+            result.info["provenance"] = extract_provenance(data, sniff_format(data[:16]),
+                                                           job.keep_gps, job.prompts)
         img = open_image(data, job.max_pixels)
         result.info.update(format=img.format, width=img.width, height=img.height, mode=img.mode)
         if job.condition is not None:

@@ -33,10 +33,37 @@ def resize_for(crop: int) -> int:
     return round(crop * RESIZE / CROP)
 
 
+_PNG_TEXT = (b"tEXt", b"zTXt", b"iTXt")
+
+
+def without_png_text(data: bytes) -> bytes:
+    """PNG bytes minus their text chunks. Pillow refuses a whole image over one oversized or
+    over-compressed text chunk; the pixels do not depend on them, and ``provenance`` reads
+    them from the original bytes with its own bounds."""
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return data
+    keep, pos, dropped = [data[:8]], 8, False
+    while pos + 8 <= len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        end = pos + 12 + length
+        if data[pos + 4:pos + 8] in _PNG_TEXT:
+            dropped = True
+        else:
+            keep.append(data[pos:end])
+        if end > len(data) or data[pos + 4:pos + 8] == b"IEND":
+            keep.append(data[end:])
+            break
+        pos = end
+    else:
+        keep.append(data[pos:])
+    return b"".join(keep) if dropped else data
+
+
 def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode bytes to a loaded Pillow image, refusing oversized images before decoding."""
     if not data:
         raise DecodeError("empty file (0 bytes)")
+    data = without_png_text(data)
     try:
         img = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:

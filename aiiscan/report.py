@@ -39,6 +39,26 @@ SCHEMA = pa.schema([
     ("label", pa.string()),
     ("threshold", pa.float64()),
     ("model_id", pa.string()),
+    # Provenance evidence (aiiscan.provenance): shown beside the score, never part of it.
+    ("has_exif", pa.bool_()),
+    ("exif_make", pa.string()),
+    ("exif_model", pa.string()),
+    ("exif_software", pa.string()),
+    ("exif_datetime_original", pa.string()),
+    ("exif_lens", pa.string()),
+    ("has_gps", pa.bool_()),
+    ("gps", pa.string()),
+    ("gen_params_present", pa.bool_()),
+    ("gen_tool", pa.string()),
+    ("gen_prompt", pa.string()),
+    ("iptc_digital_source_type", pa.string()),
+    ("xmp_creator_tool", pa.string()),
+    ("c2pa_present", pa.bool_()),
+    ("c2pa_declares_ai", pa.bool_()),
+    ("c2pa_claim_generator", pa.string()),
+    ("c2pa_valid", pa.bool_()),
+    ("provenance_hint", pa.string()),
+    ("metadata_error", pa.string()),
 ])
 COLUMNS = SCHEMA.names
 

@@ -47,6 +47,7 @@ class ScanSummary:
     threshold: float | None = None
     threshold_source: str = "none"
     interrupted: bool = False
+    hints: Counter = field(default_factory=Counter)
 
     @property
     def exit_code(self) -> int:
@@ -63,6 +64,8 @@ class ScanSummary:
                           "none (the head has no calibrated threshold: run `aiiscan calibrate` "
                           "or pass --threshold)"),
             f"threshold: {self.threshold} ({self.threshold_source})",
+            "provenance: " + (", ".join(f"{k} {v}" for k, v in sorted(self.hints.items())) or "no hints")
+            + " (file metadata: evidence beside the score, not part of it)",
             f"scored {self.scored} files in {self.seconds:.1f}s ({rate:.1f} files/s); "
             f"reused {self.reused} unchanged, {self.resumed} from the interrupted run; "
             f"{self.not_images} non-image files in folders ignored",
@@ -97,7 +100,8 @@ def _old_rows(incremental: str | Path | None, model: str) -> dict[str, dict]:
     table = read_report(incremental)
     table = table.set_column(table.schema.get_field_index("mtime"), "mtime",
                              table.column("mtime").cast(pa.int64()))
-    return {r["path"]: r for r in table.to_pylist()
+    blank = dict.fromkeys(COLUMNS)  # an older report may lack newer columns
+    return {r["path"]: blank | r for r in table.to_pylist()
             if r["status"] == "ok" and r["model_id"] == model}
 
 
@@ -117,7 +121,8 @@ def run_scan(paths: Sequence[str], output: str | Path, *, weights: str | None = 
              exclude: Sequence[str] = (), follow_symlinks: bool = False,
              max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES,
              timeout: float = DEFAULT_TIMEOUT, clip_weights: str | None = None,
-             part_rows: int = 1024, quiet: bool = False, command: str | None = None) -> ScanSummary:
+             part_rows: int = 1024, keep_gps: bool = False, prompts: bool = True,
+             quiet: bool = False, command: str | None = None) -> ScanSummary:
     """Scan files and folders into a report; see ``ScanSummary.exit_code`` for the outcome."""
     started = now_iso()
     t0 = time.perf_counter()
@@ -148,6 +153,8 @@ def run_scan(paths: Sequence[str], output: str | Path, *, weights: str | None = 
         summary.status[row["status"]] += 1
         if row["label"]:
             summary.labels[row["label"]] += 1
+        if row.get("provenance_hint"):
+            summary.hints[row["provenance_hint"]] += 1
         writer.write(row)
         bar.update(1)
 
@@ -162,11 +169,14 @@ def run_scan(paths: Sequence[str], output: str | Path, *, weights: str | None = 
                 continue
             prior = old.get(display_path(entry.path))
             if prior and _unchanged(entry.path, prior):
-                emit(prior | {"threshold": thr, "label": _label(prior["score"], thr)})
+                emit(prior | {"threshold": thr, "label": _label(prior["score"], thr),
+                              "gps": prior["gps"] if keep_gps else None,
+                              "gen_prompt": prior["gen_prompt"] if prompts else None})
                 summary.reused += 1
                 continue
             yield DecodeJob(entry.path, crop, max_pixels=max_pixels, max_bytes=max_bytes,
-                            explicit=entry.explicit)
+                            explicit=entry.explicit, provenance=True, keep_gps=keep_gps,
+                            prompts=prompts)
 
     def scored(res: DecodeResult, s: float) -> dict:
         row = base_row(res.path, "ok", None) | _info(res) | {
@@ -213,6 +223,9 @@ def run_scan(paths: Sequence[str], output: str | Path, *, weights: str | None = 
         "finished": now_iso(),
         "counts": dict(summary.status),
         "labels": dict(summary.labels),
+        "provenance_hints": dict(summary.hints),
+        "keep_gps": keep_gps,
+        "prompts": prompts,
         "resumed_rows": summary.resumed,
         "reused_rows": summary.reused,
     }
@@ -230,6 +243,7 @@ def _info(res: DecodeResult) -> dict:
         "width": info.get("width"),
         "height": info.get("height"),
         "mode": info.get("mode"),
+        **info.get("provenance", {}),
     }
 
 
