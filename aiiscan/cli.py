@@ -148,6 +148,8 @@ def train(natural, natural_list, out, mode, backbone, pretrained, clip_weights, 
               help="Seconds one file may take to decode before its worker is replaced.")
 @click.option("--part-rows", type=click.IntRange(1), default=1024, show_default=True,
               help="Rows per checkpointed part: at most this much work is redone after a kill.")
+@click.option("--html", "html_out", type=click.Path(dir_okay=False),
+              help="Also write the self-contained HTML report (see `aiiscan report`).")
 @click.option("--keep-gps", is_flag=True,
               help="Write GPS coordinates into the report (default: only a has_gps flag).")
 @click.option("--no-prompts", is_flag=True, help="Leave generator prompts out of the report.")
@@ -156,7 +158,7 @@ def train(natural, natural_list, out, mode, backbone, pretrained, clip_weights, 
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def scan(paths, output, fmt, from_list, weights, clip_weights, threshold, device, batch_size,
          workers, resume, incremental, include, exclude, follow_symlinks, max_pixels,
-         max_bytes, timeout, part_rows, keep_gps, no_prompts, engine, quiet) -> None:
+         max_bytes, timeout, part_rows, html_out, keep_gps, no_prompts, engine, quiet) -> None:
     """Score images in files and folders (recursive) into a report, one row per file."""
     from .scanner import run_scan
 
@@ -179,6 +181,13 @@ def scan(paths, output, fmt, from_list, weights, clip_weights, threshold, device
         sys.exit(summary.exit_code)
     for line in summary.lines():
         click.echo(line, err=True)
+    if html_out:
+        from .htmlreport import write_html
+
+        try:
+            click.echo(f"html: {write_html(summary.report, html_out)}", err=True)
+        except (OSError, ReportError) as exc:
+            _fail(exc)
     sys.exit(summary.exit_code)
 
 
@@ -297,6 +306,27 @@ def evaluate(weights, clip_weights, device, batch_size, workers, quiet, dataset,
             click.echo(f"{len(written)} plots written to {plots_dir}", err=True)
         else:
             click.echo(f"no plots: {plots.MISSING}", err=True)
+
+
+@main.command()
+@click.argument("report_file", metavar="REPORT", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="HTML file to write.")
+@click.option("--top", type=click.IntRange(0), default=50, show_default=True,
+              help="How many of the highest-scoring images to show as cards.")
+@click.option("--no-thumbnails", is_flag=True,
+              help="Leave images out of the page (sensitive material); cards keep score and path.")
+@click.option("--thumb-budget", type=click.IntRange(0), default=4 * 1024 * 1024, show_default=True,
+              help="Bytes of thumbnails the page may hold in total.")
+def report(report_file, output, top, no_thumbnails, thumb_budget) -> None:
+    """Turn a scan report into one self-contained HTML page (offline, no external requests)."""
+    from .htmlreport import write_html
+
+    try:
+        path = write_html(report_file, output, top=top, thumbnails=not no_thumbnails,
+                          thumb_budget=thumb_budget)
+    except (*KNOWN_ERRORS, OSError) as exc:
+        _fail(exc)
+    click.echo(f"wrote {path}")
 
 
 @main.command()

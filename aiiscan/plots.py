@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .metrics import roc_points
+from .weights import file_mode
 
 MISSING = ("plots need matplotlib, which is not installed: pip install 'aiiscan[plot]' "
            "(everything else works without it)")
@@ -36,6 +37,7 @@ def _save(fig, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, file_mode())
     try:
         fig.savefig(tmp, dpi=110, bbox_inches="tight")
         os.replace(tmp, path)

@@ -21,6 +21,8 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from .weights import file_mode
+
 FORMATS = ("parquet", "csv", "jsonl")
 META_KEY = b"aiiscan"
 
@@ -184,6 +186,7 @@ class ReportWriter:
         meta = json.dumps(metadata, sort_keys=True, default=str).encode()
         fd, tmp_name = tempfile.mkstemp(prefix=f".{self.out.name}.", dir=self.out.parent)
         os.close(fd)
+        os.chmod(tmp_name, file_mode())
         tmp = Path(tmp_name)
         try:
             if self.fmt == "parquet":

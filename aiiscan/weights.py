@@ -35,9 +35,18 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def file_mode() -> int:
+    """The mode a plain ``open()`` would give a new file (mkstemp's 0600 is too private for
+    reports and cards that others read)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.chmod(tmp, file_mode())
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -150,6 +159,7 @@ def save_head(prefix: str | Path, head: FlowHead, card: dict) -> None:
     tensors = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
     fd, tmp = tempfile.mkstemp(prefix=f".{st_path.name}.", dir=st_path.parent)
     os.close(fd)
+    os.chmod(tmp, file_mode())
     try:
         save_file(tensors, tmp, metadata={"format": CARD_FORMAT})
         digest = hashlib.sha256(Path(tmp).read_bytes()).hexdigest()

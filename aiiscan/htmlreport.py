@@ -1,0 +1,318 @@
+"""The report a person reads: one self-contained HTML file from a scan report.
+
+Inline CSS, inline SVG and one small inline script; no network fetch of any kind. A strict
+Content-Security-Policy admits exactly that style block and that script (by hash) and data:
+images. Everything that comes from the scanned files (paths, errors, metadata, prompts) is
+escaped: the material is hostile until proven otherwise.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import os
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from html import escape
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from . import __version__
+from .preprocess import DEFAULT_MAX_PIXELS, open_image, to_rgb
+from .report import read_report, report_metadata
+from .weights import atomic_write_bytes, now_iso
+
+THUMB_PX = 160
+THUMB_BUDGET = 4 * 1024 * 1024  # bytes of thumbnails in one page, all together
+THUMB_MAX_FILE = 64 * 1024 * 1024  # don't decode larger originals just for a thumbnail
+MAX_TABLE_ROWS = 2000  # error rows listed; the count is always complete
+
+CSS = """
+body{font:14px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1200px;padding:1em 2em;color:#222}
+h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ccc}
+table{border-collapse:collapse;width:100%;margin:.5em 0}
+th,td{border:1px solid #ddd;padding:3px 6px;text-align:left;vertical-align:top;word-break:break-all}
+th{background:#f3f3f3;cursor:pointer;user-select:none}
+th.num,td.num{text-align:right;word-break:normal}
+.caution{background:#fff4d6;border:1px solid #e0b000;padding:.6em 1em}
+.note{color:#555;font-size:.9em}
+.counts{display:flex;gap:2em;flex-wrap:wrap;align-items:flex-start}
+.counts table{width:auto;min-width:14em}
+.cards{display:flex;flex-wrap:wrap;gap:12px}
+.card{border:1px solid #ccc;border-radius:4px;width:220px;padding:6px;font-size:12px}
+.card img{display:block;max-width:208px;max-height:160px;margin:auto}
+.card .noimg{height:60px;background:#eee;color:#666;padding:4px}
+.card .path{word-break:break-all}
+.score{font-weight:bold}
+.ai{color:#b00020}
+input.filter{width:40%;margin:.3em 0;padding:3px}
+svg text{font-size:11px;fill:#333}
+""".strip()
+
+JS = """
+document.querySelectorAll('table.sortable').forEach(function (table) {
+  var heads = table.tHead.rows[0].cells;
+  Array.prototype.forEach.call(heads, function (th, col) {
+    th.addEventListener('click', function () {
+      var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
+      var asc = th.getAttribute('data-dir') !== 'asc';
+      Array.prototype.forEach.call(heads, function (h) { h.removeAttribute('data-dir'); });
+      th.setAttribute('data-dir', asc ? 'asc' : 'desc');
+      var num = th.classList.contains('num');
+      rows.sort(function (a, b) {
+        var x = a.cells[col].getAttribute('data-v') || a.cells[col].textContent;
+        var y = b.cells[col].getAttribute('data-v') || b.cells[col].textContent;
+        var c = num ? (parseFloat(x) || 0) - (parseFloat(y) || 0) : x.localeCompare(y);
+        return asc ? c : -c;
+      });
+      rows.forEach(function (r) { body.appendChild(r); });
+    });
+  });
+});
+document.querySelectorAll('input.filter').forEach(function (input) {
+  var table = document.getElementById(input.getAttribute('data-table'));
+  input.addEventListener('input', function () {
+    var q = input.value.toLowerCase();
+    Array.prototype.forEach.call(table.tBodies[0].rows, function (r) {
+      r.hidden = q !== '' && r.textContent.toLowerCase().indexOf(q) < 0;
+    });
+  });
+});
+""".strip()
+
+
+def _csp() -> str:
+    def digest(text: str) -> str:
+        return base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
+
+    return ("default-src 'none'; img-src data:; "
+            f"style-src 'sha256-{digest(CSS)}'; script-src 'sha256-{digest(JS)}'; "
+            "base-uri 'none'; form-action 'none'")
+
+
+def _e(value) -> str:
+    return escape("" if value is None else str(value), quote=True)
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def thumbnail(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str | None, str | None]:
+    """(data URI, None) or (None, why not): decoded with the scan's own guards."""
+    try:
+        if os.path.getsize(path) > THUMB_MAX_FILE:
+            return None, "file too large for a thumbnail"
+        with open(path, "rb") as f:
+            data = f.read(THUMB_MAX_FILE + 1)
+        img = open_image(data, max_pixels)
+        img = to_rgb(img)
+        img.thumbnail((THUMB_PX, THUMB_PX), Image.Resampling.BILINEAR)
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=80)
+        return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode(), None
+    except Exception as exc:  # vanished, changed or hostile since the scan
+        return None, f"no thumbnail: {type(exc).__name__}"
+
+
+def histogram_svg(scores: np.ndarray, threshold: float | None, bins: int = 40) -> str:
+    width, height, pad = 760, 220, 36
+    if len(scores) == 0:
+        return '<svg id="histogram" width="760" height="40" role="img"><text x="4" y="20">' \
+               'no scored images</text></svg>'
+    lo, hi = float(scores.min()), float(scores.max())
+    if threshold is not None:
+        lo, hi = min(lo, threshold), max(hi, threshold)
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    counts, edges = np.histogram(scores, bins=bins, range=(lo, hi))
+    top = max(int(counts.max()), 1)
+    bw = (width - 2 * pad) / bins
+
+    def x(v: float) -> float:
+        return pad + (v - lo) / (hi - lo) * (width - 2 * pad)
+
+    parts = [f'<svg id="histogram" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}" role="img" aria-label="score histogram">']
+    for i, c in enumerate(counts):
+        h = (height - 2 * pad) * c / top
+        colour = "#c0392b" if threshold is not None and edges[i] >= threshold else "#4a78b5"
+        parts.append(f'<rect class="bar" x="{pad + i * bw:.1f}" y="{height - pad - h:.1f}" '
+                     f'width="{max(bw - 1, 1):.1f}" height="{h:.1f}" fill="{colour}">'
+                     f'<title>{edges[i]:.4g} to {edges[i + 1]:.4g}: {c}</title></rect>')
+    parts.append(f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" '
+                 'stroke="#333"/>')
+    parts.append(f'<text x="{pad}" y="{height - pad + 16}">{lo:.4g}</text>')
+    parts.append(f'<text x="{width - pad}" y="{height - pad + 16}" text-anchor="end">{hi:.4g}</text>')
+    parts.append(f'<text x="{pad}" y="{pad - 12}">{top} images</text>')
+    parts.append(f'<text x="{width / 2}" y="{height - 4}" text-anchor="middle">'
+                 'score (higher = less like a natural photo)</text>')
+    if threshold is not None:
+        tx = x(threshold)
+        parts.append(f'<line id="threshold-line" x1="{tx:.1f}" y1="{pad - 6}" x2="{tx:.1f}" '
+                     f'y2="{height - pad}" stroke="#000" stroke-dasharray="4 3"/>')
+        parts.append(f'<text x="{tx + 4:.1f}" y="{pad}">threshold {threshold:.4g}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _table(table_id: str, headers: Sequence[tuple[str, bool]], rows: Sequence[Sequence], caption: str,
+           filterable: bool = True) -> str:
+    out = []
+    if filterable:
+        out.append(f'<input class="filter" type="search" placeholder="filter…" data-table="{table_id}" '
+                   f'aria-label="filter {escape(caption)}">')
+    out.append(f'<table id="{table_id}" class="sortable"><thead><tr>')
+    out += [f'<th{" class=num" if num else ""}>{escape(h)}</th>' for h, num in headers]
+    out.append("</tr></thead><tbody>")
+    for row in rows:
+        cells = []
+        for (_, num), value in zip(headers, row, strict=True):
+            if num:
+                cells.append(f'<td class="num" data-v="{_e(value)}">{_e(_fmt(value))}</td>')
+            else:
+                cells.append(f"<td>{_e(value)}</td>")
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+def _evidence(row: dict) -> list[str]:
+    bits = []
+    if row.get("provenance_hint"):
+        bits.append(f"hint: {row['provenance_hint']}")
+    if row.get("gen_tool"):
+        bits.append(f"generator params: {row['gen_tool']}")
+    if row.get("iptc_digital_source_type"):
+        bits.append(f"IPTC source: {row['iptc_digital_source_type']}")
+    if row.get("c2pa_present"):
+        bits.append("C2PA manifest" + (" declaring AI" if row.get("c2pa_declares_ai") else ""))
+    if row.get("exif_make") or row.get("exif_model"):
+        bits.append(f"camera: {row.get('exif_make') or ''} {row.get('exif_model') or ''}".strip())
+    if row.get("xmp_creator_tool"):
+        bits.append(f"creator tool: {row['xmp_creator_tool']}")
+    if row.get("gen_prompt"):
+        bits.append(f"prompt: {row['gen_prompt'][:160]}")
+    return bits
+
+
+def render(report: str | Path, top: int = 50, thumbnails: bool = True,
+           thumb_budget: int = THUMB_BUDGET) -> str:
+    table = read_report(report)
+    rows = table.to_pylist()
+    meta = report_metadata(report)
+    ok = [r for r in rows if r["status"] == "ok" and r.get("score") is not None]
+    scores = np.array([r["score"] for r in ok], dtype=np.float64)
+    thr = meta.get("threshold")
+    if thr is None and ok and ok[0].get("threshold") is not None:
+        thr = ok[0]["threshold"]
+    status = Counter(r["status"] for r in rows)
+    labels = Counter(r["label"] for r in rows if r.get("label"))
+    hints = Counter(r.get("provenance_hint") for r in rows if r.get("provenance_hint"))
+    backbone = meta.get("backbone") or {}
+    block = meta.get("threshold_block") or {}
+
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+           f'<meta http-equiv="Content-Security-Policy" content="{_e(_csp())}">',
+           '<meta name="referrer" content="no-referrer">',
+           f"<title>aiiscan report: {_e(Path(report).name)}</title>",
+           f"<style>{CSS}</style></head><body>",
+           f"<h1>aiiscan report: {_e(Path(report).name)}</h1>"]
+    if backbone.get("pretrained") == "none":
+        out.append('<p class="caution" id="caution">This scan used a randomly initialised backbone: '
+                   "its scores carry no meaning about AI generation.</p>")
+    out.append('<p class="note">Scores rank images by how unlike a natural photo they look to this '
+               "head; the label is the score against the threshold. Metadata columns are evidence "
+               "beside the score, never part of it, and their absence means nothing.</p>")
+
+    out.append('<h2 id="scan">Scan</h2><table id="meta"><tbody>')
+    facts = [
+        ("model", meta.get("model_id")),
+        ("backbone", f"{backbone.get('name', '')} / {backbone.get('pretrained', '')}".strip(" /")),
+        ("model card sha256", meta.get("model_card_sha256")),
+        ("threshold", None if thr is None else f"{thr:.6g} ({meta.get('threshold_source', '')})"),
+        ("calibration", (f"policy {block.get('policy')}, {block.get('validation', {}).get('natural_count')} "
+                         f"natural photos, on {block.get('created')}") if block else "none"),
+        ("roots", ", ".join(meta.get("roots") or [])),
+        ("command", meta.get("command")),
+        ("started", meta.get("started")), ("finished", meta.get("finished")),
+        ("aiiscan", meta.get("aiiscan_version")),
+        ("page made", f"{now_iso()} by aiiscan {__version__}"),
+    ]
+    out += [f"<tr><th>{escape(k)}</th><td>{_e(v)}</td></tr>" for k, v in facts]
+    out.append("</tbody></table>")
+
+    out.append('<h2 id="counts">Counts</h2><div class="counts">')
+    for title, counter in (("status", status), ("label", labels), ("provenance hint", hints)):
+        body = "".join(f"<tr><td>{_e(k)}</td><td class=num>{v}</td></tr>" for k, v in sorted(counter.items()))
+        out.append(f'<table class="count" id="count-{escape(title.replace(" ", "-"))}">'
+                   f"<thead><tr><th>{escape(title)}</th><th class=num>files</th></tr></thead>"
+                   f"<tbody>{body or '<tr><td>none</td><td class=num>0</td></tr>'}</tbody></table>")
+    out.append(f"</div><p>{len(rows)} rows in the report.</p>")
+
+    out.append('<h2 id="scores">Score distribution</h2>')
+    out.append(histogram_svg(scores, thr))
+
+    out.append(f'<h2 id="flagged">Top {min(top, len(ok))} most suspicious images</h2>')
+    if not thumbnails:
+        out.append('<p class="note">Thumbnails left out (--no-thumbnails).</p>')
+    out.append('<div class="cards" id="cards">')
+    spent = 0
+    for r in sorted(ok, key=lambda r: -r["score"])[:top]:
+        img = '<div class="noimg">thumbnail left out</div>'
+        if thumbnails:
+            uri, why = thumbnail(r["path"]) if spent < thumb_budget else (None, "thumbnail budget spent")
+            if uri is not None and spent + len(uri) <= thumb_budget:
+                spent += len(uri)
+                img = f'<img alt="thumbnail" src="{uri}">'
+            else:
+                img = f'<div class="noimg">{_e(why or "thumbnail budget spent")}</div>'
+        label = r.get("label") or "unlabelled"
+        evidence = "".join(f"<li>{_e(b)}</li>" for b in _evidence(r))
+        out.append(f'<div class="card">{img}<div class="score{" ai" if label == "ai" else ""}">'
+                   f"score {_fmt(r['score'])} · {_e(label)}</div><div class=\"path\">{_e(r['path'])}</div>"
+                   f"<ul>{evidence}</ul></div>")
+    out.append("</div>")
+
+    out.append('<h2 id="dirs">Per directory</h2>')
+    per_dir: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        per_dir[os.path.dirname(r["path"]) or "."].append(r)
+    dir_rows = []
+    for d, rs in per_dir.items():
+        scored = [r for r in rs if r["status"] == "ok" and r.get("score") is not None]
+        flagged = sum(1 for r in scored if r.get("label") == "ai")
+        rate = flagged / len(scored) if scored and thr is not None else None
+        mean = float(np.mean([r["score"] for r in scored])) if scored else None
+        dir_rows.append((d, len(rs), len(scored), flagged, rate, mean,
+                         sum(1 for r in rs if r["status"] == "error")))
+    dir_rows.sort(key=lambda t: (-(t[4] or 0), t[0]))
+    out.append(_table("dir-table", [("directory", False), ("files", True), ("scored", True),
+                                    ("flagged ai", True), ("ai rate", True), ("mean score", True),
+                                    ("errors", True)], dir_rows, "directories"))
+
+    errors = [r for r in rows if r["status"] != "ok"]
+    out.append(f'<h2 id="errors">Errors and skipped files ({len(errors)})</h2>')
+    if len(errors) > MAX_TABLE_ROWS:
+        out.append(f'<p class="note">First {MAX_TABLE_ROWS} listed; all are in the report file.</p>')
+    out.append(_table("error-table", [("path", False), ("status", False), ("reason", False)],
+                      [(r["path"], r["status"], r.get("error")) for r in errors[:MAX_TABLE_ROWS]],
+                      "errors"))
+    out.append(f'<p class="note">Made by aiiscan {__version__} from {_e(Path(report).name)}. '
+               "Self-contained: no network requests.</p>")
+    out.append(f"<script>{JS}</script></body></html>")
+    return "\n".join(out)
+
+
+def write_html(report: str | Path, output: str | Path, **kwargs) -> Path:
+    """Render ``report`` into ``output`` atomically."""
+    output = Path(output)
+    atomic_write_bytes(output, render(report, **kwargs).encode("utf-8"))
+    return output
