@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -91,6 +92,13 @@ def _oneline(exc: BaseException) -> str:
 
 def decode_job(job: DecodeJob) -> DecodeResult:
     """Never raises for a bad file: the reason goes into the result."""
+    with warnings.catch_warnings():
+        # Pillow warns about oddities of hostile files on stderr; the row records what matters.
+        warnings.simplefilter("ignore")
+        return _decode(job)
+
+
+def _decode(job: DecodeJob) -> DecodeResult:
     result = DecodeResult(path=job.path, status="error")
     try:
         data, st = read_file(job.path, job.max_bytes)

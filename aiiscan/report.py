@@ -130,12 +130,17 @@ class ReportWriter:
             raise ReportError(f"output folder {self.out.parent} does not exist")
         if not os.access(self.out.parent, os.W_OK):
             raise ReportError(f"output folder {self.out.parent} is not writable")
-        if self.parts.exists() and not resume:
+        try:
+            existed = self.parts.exists()
+            self.parts.mkdir(exist_ok=True)
+            self._lock()  # first: a running scan must be named as such, not as an interrupted one
+        except OSError as exc:
+            raise ReportError(f"cannot create {self.parts}: {exc.strerror or exc}") from None
+        if existed and not resume:
+            self._unlock()
             raise ReportError(
                 f"{self.parts} holds an interrupted scan: add --resume to continue it, "
                 "or delete that folder to start over")
-        self.parts.mkdir(exist_ok=True)
-        self._lock()
         self.next_part = len(self._part_files())
 
     def _lock(self) -> None:
@@ -173,8 +178,14 @@ class ReportWriter:
         table = pa.Table.from_pylist(self.buffer, schema=SCHEMA)
         final = self.parts / f"part-{self.next_part:05d}.parquet"
         tmp = self.parts / f".tmp-{self.next_part:05d}.parquet"
-        pq.write_table(table, tmp)
-        os.replace(tmp, final)
+        try:
+            pq.write_table(table, tmp)
+            os.replace(tmp, final)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise ReportError(
+                f"cannot write {final}: {exc.strerror or exc}. The rows written before this are "
+                "kept; free space (or fix the folder) and rerun the same command with --resume") from None
         self.next_part += 1
         self.buffer.clear()
 
@@ -212,7 +223,8 @@ class ReportWriter:
             os.replace(tmp, self.out)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
-            raise ReportError(f"cannot write {self.out}: {exc.strerror or exc}") from None
+            raise ReportError(f"cannot write {self.out}: {exc.strerror or exc}. Every row is kept in "
+                              f"{self.parts}: fix that and rerun the same command with --resume") from None
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise

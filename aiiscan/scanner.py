@@ -143,8 +143,16 @@ def run_scan(paths: Sequence[str], output: str | Path, *, weights: str | None = 
     crop = detector.backbone.image_size
 
     writer = ReportWriter(output, fmt, resume=resume, rows_per_part=part_rows)
-    done = set(writer.done_table().column("path").to_pylist()) if resume else set()
+    done_rows = writer.done_table().select(["path", "status", "label", "provenance_hint"]).to_pylist() \
+        if resume else []
+    done = {r["path"] for r in done_rows}
     summary.resumed = len(done)
+    for r in done_rows:  # the summary and exit code describe the whole report, resumed part included
+        summary.status[r["status"]] += 1
+        if r["label"]:
+            summary.labels[r["label"]] += 1
+        if r["provenance_hint"]:
+            summary.hints[r["provenance_hint"]] += 1
     entries = list(iter_inputs(paths, from_list, include, exclude, follow_symlinks))
     todo = [e for e in entries if display_path(e.path) not in done]
     bar = tqdm(total=len(todo), unit="file", disable=quiet, file=sys.stderr, smoothing=0.05)

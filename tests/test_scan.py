@@ -198,7 +198,7 @@ def test_sigkill_then_resume_gives_the_same_rows(tmp_path, head_prefix):
     a = read_report(clean).sort_by("path").to_pydict()
     b = read_report(out).sort_by("path").to_pydict()
     assert b["path"] == a["path"] == sorted(files)
-    assert b["score"] == a["score"]
+    assert b["score"] == pytest.approx(a["score"], abs=1e-6)  # batch composition moves the last bits
     assert report_metadata(out)["resumed_rows"] >= 24
     assert not parts.exists()
 
