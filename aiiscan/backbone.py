@@ -82,16 +82,24 @@ class ClipBackbone:
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
         self.device = device
+        self.precision = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU; or "fp32" / "bf16"
 
     @property
     def image_size(self) -> int:
         return self.identity.image_size
 
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        if self.precision == "bf16" or (self.precision == "auto" and self.device.type == "cuda"):
+            return torch.bfloat16
+        return None
+
     @torch.inference_mode()
     def encode(self, batch: torch.Tensor) -> torch.Tensor:
-        """Features of a normalised NCHW float batch, as float32 (autocast on GPU)."""
-        if self.device.type == "cuda":
-            with torch.autocast("cuda", dtype=torch.bfloat16):
+        """Features of a normalised NCHW float batch, as float32 (the head always runs in fp32)."""
+        dtype = self.autocast_dtype
+        if dtype is not None:
+            with torch.autocast(self.device.type, dtype=dtype):
                 return self.visual(batch).float()
         return self.visual(batch).float()
 

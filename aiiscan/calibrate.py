@@ -58,7 +58,7 @@ class Calibration:
 def calibrate(detector: Detector, natural: Sequence[str], policy: str = "balanced",
               limit: int | None = None, seed: int = 0, batch_size: int = 64,
               workers: int | None = None, plot: str | Path | None = None,
-              progress: bool = True) -> Calibration:
+              progress: bool = True, exact_decode: bool = False) -> Calibration:
     """Score the photos and their band copies, pick the threshold, write it into the card."""
     kind, target = parse_policy(policy)
     paths = list(natural)
@@ -71,7 +71,7 @@ def calibrate(detector: Detector, natural: Sequence[str], policy: str = "balance
             "folder of authentic photos that were not used for training")
     trained_on = set(detector.card["training"].get("natural_fingerprints") or ())
     size = detector.backbone.image_size
-    jobs = (DecodeJob(p, size, variants=(None, RADIAL)) for p in paths)
+    jobs = (DecodeJob(p, size, variants=(None, RADIAL), fast_decode=not exact_decode) for p in paths)
     originals, copies, shas, failed = [], [], [], []
     stream = detector.score_stream(jobs, batch_size=batch_size, workers=workers)
     for res, scores in tqdm(stream, total=len(paths), desc="calibrate", unit="photo",
@@ -108,6 +108,8 @@ def calibrate(detector: Detector, natural: Sequence[str], policy: str = "balance
             "natural_digest": training_digest(shas),
             "perturbation": "radial band [30, 100) of the centred 256x256 spectrum zeroed",
             "limit": limit,
+            "decode": "exact" if exact_decode else "fast",
+            "precision": detector.backbone.precision,
             "seed": seed,
         },
         "auc": roc_auc(neg, pos),

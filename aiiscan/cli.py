@@ -21,6 +21,7 @@ from .proxies import BANDS, PROXY_KINDS
 from .report import FORMATS, ReportError
 from .weights import WeightsError
 
+PRECISIONS = ("auto", "fp32", "bf16")
 KNOWN_ERRORS = (BackboneError, WeightsError, ReportError, FileNotFoundError, ValueError)
 
 
@@ -81,11 +82,13 @@ def main() -> None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--workers", type=click.IntRange(0), default=None,
               help="Decode worker processes [default: number of cores].")
+@click.option("--exact-decode", is_flag=True,
+              help="Decode JPEGs at full resolution (default: DCT-domain downscaling first).")
 @click.option("--resume", is_flag=True, help="Continue from W.ckpt.* after an interruption.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def train(natural, natural_list, out, mode, backbone, pretrained, clip_weights, proxy, band,
           ratio, proxy_sigma, epochs, batch_size, lr, views, val_natural, proxy_margin, dim,
-          blocks, hidden, seed, device, workers, resume, quiet) -> None:
+          blocks, hidden, seed, device, workers, exact_decode, resume, quiet) -> None:
     """Train a CLIP-Flow head on natural photos (no AI image is ever needed)."""
     from .backbone import build_backbone
     from .proxies import ProxySpec
@@ -102,7 +105,7 @@ def train(natural, natural_list, out, mode, backbone, pretrained, clip_weights, 
                                        proxy_sigma),
             epochs=epochs or default_epochs, batch_size=batch_size, lr=lr, views=views,
             seed=seed, proxy_margin=proxy_margin, dim=dim, blocks=blocks, hidden=hidden,
-            workers=workers)
+            workers=workers, exact_decode=exact_decode)
         bb = build_backbone(backbone, pretrained, clip_weights, device)
         photos = list_images(natural, natural_list)
         held_out = list_images(val_natural) if val_natural else None
@@ -148,6 +151,10 @@ def train(natural, natural_list, out, mode, backbone, pretrained, clip_weights, 
               help="Seconds one file may take to decode before its worker is replaced.")
 @click.option("--part-rows", type=click.IntRange(1), default=1024, show_default=True,
               help="Rows per checkpointed part: at most this much work is redone after a kill.")
+@click.option("--exact-decode", is_flag=True,
+              help="Decode JPEGs at full resolution (default: DCT-domain downscaling first).")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+              help="Backbone arithmetic: auto = bf16 on GPU, fp32 on CPU.")
 @click.option("--html", "html_out", type=click.Path(dir_okay=False),
               help="Also write the self-contained HTML report (see `aiiscan report`).")
 @click.option("--keep-gps", is_flag=True,
@@ -158,7 +165,8 @@ def train(natural, natural_list, out, mode, backbone, pretrained, clip_weights, 
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def scan(paths, output, fmt, from_list, weights, clip_weights, threshold, device, batch_size,
          workers, resume, incremental, include, exclude, follow_symlinks, max_pixels,
-         max_bytes, timeout, part_rows, html_out, keep_gps, no_prompts, engine, quiet) -> None:
+         max_bytes, timeout, part_rows, exact_decode, precision, html_out, keep_gps, no_prompts, engine,
+         quiet) -> None:
     """Score images in files and folders (recursive) into a report, one row per file."""
     from .scanner import run_scan
 
@@ -171,7 +179,7 @@ def scan(paths, output, fmt, from_list, weights, clip_weights, threshold, device
             resume=resume, incremental=incremental, include=include, exclude=exclude,
             follow_symlinks=follow_symlinks, max_pixels=max_pixels, max_bytes=max_bytes,
             timeout=timeout, clip_weights=clip_weights, part_rows=part_rows, keep_gps=keep_gps,
-            prompts=not no_prompts, quiet=quiet,
+            prompts=not no_prompts, exact_decode=exact_decode, precision=precision, quiet=quiet,
             command=shlex.join(["aiiscan", *sys.argv[1:]]))
     except KNOWN_ERRORS as exc:
         _fail(exc)
@@ -203,6 +211,10 @@ def _weights_options(f):
         click.option("--workers", type=click.IntRange(0), default=None,
                      help="Decode worker processes [default: number of cores; 0 = in-process]."),
         click.option("--quiet", is_flag=True, help="No progress bar."),
+        click.option("--exact-decode", is_flag=True,
+                     help="Decode JPEGs at full resolution (default: DCT-domain downscaling first)."),
+        click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+                     help="Backbone arithmetic: auto = bf16 on GPU, fp32 on CPU."),
     ]):
         f = opt(f)
     return f
@@ -222,8 +234,8 @@ def _weights_options(f):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--plot", type=click.Path(dir_okay=False),
               help="Save a PNG histogram of both score sets with the threshold (needs matplotlib).")
-def calibrate(weights, clip_weights, device, batch_size, workers, quiet, natural, natural_list,
-              policy, limit, seed, plot) -> None:
+def calibrate(weights, clip_weights, device, batch_size, workers, quiet, exact_decode, precision,
+              natural, natural_list, policy, limit, seed, plot) -> None:
     """Pick the head's threshold on natural photos and band-(30,100) copies; store it in its card."""
     from .calibrate import CalibrationError
     from .calibrate import calibrate as run_calibrate
@@ -239,9 +251,10 @@ def calibrate(weights, clip_weights, device, batch_size, workers, quiet, natural
         if len(photos) < 2:
             raise CalibrationError(f"calibration needs at least 2 natural photos, found {len(photos)} "
                                    f"in {', '.join(natural) or natural_list}")
-        det = Detector.load(weights, device=device, clip_weights=clip_weights, quiet=quiet)
+        det = Detector.load(weights, device=device, clip_weights=clip_weights, quiet=quiet,
+                            precision=precision)
         result = run_calibrate(det, photos, policy, limit=limit, seed=seed, batch_size=batch_size,
-                               workers=workers, plot=plot, progress=not quiet)
+                               workers=workers, plot=plot, progress=not quiet, exact_decode=exact_decode)
     except (*KNOWN_ERRORS, CalibrationError) as exc:
         _fail(exc)
     for path, reason in result.failed[:5]:
@@ -266,8 +279,8 @@ def calibrate(weights, clip_weights, device, batch_size, workers, quiet, natural
                    "crop:F (repeatable; one table each).")
 @click.option("--threshold", type=float, default=None,
               help="Threshold for the accuracies, overriding the card's calibration.")
-def evaluate(weights, clip_weights, device, batch_size, workers, quiet, dataset, real, fake, output,
-             plots_dir, perturb, threshold) -> None:
+def evaluate(weights, clip_weights, device, batch_size, workers, quiet, exact_decode, precision, dataset,
+             real, fake, output, plots_dir, perturb, threshold) -> None:
     """Per-generator AP, AUC and accuracies on a labelled set (the paper's Tables I/II)."""
     from . import plots
     from .datasets import DatasetError, from_folders, load_dataset
@@ -284,8 +297,10 @@ def evaluate(weights, clip_weights, device, batch_size, workers, quiet, dataset,
     try:
         conditions = [None, *(Condition.parse(p) for p in perturb)]
         evalset = load_dataset(dataset) if dataset else from_folders(real, fake)
-        det = Detector.load(weights, device=device, clip_weights=clip_weights, quiet=quiet)
-        tables = run_evaluate(det, evalset, conditions, threshold, batch_size, workers, not quiet)
+        det = Detector.load(weights, device=device, clip_weights=clip_weights, quiet=quiet,
+                            precision=precision)
+        tables = run_evaluate(det, evalset, conditions, threshold, batch_size, workers, not quiet,
+                              exact_decode)
     except (*KNOWN_ERRORS, DatasetError) as exc:
         _fail(exc)
     caveat = ("random-init backbone: these numbers say nothing about detection quality"

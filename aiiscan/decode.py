@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .launder import Condition
-from .preprocess import CROP, DEFAULT_MAX_PIXELS, DecodeError, open_image, prepare
+from .preprocess import CROP, DEFAULT_MAX_PIXELS, DecodeError, load, prepare, probe, resize_for
 from .provenance import extract as extract_provenance
 from .proxies import ProxySpec, radial_band_perturb
 from .sources import IMAGE_EXTENSIONS, sniff_format
@@ -39,6 +39,7 @@ class DecodeJob:
     max_bytes: int = DEFAULT_MAX_BYTES
     explicit: bool = True  # named by the user: reported even when it is not an image
     condition: Condition | None = None  # evaluate --perturb: applied before preprocessing
+    fast_decode: bool = True  # JPEG DCT-domain downscaling before the resize (--exact-decode: off)
     provenance: bool = False  # scan: metadata evidence columns from the same bytes
     keep_gps: bool = False
     prompts: bool = True
@@ -114,8 +115,11 @@ def _decode(job: DecodeJob) -> DecodeResult:
         if job.provenance:
             result.info["provenance"] = extract_provenance(data, sniff_format(data[:16]),
                                                            job.keep_gps, job.prompts)
-        img = open_image(data, job.max_pixels)
+        img = probe(data, job.max_pixels)
         result.info.update(format=img.format, width=img.width, height=img.height, mode=img.mode)
+        # Laundering conditions act on the full-resolution image, so they always decode exactly.
+        fast = job.fast_decode and job.condition is None
+        img = load(img, resize_for(job.crop_size) if fast else None)
         if job.condition is not None:
             img = job.condition(img)
         result.arrays = [_variant(img, job, v, i) for i, v in enumerate(job.variants)]

@@ -57,7 +57,7 @@ class Detector:
 
     @classmethod
     def load(cls, weights: str | Path, device: str = "auto", clip_weights: str | None = None,
-             backbone: str | None = None, quiet: bool = False) -> Detector:
+             backbone: str | None = None, quiet: bool = False, precision: str = "auto") -> Detector:
         """Load a head and the backbone its card names (``backbone`` overrides the card's path)."""
         head, card, prefix = load_head(weights)
         spec = card["backbone"]
@@ -70,6 +70,7 @@ class Detector:
             tag = "none"
         bb = build_backbone(backbone or spec["source"], tag, clip_weights=clip_weights,
                             device=resolve_device(device), quiet=quiet)
+        bb.precision = precision
         return cls(bb, head, card, prefix)
 
     @property

@@ -57,10 +57,10 @@ class Table:
 
 
 def score_files(detector: Detector, paths: Sequence[str], condition: Condition | None = None,
-                batch_size: int = 64, workers: int | None = None, progress: bool = True
-                ) -> tuple[dict[str, float], list[tuple[str, str]]]:
+                batch_size: int = 64, workers: int | None = None, progress: bool = True,
+                exact_decode: bool = False) -> tuple[dict[str, float], list[tuple[str, str]]]:
     size = detector.backbone.image_size
-    jobs = (DecodeJob(p, size, condition=condition) for p in paths)
+    jobs = (DecodeJob(p, size, condition=condition, fast_decode=not exact_decode) for p in paths)
     scores: dict[str, float] = {}
     failed: list[tuple[str, str]] = []
     stream = detector.score_stream(jobs, batch_size=batch_size, workers=workers)
@@ -75,13 +75,13 @@ def score_files(detector: Detector, paths: Sequence[str], condition: Condition |
 
 def evaluate(detector: Detector, evalset: EvalSet, conditions: Sequence[Condition | None] = (None,),
              threshold: float | None = None, batch_size: int = 64, workers: int | None = None,
-             progress: bool = True) -> list[Table]:
+             progress: bool = True, exact_decode: bool = False) -> list[Table]:
     """One table per condition; accuracies need a threshold (the card's, or ``threshold``)."""
     thr = detector.threshold if threshold is None else threshold
     files = evalset.files()
     tables = []
     for cond in conditions:
-        scores, failed = score_files(detector, files, cond, batch_size, workers, progress)
+        scores, failed = score_files(detector, files, cond, batch_size, workers, progress, exact_decode)
         rows = []
         for gen, reals, fakes in evalset.groups():
             neg = np.array([scores[p] for p in reals if p in scores])

@@ -59,8 +59,8 @@ def without_png_text(data: bytes) -> bytes:
     return b"".join(keep) if dropped else data
 
 
-def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode bytes to a loaded Pillow image, refusing oversized images before decoding."""
+def probe(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Parse the header only, refusing oversized images before a single pixel is decoded."""
     if not data:
         raise DecodeError("empty file (0 bytes)")
     data = without_png_text(data)
@@ -75,6 +75,14 @@ def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image
         raise DecodeError(f"image of {w}x{h} = {w * h} pixels exceeds the pixel cap {max_pixels}")
     if w < 1 or h < 1:
         raise DecodeError(f"image has no pixels ({w}x{h})")
+    return img
+
+
+def load(img: Image.Image, draft_to: int | None = None) -> Image.Image:
+    """Decode the pixels. ``draft_to``: let a JPEG decode at the smallest DCT scale (1/2, 1/4,
+    1/8) that keeps both sides >= draft_to, several times cheaper on camera-sized photos."""
+    if draft_to is not None and img.format == "JPEG":
+        img.draft(img.mode if img.mode in ("RGB", "L", "CMYK") else "RGB", (draft_to, draft_to))
     try:
         img.load()
     except Image.DecompressionBombError as exc:
@@ -82,6 +90,11 @@ def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image
     except Exception as exc:
         raise DecodeError(f"corrupt or truncated image data: {type(exc).__name__}: {exc}") from None
     return img
+
+
+def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode bytes to a loaded Pillow image at full resolution."""
+    return load(probe(data, max_pixels))
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

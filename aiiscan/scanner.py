@@ -122,6 +122,7 @@ def run_scan(paths: Sequence[str], output: str | Path, *, weights: str | None = 
              max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES,
              timeout: float = DEFAULT_TIMEOUT, clip_weights: str | None = None,
              part_rows: int = 1024, keep_gps: bool = False, prompts: bool = True,
+             exact_decode: bool = False, precision: str = "auto",
              quiet: bool = False, command: str | None = None) -> ScanSummary:
     """Scan files and folders into a report; see ``ScanSummary.exit_code`` for the outcome."""
     started = now_iso()
@@ -129,7 +130,8 @@ def run_scan(paths: Sequence[str], output: str | Path, *, weights: str | None = 
     if detector is None:
         if weights is None:
             raise ValueError("scan needs weights= or detector=")
-        detector = Detector.load(weights, device=device, clip_weights=clip_weights, quiet=quiet)
+        detector = Detector.load(weights, device=device, clip_weights=clip_weights, quiet=quiet,
+                                 precision=precision)
     if threshold is not None:
         thr, thr_source = float(threshold), "--threshold"
     elif detector.threshold is not None:
@@ -183,8 +185,8 @@ def run_scan(paths: Sequence[str], output: str | Path, *, weights: str | None = 
                 summary.reused += 1
                 continue
             yield DecodeJob(entry.path, crop, max_pixels=max_pixels, max_bytes=max_bytes,
-                            explicit=entry.explicit, provenance=True, keep_gps=keep_gps,
-                            prompts=prompts)
+                            explicit=entry.explicit, fast_decode=not exact_decode, provenance=True,
+                            keep_gps=keep_gps, prompts=prompts)
 
     def scored(res: DecodeResult, s: float) -> dict:
         row = base_row(res.path, "ok", None) | _info(res) | {
@@ -233,6 +235,8 @@ def run_scan(paths: Sequence[str], output: str | Path, *, weights: str | None = 
         "labels": dict(summary.labels),
         "provenance_hints": dict(summary.hints),
         "keep_gps": keep_gps,
+        "decode": "exact" if exact_decode else "fast (JPEG DCT scaling)",
+        "precision": detector.backbone.precision,
         "prompts": prompts,
         "resumed_rows": summary.resumed,
         "reused_rows": summary.reused,

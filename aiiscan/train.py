@@ -59,6 +59,7 @@ class TrainConfig:
     hidden: int = 512
     clamp: float = 2.0
     workers: int | None = None
+    exact_decode: bool = False
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -79,10 +80,10 @@ class FeatureSet:
 
 def extract(backbone: ClipBackbone, paths: Sequence[str], variants: tuple[Variant, ...],
             seed: tuple[int, ...] | None, workers: int | None, batch_size: int = 64,
-            desc: str | None = None) -> FeatureSet:
+            desc: str | None = None, fast_decode: bool = True) -> FeatureSet:
     """Decode each file once into its variants and run the frozen backbone over them."""
-    jobs = (DecodeJob(p, backbone.image_size, variants, None if seed is None else (*seed, i))
-            for i, p in enumerate(paths))
+    jobs = (DecodeJob(p, backbone.image_size, variants, None if seed is None else (*seed, i),
+                      fast_decode=fast_decode) for i, p in enumerate(paths))
     ok_paths, shas, failed = [], [], []
     chunks: list[list[torch.Tensor]] = [[] for _ in variants]
     buffer: list = []
@@ -215,15 +216,16 @@ def train(backbone: ClipBackbone, natural: Sequence[str], out: str | Path, cfg: 
         log.info("resuming after epoch %d", start_epoch)
 
     variants = _variants(cfg)
+    fast = not cfg.exact_decode
     val = None
     if validation:
-        val = extract(backbone, validation, (None, RADIAL), None, cfg.workers,
+        val = extract(backbone, validation, (None, RADIAL), None, cfg.workers, fast_decode=fast,
                       desc="validation features" if progress else None)
     cached: list[FeatureSet] = []
     if cfg.views > 0:
         for v in range(cfg.views):
-            cached.append(extract(backbone, natural, variants, (cfg.seed, 1_000_000 + v),
-                                  cfg.workers, desc=f"view {v + 1}/{cfg.views}" if progress else None))
+            cached.append(extract(backbone, natural, variants, (cfg.seed, 1_000_000 + v), cfg.workers,
+                                  desc=f"view {v + 1}/{cfg.views}" if progress else None, fast_decode=fast))
     kept = None
 
     for epoch in range(start_epoch, cfg.epochs):
@@ -236,7 +238,7 @@ def train(backbone: ClipBackbone, natural: Sequence[str], out: str | Path, cfg: 
             fs = cached[0]
         else:
             fs = extract(backbone, natural, variants, (cfg.seed, epoch), cfg.workers,
-                         desc=f"epoch {epoch + 1} features" if progress else None)
+                         desc=f"epoch {epoch + 1} features" if progress else None, fast_decode=fast)
             feats = fs.by_variant
         kept = fs
         if len(fs.paths) < 2:
@@ -279,7 +281,8 @@ def train(backbone: ClipBackbone, natural: Sequence[str], out: str | Path, cfg: 
             on_epoch(record)
 
     head.load_state_dict(best_state)
-    fs = kept if kept is not None else extract(backbone, natural, (None,), None, cfg.workers)
+    fs = kept if kept is not None else extract(backbone, natural, (None,), None, cfg.workers,
+                                               fast_decode=fast)
     card = {
         "format": CARD_FORMAT,
         "aiiscan_version": __version__,

@@ -7,6 +7,7 @@ import time
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -256,3 +257,33 @@ def test_python_api_example_runs(tmp_path, head_prefix, photos):
                            str(tmp_path / "ex.parquet")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "ok" in proc.stdout and (tmp_path / "ex.parquet").is_file()
+
+
+def test_fast_jpeg_decode_keeps_facts_and_stays_close(tmp_path):
+    from PIL import Image
+
+    from aiiscan.decode import DecodeJob, decode_job
+    from aiiscan.selftest import synthetic_photo
+
+    big = tmp_path / "big.jpg"
+    synthetic_photo(np.random.default_rng(0), (2400, 1800)).save(big, quality=92)
+    fast = decode_job(DecodeJob(str(big)))
+    exact = decode_job(DecodeJob(str(big), fast_decode=False))
+    size = (fast.info["width"], fast.info["height"])
+    assert size == (exact.info["width"], exact.info["height"]) == (2400, 1800)
+    a, b = fast.arrays[0].astype(int), exact.arrays[0].astype(int)
+    assert a.shape == b.shape == (224, 224, 3) and not np.array_equal(a, b)
+    assert np.abs(a - b).mean() < 3.0  # DCT scaling keeps what survives the resize to 256
+    png = tmp_path / "big.png"
+    Image.open(big).save(png)
+    assert np.array_equal(decode_job(DecodeJob(str(png))).arrays[0],
+                          decode_job(DecodeJob(str(png), fast_decode=False)).arrays[0])
+
+
+def test_exact_decode_and_precision_are_recorded(tmp_path, head_prefix, photos):
+    out = tmp_path / "r.parquet"
+    res = CliRunner().invoke(main, ["scan", photos[0], "-o", str(out), "--weights", str(head_prefix),
+                                    "--exact-decode", "--precision", "bf16", "--workers", "0", "--quiet"])
+    assert res.exit_code == 0, res.output
+    meta = report_metadata(out)
+    assert meta["decode"] == "exact" and meta["precision"] == "bf16"
