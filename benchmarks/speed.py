@@ -142,9 +142,13 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     ap.add_argument("--skip", nargs="*", default=[], choices=["naive", "dataloader", "exact"])
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--cache", default="/tmp/aiiscan-bench")
     args = ap.parse_args()
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     paths = inputs(args.kind, args.files, Path(args.cache))
     det = detector_for(args.backbone, args.precision)
