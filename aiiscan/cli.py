@@ -160,13 +160,22 @@ def train(natural, natural_list, out, mode, backbone, pretrained, clip_weights, 
 @click.option("--keep-gps", is_flag=True,
               help="Write GPS coordinates into the report (default: only a has_gps flag).")
 @click.option("--no-prompts", is_flag=True, help="Leave generator prompts out of the report.")
-@click.option("--engine", type=click.Choice(["local"]), default="local", show_default=True,
-              help="Execution engine.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: worker processes on this machine; ray: Ray Data, across a cluster "
+                   "(pip install 'aiiscan[ray]').")
+@click.option("--ray-address", default=None,
+              help="Ray cluster to join: auto, or ray://HOST:PORT [default: start a local one].")
+@click.option("--gpus-per-worker", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="GPUs per scoring actor (ray engine).")
+@click.option("--cpu-workers", type=click.IntRange(1), default=None,
+              help="Concurrent decode tasks (ray engine) [default: as many as Ray schedules].")
+@click.option("--scorers", type=click.IntRange(1), default=1, show_default=True,
+              help="Scoring actors, each holding one copy of the model (ray engine).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def scan(paths, output, fmt, from_list, weights, clip_weights, threshold, device, batch_size,
          workers, resume, incremental, include, exclude, follow_symlinks, max_pixels,
          max_bytes, timeout, part_rows, exact_decode, precision, html_out, keep_gps, no_prompts, engine,
-         quiet) -> None:
+         ray_address, gpus_per_worker, cpu_workers, scorers, quiet) -> None:
     """Score images in files and folders (recursive) into a report, one row per file."""
     from .scanner import run_scan
 
@@ -179,7 +188,9 @@ def scan(paths, output, fmt, from_list, weights, clip_weights, threshold, device
             resume=resume, incremental=incremental, include=include, exclude=exclude,
             follow_symlinks=follow_symlinks, max_pixels=max_pixels, max_bytes=max_bytes,
             timeout=timeout, clip_weights=clip_weights, part_rows=part_rows, keep_gps=keep_gps,
-            prompts=not no_prompts, exact_decode=exact_decode, precision=precision, quiet=quiet,
+            prompts=not no_prompts, exact_decode=exact_decode, precision=precision, engine=engine,
+            ray_address=ray_address, gpus_per_worker=gpus_per_worker, cpu_workers=cpu_workers,
+            scorers=scorers, quiet=quiet,
             command=shlex.join(["aiiscan", *sys.argv[1:]]))
     except KNOWN_ERRORS as exc:
         _fail(exc)

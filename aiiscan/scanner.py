@@ -12,7 +12,7 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,27 +122,52 @@ def run_scan(paths: Sequence[str], output: str | Path, *, weights: str | None = 
              max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES,
              timeout: float = DEFAULT_TIMEOUT, clip_weights: str | None = None,
              part_rows: int = 1024, keep_gps: bool = False, prompts: bool = True,
-             exact_decode: bool = False, precision: str = "auto",
+             exact_decode: bool = False, precision: str = "auto", engine: str = "local",
+             ray_address: str | None = None, gpus_per_worker: float = 0.0,
+             cpu_workers: int | None = None, scorers: int = 1,
              quiet: bool = False, command: str | None = None) -> ScanSummary:
-    """Scan files and folders into a report; see ``ScanSummary.exit_code`` for the outcome."""
+    """Scan files and folders into a report; see ``ScanSummary.exit_code`` for the outcome.
+
+    ``engine="ray"`` decodes and scores on Ray Data (``ray_engine``); everything else here (the
+    crawl, resume, incremental reuse, rows, the report) is shared by both engines.
+    """
     started = now_iso()
     t0 = time.perf_counter()
-    if detector is None:
+    if engine == "ray":
+        from .ray_engine import RayScorer
+
         if weights is None:
-            raise ValueError("scan needs weights= or detector=")
-        detector = Detector.load(weights, device=device, clip_weights=clip_weights, quiet=quiet,
-                                 precision=precision)
+            raise ValueError("the ray engine needs weights= (each actor loads the head itself)")
+        model = RayScorer(weights, device=device, clip_weights=clip_weights, precision=precision,
+                          batch_size=batch_size, address=ray_address, gpus_per_worker=gpus_per_worker,
+                          cpu_workers=cpu_workers, scorers=scorers, quiet=quiet)
+        card, mid, crop, card_thr = model.card, model.model_id, model.image_size, model.threshold
+
+        def stream(jobs: Iterable[DecodeJob]):
+            return model.score_stream(jobs)
+    elif engine == "local":
+        if detector is None:
+            if weights is None:
+                raise ValueError("scan needs weights= or detector=")
+            detector = Detector.load(weights, device=device, clip_weights=clip_weights, quiet=quiet,
+                                     precision=precision)
+        card, mid, crop, card_thr = (detector.card, detector.model_id, detector.backbone.image_size,
+                                     detector.threshold)
+        precision = detector.backbone.precision
+
+        def stream(jobs: Iterable[DecodeJob]):
+            return detector.score_stream(jobs, batch_size, workers, timeout)
+    else:
+        raise ValueError(f"unknown engine {engine!r}: use local or ray")
     if threshold is not None:
         thr, thr_source = float(threshold), "--threshold"
-    elif detector.threshold is not None:
-        thr = detector.threshold
-        thr_source = f"model card ({detector.card['threshold'].get('policy')})"
+    elif card_thr is not None:
+        thr = card_thr
+        thr_source = f"model card ({card['threshold'].get('policy')})"
     else:
         thr, thr_source = None, "none"
     summary = ScanSummary(report=None, threshold=thr, threshold_source=thr_source)
-    mid = detector.model_id
     old = _old_rows(incremental, mid)
-    crop = detector.backbone.image_size
 
     writer = ReportWriter(output, fmt, resume=resume, rows_per_part=part_rows)
     done_rows = writer.done_table().select(["path", "status", "label", "provenance_hint"]).to_pylist() \
@@ -197,7 +222,7 @@ def run_scan(paths: Sequence[str], output: str | Path, *, weights: str | None = 
 
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        for res, scores in detector.score_stream(jobs(), batch_size, workers, timeout):
+        for res, scores in stream(jobs()):
             if res.status == "skipped":
                 summary.not_images += 1
                 bar.update(1)
@@ -221,11 +246,11 @@ def run_scan(paths: Sequence[str], output: str | Path, *, weights: str | None = 
     metadata = {
         "aiiscan_version": __version__,
         "model_id": mid,
-        "model_card_sha256": card_digest(detector.card),
-        "backbone": detector.card["backbone"],
+        "model_card_sha256": card_digest(card),
+        "backbone": card["backbone"],
         "threshold": thr,
         "threshold_source": thr_source,
-        "threshold_block": detector.card.get("threshold"),
+        "threshold_block": card.get("threshold"),
         "command": command,
         "roots": [display_path(p) for p in paths],
         "from_list": from_list,
@@ -236,7 +261,8 @@ def run_scan(paths: Sequence[str], output: str | Path, *, weights: str | None = 
         "provenance_hints": dict(summary.hints),
         "keep_gps": keep_gps,
         "decode": "exact" if exact_decode else "fast (JPEG DCT scaling)",
-        "precision": detector.backbone.precision,
+        "precision": precision,
+        "engine": engine,
         "prompts": prompts,
         "resumed_rows": summary.resumed,
         "reused_rows": summary.reused,
