@@ -23,6 +23,8 @@ import numpy as np
 from .decode import DecodeJob, DecodeResult, decode_job
 from .weights import load_head, model_id
 
+DECODE_MEMORY = 768 * 1024 * 1024  # RGB at the default pixel cap (~537 MB) plus working copies
+
 
 def _decode_batch(batch: dict, template: DecodeJob) -> dict:
     """CPU task: decode each path; failures become facts in ``meta``, never exceptions."""
@@ -35,10 +37,6 @@ def _decode_batch(batch: dict, template: DecodeJob) -> dict:
         crops.append(res.arrays[0] if res.status == "ok" else blank)
     return {"meta": np.array(metas, dtype=object), "crop": np.stack(crops) if crops else
             np.zeros((0, template.crop_size, template.crop_size, 3), np.uint8)}
-
-
-def _one_cpu() -> dict:
-    return {"num_cpus": 1}
 
 
 class _Scorer:
@@ -103,10 +101,11 @@ class RayScorer:
         template = dataclasses.replace(jobs[0], path="", explicit=True)
         items = [{"path": j.path, "explicit": j.explicit} for j in jobs]
         ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items) // 32, 1000)))
-        # Decode runs as its own pool of CPU tasks. Ray would otherwise fuse it into the scoring
-        # actors (one decode per actor, no parallelism); a remote-args function prevents that.
+        # Decode runs as its own pool of CPU tasks, each reserving the memory a photo at the pixel
+        # cap can take. Differing resources also keep Ray from fusing decoding into the scoring
+        # actors (which would leave one decode per actor, no parallelism).
         ds = ds.map_batches(_decode_batch, fn_kwargs={"template": template}, batch_size=32,
-                            batch_format="numpy", ray_remote_args_fn=_one_cpu,
+                            batch_format="numpy", memory=DECODE_MEMORY,
                             compute=TaskPoolStrategy(size=self.cpu_workers) if self.cpu_workers else None)
         ds = ds.map_batches(_Scorer, fn_constructor_kwargs={
             "weights": self.weights, "device": self.device, "clip_weights": self.clip_weights,
