@@ -82,12 +82,17 @@ def rates_at(negatives: np.ndarray, positives: np.ndarray, threshold: float) -> 
                  real_ok / len(neg), fake_ok / len(pos))
 
 
+def _at_or_above(sorted_scores: np.ndarray, cuts: np.ndarray) -> np.ndarray:
+    """How many of the (ascending) scores are >= each cut: one binary search per cut."""
+    return len(sorted_scores) - np.searchsorted(sorted_scores, cuts, side="left")
+
+
 def roc_points(negatives: np.ndarray, positives: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(FPR, TPR) at every distinct score, from (0, 0) to (1, 1): for plotting."""
-    neg, pos = _scores(negatives), _scores(positives)
+    neg, pos = np.sort(_scores(negatives)), np.sort(_scores(positives))
     cuts = np.unique(np.concatenate([neg, pos]))[::-1]
-    fpr = np.r_[0.0, [(neg >= c).mean() for c in cuts]]
-    tpr = np.r_[0.0, [(pos >= c).mean() for c in cuts]]
+    fpr = np.r_[0.0, _at_or_above(neg, cuts) / len(neg)]
+    tpr = np.r_[0.0, _at_or_above(pos, cuts) / len(pos)]
     return fpr, tpr
 
 
@@ -101,16 +106,14 @@ def _cut_thresholds(values: np.ndarray) -> np.ndarray:
 
 def balanced_threshold(negatives: np.ndarray, positives: np.ndarray) -> Rates:
     """The threshold maximising balanced accuracy (the paper's policy); the lowest on ties."""
-    neg, pos = _scores(negatives), _scores(positives)
+    neg, pos = np.sort(_scores(negatives)), np.sort(_scores(positives))
     if len(neg) == 0 or len(pos) == 0:
         raise ValueError("a balanced threshold needs at least one negative and one positive score")
-    best: Rates | None = None
-    for t in _cut_thresholds(np.concatenate([neg, pos])):
-        r = rates_at(neg, pos, float(t))
-        if best is None or r.balanced_accuracy > best.balanced_accuracy:
-            best = r
-    assert best is not None
-    return best
+    cuts = _cut_thresholds(np.concatenate([neg, pos]))
+    real_acc = 1.0 - _at_or_above(neg, cuts) / len(neg)
+    fake_acc = _at_or_above(pos, cuts) / len(pos)
+    best = int(np.argmax((real_acc + fake_acc) / 2.0))  # argmax: the first, i.e. lowest, on ties
+    return rates_at(neg, pos, float(cuts[best]))
 
 
 def fpr_threshold(negatives: np.ndarray, max_fpr: float) -> float:

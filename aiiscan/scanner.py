@@ -49,6 +49,13 @@ class ScanSummary:
     interrupted: bool = False
     hints: Counter = field(default_factory=Counter)
 
+    def count(self, row: dict) -> None:
+        self.status[row["status"]] += 1
+        if row.get("label"):
+            self.labels[row["label"]] += 1
+        if row.get("provenance_hint"):
+            self.hints[row["provenance_hint"]] += 1
+
     @property
     def exit_code(self) -> int:
         if self.interrupted:
@@ -175,21 +182,13 @@ def run_scan(paths: Sequence[str], output: str | Path, *, weights: str | None = 
     done = {r["path"] for r in done_rows}
     summary.resumed = len(done)
     for r in done_rows:  # the summary and exit code describe the whole report, resumed part included
-        summary.status[r["status"]] += 1
-        if r["label"]:
-            summary.labels[r["label"]] += 1
-        if r["provenance_hint"]:
-            summary.hints[r["provenance_hint"]] += 1
+        summary.count(r)
     entries = list(iter_inputs(paths, from_list, include, exclude, follow_symlinks))
     todo = [e for e in entries if display_path(e.path) not in done]
     bar = tqdm(total=len(todo), unit="file", disable=quiet, file=sys.stderr, smoothing=0.05)
 
     def emit(row: dict) -> None:
-        summary.status[row["status"]] += 1
-        if row["label"]:
-            summary.labels[row["label"]] += 1
-        if row.get("provenance_hint"):
-            summary.hints[row["provenance_hint"]] += 1
+        summary.count(row)
         writer.write(row)
         bar.update(1)
 

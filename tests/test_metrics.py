@@ -90,3 +90,13 @@ def test_roc_points_run_corner_to_corner():
     assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= 0)
     # trapezoid area equals the tie-aware AUC
     assert np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2) == pytest.approx(roc_auc([0, 1], [1, 2]))
+
+
+def test_balanced_threshold_equals_brute_force_on_random_tied_scores():
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        neg = rng.integers(0, 12, rng.integers(1, 30)).astype(float)  # many ties
+        pos = rng.integers(3, 15, rng.integers(1, 30)).astype(float)
+        cuts = np.unique(np.r_[neg, pos, np.nextafter(max(neg.max(), pos.max()), np.inf)])
+        brute = max(rates_at(neg, pos, c).balanced_accuracy for c in cuts)
+        assert balanced_threshold(neg, pos).balanced_accuracy == pytest.approx(brute)
