@@ -105,7 +105,8 @@ def _decode(job: DecodeJob) -> DecodeResult:
         data, st = read_file(job.path, job.max_bytes)
         result.info.update(size=st.st_size, mtime_ns=st.st_mtime_ns,
                            sha256=hashlib.sha256(data).hexdigest())
-        if sniff_format(data[:16]) is None:
+        kind = sniff_format(data[:16])
+        if kind is None:
             ext = os.path.splitext(job.path)[1].lower()
             if not job.explicit and ext not in IMAGE_EXTENSIONS:
                 result.status, result.error = "skipped", "not an image"
@@ -113,7 +114,7 @@ def _decode(job: DecodeJob) -> DecodeResult:
             raise DecodeError("not an image: content matches no supported image format"
                               if data else "empty file (0 bytes)")
         if job.provenance:
-            result.info["provenance"] = extract_provenance(data, sniff_format(data[:16]),
+            result.info["provenance"] = extract_provenance(data, kind,
                                                            job.keep_gps, job.prompts)
         img = probe(data, job.max_pixels)
         result.info.update(format=img.format, width=img.width, height=img.height, mode=img.mode)
