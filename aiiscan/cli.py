@@ -137,6 +137,9 @@ def train(natural, natural_list, out, mode, backbone, pretrained, clip_weights, 
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--workers", type=click.IntRange(0), default=None,
               help="Decode worker processes [default: number of cores; 0 = in-process].")
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="Torch threads for scoring (local engine) [default: torch's, one per core]. "
+                   "Fewer leaves cores to the decode workers when decoding is the bottleneck.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted scan of the same output.")
 @click.option("--incremental", type=click.Path(exists=True, dir_okay=False),
               help="Reuse rows of an older report for files whose size and mtime are unchanged.")
@@ -173,7 +176,7 @@ def train(natural, natural_list, out, mode, backbone, pretrained, clip_weights, 
               help="Scoring actors, each holding one copy of the model (ray engine).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def scan(paths, output, fmt, from_list, weights, clip_weights, threshold, device, batch_size,
-         workers, resume, incremental, include, exclude, follow_symlinks, max_pixels,
+         workers, threads, resume, incremental, include, exclude, follow_symlinks, max_pixels,
          max_bytes, timeout, part_rows, exact_decode, precision, html_out, keep_gps, no_prompts, engine,
          ray_address, gpus_per_worker, cpu_workers, scorers, quiet) -> None:
     """Score images in files and folders (recursive) into a report, one row per file."""
@@ -190,7 +193,7 @@ def scan(paths, output, fmt, from_list, weights, clip_weights, threshold, device
             timeout=timeout, clip_weights=clip_weights, part_rows=part_rows, keep_gps=keep_gps,
             prompts=not no_prompts, exact_decode=exact_decode, precision=precision, engine=engine,
             ray_address=ray_address, gpus_per_worker=gpus_per_worker, cpu_workers=cpu_workers,
-            scorers=scorers, quiet=quiet,
+            scorers=scorers, threads=threads, quiet=quiet,
             command=shlex.join(["aiiscan", *sys.argv[1:]]))
     except KNOWN_ERRORS as exc:
         _fail(exc)

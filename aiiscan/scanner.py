@@ -131,7 +131,7 @@ def run_scan(paths: Sequence[str], output: str | Path, *, weights: str | None = 
              part_rows: int = 1024, keep_gps: bool = False, prompts: bool = True,
              exact_decode: bool = False, precision: str = "auto", engine: str = "local",
              ray_address: str | None = None, gpus_per_worker: float = 0.0,
-             cpu_workers: int | None = None, scorers: int = 1,
+             cpu_workers: int | None = None, scorers: int = 1, threads: int | None = None,
              quiet: bool = False, command: str | None = None) -> ScanSummary:
     """Scan files and folders into a report; see ``ScanSummary.exit_code`` for the outcome.
 
@@ -161,6 +161,10 @@ def run_scan(paths: Sequence[str], output: str | Path, *, weights: str | None = 
         card, mid, crop, card_thr = (detector.card, detector.model_id, detector.backbone.image_size,
                                      detector.threshold)
         precision = detector.backbone.precision
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)  # scorer threads vs decode workers on shared cores
 
         def stream(jobs: Iterable[DecodeJob]):
             return detector.score_stream(jobs, batch_size, workers, timeout)
@@ -262,6 +266,7 @@ def run_scan(paths: Sequence[str], output: str | Path, *, weights: str | None = 
         "decode": "exact" if exact_decode else "fast (JPEG DCT scaling)",
         "precision": precision,
         "engine": engine,
+        "torch_threads": threads,
         "prompts": prompts,
         "resumed_rows": summary.resumed,
         "reused_rows": summary.reused,

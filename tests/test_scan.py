@@ -287,3 +287,8 @@ def test_exact_decode_and_precision_are_recorded(tmp_path, head_prefix, photos):
     assert res.exit_code == 0, res.output
     meta = report_metadata(out)
     assert meta["decode"] == "exact" and meta["precision"] == "bf16"
+    out2 = tmp_path / "t.parquet"  # a subprocess: --threads sets torch's global thread count
+    proc = subprocess.run(_cli(photos[0], "-o", str(out2), "--weights", str(head_prefix), "--threads", "1",
+                               "--workers", "0", "--quiet"), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert report_metadata(out2)["torch_threads"] == 1
