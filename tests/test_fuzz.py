@@ -11,7 +11,6 @@ from .fuzz_targets import check, seeds
 SEEDS = seeds()
 EXAMPLES = int(os.environ.get("AIISCAN_FUZZ_EXAMPLES", "1000"))
 LONG = "AIISCAN_FUZZ_EXAMPLES" in os.environ
-RUNS = {"examples": 0}
 
 
 @st.composite
@@ -39,11 +38,9 @@ def mutated(draw) -> bytes:
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(data=mutated())
 def test_decode_and_metadata_never_raise_on_mutated_images(data, tmp_path):
-    RUNS["examples"] += 1
     check(data, str(tmp_path))
 
 
 def test_seeds_are_valid_and_carry_metadata(tmp_path):
     for data in SEEDS:
         check(data, str(tmp_path))
-    assert RUNS["examples"] >= min(EXAMPLES, 100)  # the fuzz test above really ran
