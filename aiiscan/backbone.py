@@ -22,15 +22,16 @@ from urllib.parse import urlparse
 
 import torch
 
-DEFAULT_BACKBONE = "ViT-L-14"
-DEFAULT_PRETRAINED = "openai"
+from .defaults import DEFAULT_BACKBONE, DEFAULT_PRETRAINED  # noqa: F401 (re-exported)
+from .errors import AiiscanError
+
 CLIP_WEIGHTS_ENV = "AIISCAN_CLIP_WEIGHTS"
 TINY_CONFIG = Path(__file__).parent / "configs" / "tiny-vit.json"
 
 log = logging.getLogger(__name__)
 
 
-class BackboneError(RuntimeError):
+class BackboneError(AiiscanError):
     """A backbone cannot be built; the message says what to do about it."""
 
 
@@ -76,9 +77,12 @@ class ClipBackbone:
     """The image tower of an open_clip model, frozen, in inference mode."""
 
     def __init__(self, visual: torch.nn.Module, identity: BackboneIdentity,
-                 mean: tuple[float, ...], std: tuple[float, ...], device: torch.device):
+                 mean: tuple[float, ...], std: tuple[float, ...], device: torch.device,
+                 source: str | None = None):
         self.visual = visual.eval().requires_grad_(False).to(device)
         self.identity = identity
+        # What rebuilds it in another process: the model name, or the config file's full path.
+        self.source = source or identity.name
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
         self.device = device
@@ -268,4 +272,5 @@ def build_backbone(name: str = DEFAULT_BACKBONE, pretrained: str = DEFAULT_PRETR
         feature_dim=feature_dim,
         image_size=size,
     )
-    return ClipBackbone(visual, identity, mean, std, dev)
+    source = str(Path(name).resolve()) if name.endswith(".json") else name
+    return ClipBackbone(visual, identity, mean, std, dev, source=source)

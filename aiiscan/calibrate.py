@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from . import __version__, plots
 from .decode import RADIAL, DecodeJob
 from .detector import Detector
+from .errors import AiiscanError
 from .metrics import balanced_threshold, fpr_threshold, parse_policy, rates_at, roc_auc
+from .progress import bar
 from .train import training_digest
 from .weights import now_iso, write_card
 
@@ -25,7 +26,7 @@ CAUTION = ("This threshold was placed on natural photos and band-(30,100) copies
            "These figures are not evidence of how well AI-generated images are detected.")
 
 
-class CalibrationError(ValueError):
+class CalibrationError(AiiscanError, ValueError):
     """The calibration set cannot be used; the message says why and what to give instead."""
 
 
@@ -74,8 +75,7 @@ def calibrate(detector: Detector, natural: Sequence[str], policy: str = "balance
     jobs = (DecodeJob(p, size, variants=(None, RADIAL), fast_decode=not exact_decode) for p in paths)
     originals, copies, shas, failed = [], [], [], []
     stream = detector.score_stream(jobs, batch_size=batch_size, workers=workers)
-    for res, scores in tqdm(stream, total=len(paths), desc="calibrate", unit="photo",
-                            disable=not progress, leave=False):
+    for res, scores in bar(stream, total=len(paths), desc="calibrate", unit="photo", show=progress):
         if scores is None:
             failed.append((res.path, res.error))
             continue

@@ -23,13 +23,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import AiiscanError
 from .sources import list_images
 
 _PAIRED = re.compile(r"\(([^()]+)-paired real set\)")
 _LABELS = {"real": 0, "0": 0, "0_real": 0, "natural": 0, "fake": 1, "1": 1, "1_fake": 1, "ai": 1}
 
 
-class DatasetError(ValueError):
+class DatasetError(AiiscanError, ValueError):
     """The folder is not an evaluation set we understand; the message says what was expected."""
 
 

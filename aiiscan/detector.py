@@ -60,9 +60,10 @@ class Detector:
         self.model_id = model_id(card, prefix)
 
     @classmethod
-    def load(cls, weights: str | Path, device: str = "auto", clip_weights: str | None = None,
+    def load(cls, weights: str | Path | None = None, device: str = "auto", clip_weights: str | None = None,
              backbone: str | None = None, quiet: bool = False, precision: str = "auto") -> Detector:
-        """Load a head and the backbone its card names (``backbone`` overrides the card's path)."""
+        """Load a head (``None``: the default head) and the backbone its card names
+        (``backbone`` overrides the card's path)."""
         head, card, prefix = load_head(weights)
         spec = card["backbone"]
         tag = spec["pretrained"]

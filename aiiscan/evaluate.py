@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from . import plots
 from .datasets import EvalSet
@@ -22,6 +21,7 @@ from .decode import DecodeJob
 from .detector import Detector
 from .launder import Condition
 from .metrics import average_precision, rates_at, roc_auc
+from .progress import bar
 
 METRICS = ("ap", "auc", "acc", "real_acc", "fake_acc")
 
@@ -64,8 +64,8 @@ def score_files(detector: Detector, paths: Sequence[str], condition: Condition |
     scores: dict[str, float] = {}
     failed: list[tuple[str, str]] = []
     stream = detector.score_stream(jobs, batch_size=batch_size, workers=workers)
-    for res, s in tqdm(stream, total=len(paths), unit="img", disable=not progress, leave=False,
-                       desc=f"evaluate ({condition or 'as is'})"):
+    for res, s in bar(stream, total=len(paths), unit="img", show=progress,
+                      desc=f"evaluate ({condition or 'as is'})"):
         if s is None or not np.isfinite(s[0]):
             failed.append((res.path, res.error or "non-finite score"))
         else:

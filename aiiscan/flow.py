@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-MODES = ("P", "N+P", "N")
+from .defaults import MODES  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True)

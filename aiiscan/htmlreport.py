@@ -21,9 +21,9 @@ import numpy as np
 from PIL import Image
 
 from . import __version__
+from .files import atomic_write_bytes, now_iso
 from .preprocess import DEFAULT_MAX_PIXELS, open_image, to_rgb
 from .report import read_report, report_metadata
-from .weights import atomic_write_bytes, now_iso
 
 THUMB_PX = 160
 THUMB_BUDGET = 4 * 1024 * 1024  # bytes of thumbnails in one page, all together
@@ -122,6 +122,16 @@ def thumbnail(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str | No
         return None, f"no thumbnail: {type(exc).__name__}"
 
 
+def nice_ticks(lo: float, hi: float, target: int = 6) -> list[float]:
+    """Round axis values (steps of 1, 2 or 5 x 10^k) inside [lo, hi], about ``target`` of them."""
+    raw = (hi - lo) / target
+    magnitude = 10 ** np.floor(np.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
+    first = np.ceil(lo / step) * step
+    ticks = np.arange(first, hi + step * 1e-9, step)
+    return [float(round(t / step) * step) for t in ticks]
+
+
 def histogram_svg(scores: np.ndarray, threshold: float | None, bins: int = 40) -> str:
     width, height, pad = 760, 220, 36
     if len(scores) == 0:
@@ -149,8 +159,11 @@ def histogram_svg(scores: np.ndarray, threshold: float | None, bins: int = 40) -
                      f'<title>{edges[i]:.4g} to {edges[i + 1]:.4g}: {c}</title></rect>')
     parts.append(f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" '
                  'stroke="#333"/>')
-    parts.append(f'<text x="{pad}" y="{height - pad + 16}">{lo:.4g}</text>')
-    parts.append(f'<text x="{width - pad}" y="{height - pad + 16}" text-anchor="end">{hi:.4g}</text>')
+    for t in nice_ticks(lo, hi):
+        parts.append(f'<line class="tick" x1="{x(t):.1f}" y1="{height - pad}" x2="{x(t):.1f}" '
+                     f'y2="{height - pad + 4}" stroke="#333"/>'
+                     f'<text class="tick" x="{x(t):.1f}" y="{height - pad + 16}" text-anchor="middle">'
+                     f'{t:.4g}</text>')
     parts.append(f'<text x="{pad}" y="{pad - 12}">{top} images</text>')
     parts.append(f'<text x="{width / 2}" y="{height - 4}" text-anchor="middle">'
                  'score (higher = less like a natural photo)</text>')
@@ -184,7 +197,7 @@ def _table(table_id: str, headers: Sequence[tuple[str, bool]], rows: Sequence[Se
     return "".join(out)
 
 
-def _evidence(row: dict) -> list[str]:
+def card_evidence(row: dict) -> list[str]:
     bits = []
     if row.get("provenance_hint"):
         bits.append(f"hint: {row['provenance_hint']}")
@@ -194,8 +207,10 @@ def _evidence(row: dict) -> list[str]:
         bits.append(f"IPTC source: {row['iptc_digital_source_type']}")
     if row.get("c2pa_present"):
         bits.append("C2PA manifest" + (" declaring AI" if row.get("c2pa_declares_ai") else ""))
-    if row.get("exif_make") or row.get("exif_model"):
-        bits.append(f"camera: {row.get('exif_make') or ''} {row.get('exif_model') or ''}".strip())
+    make, model = (row.get("exif_make") or "").strip(), (row.get("exif_model") or "").strip()
+    if make or model:  # "Canon" + "Canon EOS 5D" reads "Canon EOS 5D", not "Canon Canon EOS 5D"
+        bits.append("camera: " + (model if make and model.lower().startswith(make.lower())
+                                  else f"{make} {model}".strip()))
     if row.get("xmp_creator_tool"):
         bits.append(f"creator tool: {row['xmp_creator_tool']}")
     if row.get("gen_prompt"):
@@ -260,7 +275,9 @@ def render(report: str | Path, top: int = 50, thumbnails: bool = True,
     out.append('<h2 id="scores">Score distribution</h2>')
     out.append(histogram_svg(scores, thr))
 
-    out.append(f'<h2 id="flagged">Top {min(top, len(ok))} most suspicious images</h2>')
+    out.append(f'<h2 id="flagged">The {min(top, len(ok))} highest scores</h2>')
+    out.append('<p class="note">Ranked by score; each card\'s label follows the threshold, so a high '
+               'rank alone is no verdict.</p>')
     if not thumbnails:
         out.append('<p class="note">Thumbnails left out (--no-thumbnails).</p>')
     out.append('<div class="cards" id="cards">')
@@ -275,7 +292,7 @@ def render(report: str | Path, top: int = 50, thumbnails: bool = True,
             else:
                 img = f'<div class="noimg">{_e(why or "thumbnail budget spent")}</div>'
         label = r.get("label") or "unlabelled"
-        evidence = "".join(f"<li>{_e(b)}</li>" for b in _evidence(r))
+        evidence = "".join(f"<li>{_e(b)}</li>" for b in card_evidence(r))
         out.append(f'<div class="card">{img}<div class="score{" ai" if label == "ai" else ""}">'
                    f"score {_fmt(r['score'])} · {_e(label)}</div><div class=\"path\">{_e(r['path'])}</div>"
                    f"<ul>{evidence}</ul></div>")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageFilter
 
+from .errors import UsageError
 from .preprocess import to_rgb
 
 # kind -> (meaning of the value, valid range)
@@ -33,15 +34,15 @@ class Condition:
     def parse(cls, text: str) -> Condition:
         kind, _, raw = text.partition(":")
         if kind not in KINDS:
-            raise ValueError(f"unknown perturbation {text!r}: use one of "
+            raise UsageError(f"unknown perturbation {text!r}: use one of "
                              + ", ".join(f"{k}:X ({m})" for k, (m, _) in KINDS.items()))
         try:
             value = float(raw)
         except ValueError:
-            raise ValueError(f"perturbation {text!r} needs a number after '{kind}:'") from None
+            raise UsageError(f"perturbation {text!r} needs a number after '{kind}:'") from None
         lo, hi = KINDS[kind][1]
         if not lo <= value <= hi:
-            raise ValueError(f"perturbation {text!r}: {KINDS[kind][0]} must be in [{lo:g}, {hi:g}]")
+            raise UsageError(f"perturbation {text!r}: {KINDS[kind][0]} must be in [{lo:g}, {hi:g}]")
         return cls(kind, value)
 
     def __str__(self) -> str:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import UsageError
+
 
 def _average_ranks(x: np.ndarray) -> np.ndarray:
     order = np.argsort(x, kind="mergesort")
@@ -139,5 +141,5 @@ def parse_policy(policy: str) -> tuple[str, float | None]:
             x = -1.0
         if 0.0 <= x < 1.0:
             return "fpr", x
-    raise ValueError(f"unknown threshold policy {policy!r}: use 'balanced' or 'fpr:X' with 0 <= X < 1 "
+    raise UsageError(f"unknown threshold policy {policy!r}: use 'balanced' or 'fpr:X' with 0 <= X < 1 "
                      "(e.g. fpr:0.01 flags at most 1% of natural photos)")

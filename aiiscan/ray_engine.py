@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 
 from .decode import DecodeJob, DecodeResult, decode_job
+from .errors import UsageError
 from .weights import load_head, model_id
 
 DECODE_MEMORY = 768 * 1024 * 1024  # RGB at the default pixel cap (~537 MB) plus working copies
@@ -66,7 +67,7 @@ class RayScorer:
         try:
             import ray
         except ImportError:
-            raise ValueError("--engine ray needs Ray: pip install 'aiiscan[ray]'") from None
+            raise UsageError("--engine ray needs Ray: pip install 'aiiscan[ray]'") from None
         _, self.card, prefix = load_head(weights)  # the driver needs the card, not the model
         self.weights = str(prefix)
         self.model_id = model_id(self.card, prefix)

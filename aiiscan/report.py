@@ -17,11 +17,13 @@ import tempfile
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from .weights import file_mode
+from .errors import AiiscanError
+from .files import file_mode
 
 FORMATS = ("parquet", "csv", "jsonl")
 META_KEY = b"aiiscan"
@@ -31,7 +33,10 @@ SCHEMA = pa.schema([
     ("status", pa.string()),
     ("error", pa.string()),
     ("size", pa.int64()),
-    ("mtime", pa.timestamp("ns", tz="UTC")),
+    # UTC in microseconds, stored without a zone: DuckDB, pandas and pyarrow's to_pylist() read
+    # it with no extra module (a zoned one needs pytz in DuckDB; nanoseconds need pandas in
+    # to_pylist). CSV/JSONL spell it ISO 8601 with a Z (TIME_FORMAT).
+    ("mtime", pa.timestamp("us")),
     ("sha256", pa.string()),
     ("format", pa.string()),
     ("width", pa.int32()),
@@ -65,25 +70,56 @@ SCHEMA = pa.schema([
 COLUMNS = SCHEMA.names
 
 
-class ReportError(RuntimeError):
+# CSV/JSONL: mtime is read as text and parsed by _conform, which accepts our spelling (a Z) and
+# earlier or foreign ones (a +00:00 offset, a space instead of the T, no zone at all).
+_TEXT_SCHEMA = SCHEMA.set(SCHEMA.get_field_index("mtime"), pa.field("mtime", pa.string()))
+
+
+def _conform(table: pa.Table) -> pa.Table:
+    """A table with the report schema. mtime from any earlier spelling (nanoseconds, zoned)
+    is truncated to microseconds; everything else must cast exactly."""
+    i = table.schema.get_field_index("mtime")
+    col = table.column(i)
+    if pa.types.is_string(col.type):
+        col = pc.cast(pc.replace_substring_regex(col, r"(Z|[+-]00:?00)$", ""), pa.timestamp("ns"))
+    table = table.set_column(i, "mtime", pc.cast(col, pa.timestamp("us"), safe=False))
+    return table.select(COLUMNS).cast(SCHEMA)
+
+
+class ReportError(AiiscanError):
     """The report cannot be written or read; nothing half-written is left behind."""
 
 
+SUFFIXES = {"parquet": "parquet", "pq": "parquet", "csv": "csv", "jsonl": "jsonl", "ndjson": "jsonl"}
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # Arrow's %S carries the fraction: 2026-11-23T01:16:45.599949Z
+# Spreadsheet formula injection: a cell starting with = + - @ TAB CR is executed by Excel.
+FORMULA_START = "^[=+\\-@\t\r]"
+
+
 def format_for(path: str | Path, explicit: str | None = None) -> str:
+    """The report format: ``explicit`` if given, else from the extension (unknown: an error)."""
     if explicit:
         if explicit not in FORMATS:
             raise ReportError(f"unknown report format {explicit!r}; choose {', '.join(FORMATS)}")
         return explicit
     suffix = Path(path).suffix.lower().lstrip(".")
-    return {"parquet": "parquet", "pq": "parquet", "csv": "csv", "jsonl": "jsonl",
-            "ndjson": "jsonl"}.get(suffix, "parquet")
+    if suffix not in SUFFIXES:
+        raise ReportError(f"cannot tell the report format of {Path(path).name!r}: end it in .parquet, "
+                          ".csv or .jsonl (or pass --format)")
+    return SUFFIXES[suffix]
 
 
-def _neutralise(value: str | None) -> str | None:
-    # Spreadsheet formula injection: a cell starting with = + - @ TAB CR is executed by Excel.
-    if value and value[0] in "=+-@\t\r":
-        return "'" + value
-    return value
+def _text_columns(table: pa.Table, neutralise: bool) -> pa.Table:
+    """mtime as ISO 8601 UTC text and, for spreadsheets, formula-like cells prefixed with '."""
+    for i, name in enumerate(table.column_names):
+        col = table.column(i)
+        if name == "mtime":
+            col = pc.strftime(col, format=TIME_FORMAT)
+        elif neutralise and pa.types.is_string(col.type):
+            risky = pc.fill_null(pc.match_substring_regex(col, FORMULA_START), False)
+            col = pc.if_else(risky, pc.binary_join_element_wise("'", col, ""), col)
+        table = table.set_column(i, name, col)
+    return table
 
 
 def read_report(path: str | Path) -> pa.Table:
@@ -95,15 +131,15 @@ def read_report(path: str | Path) -> pa.Table:
             table = pq.read_table(path)
         elif fmt == "csv":
             table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
-                column_types=SCHEMA, strings_can_be_null=True))
+                column_types=_TEXT_SCHEMA, strings_can_be_null=True))
         else:
-            table = pajson.read_json(path, parse_options=pajson.ParseOptions(explicit_schema=SCHEMA))
+            table = pajson.read_json(path, parse_options=pajson.ParseOptions(explicit_schema=_TEXT_SCHEMA))
     except (OSError, pa.ArrowInvalid) as exc:
         raise ReportError(f"cannot read report {path}: {exc}") from None
     missing = [c for c in COLUMNS if c not in table.column_names]
     if missing:
         raise ReportError(f"{path} is not an aiiscan report (missing columns {missing})")
-    return table.select(COLUMNS).cast(SCHEMA)
+    return _conform(table)
 
 
 def report_metadata(path: str | Path) -> dict:
@@ -165,7 +201,7 @@ class ReportWriter:
         files = self._part_files()
         if not files:
             return SCHEMA.empty_table()
-        return pa.concat_tables(pq.read_table(f).cast(SCHEMA) for f in files)
+        return pa.concat_tables(_conform(pq.read_table(f)) for f in files)
 
     def write(self, row: dict) -> None:
         self.buffer.append(row)
@@ -195,26 +231,21 @@ class ReportWriter:
         # Sorted by path: the same tree gives the same report, resumed or not.
         table = self.done_table().sort_by("path")
         meta = json.dumps(metadata, sort_keys=True, default=str).encode()
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{self.out.name}.", dir=self.out.parent)
-        os.close(fd)
-        os.chmod(tmp_name, file_mode())
-        tmp = Path(tmp_name)
+        tmp = None
         try:
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{self.out.name}.", dir=self.out.parent)
+            os.close(fd)
+            tmp = Path(tmp_name)
+            os.chmod(tmp, file_mode())
             if self.fmt == "parquet":
                 pq.write_table(table.replace_schema_metadata({META_KEY: meta}), tmp)
             elif self.fmt == "csv":
-                safe = table.to_pylist()
-                for row in safe:
-                    for key, value in row.items():
-                        if isinstance(value, str):
-                            row[key] = _neutralise(value)
-                pacsv.write_csv(pa.Table.from_pylist(safe, schema=SCHEMA), tmp)
+                pacsv.write_csv(_text_columns(table, neutralise=True), tmp)
             else:
                 with open(tmp, "w", encoding="utf-8") as f:
-                    for row in table.to_pylist():
-                        if row["mtime"] is not None:
-                            row["mtime"] = row["mtime"].isoformat()
-                        f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    for batch in _text_columns(table, neutralise=False).to_batches(4096):
+                        for row in batch.to_pylist():
+                            f.write(json.dumps(row, ensure_ascii=False) + "\n")
             if self.fmt != "parquet":
                 side = self.out.with_name(self.out.name + ".meta.json")
                 side_tmp = side.with_name("." + side.name + ".tmp")
@@ -222,11 +253,13 @@ class ReportWriter:
                 os.replace(side_tmp, side)
             os.replace(tmp, self.out)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
             raise ReportError(f"cannot write {self.out}: {exc.strerror or exc}. Every row is kept in "
                               f"{self.parts}: fix that and rerun the same command with --resume") from None
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
             raise
         self._unlock()
         shutil.rmtree(self.parts, ignore_errors=True)

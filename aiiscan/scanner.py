@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -17,21 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
-from tqdm import tqdm
 
 from . import __version__
+from . import progress as progress_bars
 from .decode import DEFAULT_MAX_BYTES, DecodeJob, DecodeResult
 from .detector import Detector
+from .errors import EXIT_FILE_ERRORS, EXIT_INTERRUPTED, EXIT_OK, UsageError
+from .outputs import check_output
 from .pipeline import DEFAULT_TIMEOUT
 from .preprocess import DEFAULT_MAX_PIXELS
-from .report import COLUMNS, ReportWriter, read_report
+from .report import COLUMNS, ReportWriter, format_for, read_report
 from .sources import iter_inputs
 from .weights import card_digest, now_iso
-
-EXIT_OK = 0
-EXIT_USAGE = 2
-EXIT_FILE_ERRORS = 3
-EXIT_INTERRUPTED = 130
 
 
 @dataclass
@@ -64,22 +60,29 @@ class ScanSummary:
 
     def lines(self) -> list[str]:
         rate = self.scored / self.seconds if self.seconds > 0 else 0.0
+        if self.threshold is None:
+            labels = ("none (the head has no calibrated threshold: run `aiiscan calibrate` or pass "
+                      "--threshold)")
+        else:
+            labels = (", ".join(f"{k} {v}" for k, v in sorted(self.labels.items()))
+                      or "none (no file was scored)")
         out = [
-            "status: " + ", ".join(f"{k} {v}" for k, v in sorted(self.status.items())),
-            "labels: " + (", ".join(f"{k} {v}" for k, v in sorted(self.labels.items()))
-                          if self.threshold is not None else
-                          "none (the head has no calibrated threshold: run `aiiscan calibrate` "
-                          "or pass --threshold)"),
+            "status: " + (", ".join(f"{k} {v}" for k, v in sorted(self.status.items())) or "no files"),
+            "labels: " + labels,
             f"threshold: {self.threshold} ({self.threshold_source})",
             "provenance: " + (", ".join(f"{k} {v}" for k, v in sorted(self.hints.items())) or "no hints")
             + " (file metadata: evidence beside the score, not part of it)",
-            f"scored {self.scored} files in {self.seconds:.1f}s ({rate:.1f} files/s); "
+            f"scored {_n(self.scored, 'file')} in {self.seconds:.1f}s ({rate:.1f} files/s); "
             f"reused {self.reused} unchanged, {self.resumed} from the interrupted run; "
-            f"{self.not_images} non-image files in folders ignored",
+            f"{_n(self.not_images, 'non-image file')} in folders ignored",
         ]
         if self.report:
             out.append(f"report: {self.report}")
         return out
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def display_path(path: str) -> str:
@@ -117,7 +120,7 @@ def _unchanged(path: str, old: dict) -> bool:
         st = os.stat(path)
     except OSError:
         return False
-    return st.st_size == old["size"] and st.st_mtime_ns == old["mtime"]
+    return st.st_size == old["size"] and st.st_mtime_ns // 1000 == old["mtime"]  # report: µs
 
 
 def run_scan(paths: Sequence[str], output: str | Path, *, weights: str | None = None,
@@ -132,20 +135,33 @@ def run_scan(paths: Sequence[str], output: str | Path, *, weights: str | None = 
              exact_decode: bool = False, precision: str = "auto", engine: str = "local",
              ray_address: str | None = None, gpus_per_worker: float = 0.0,
              cpu_workers: int | None = None, scorers: int = 1, threads: int | None = None,
-             quiet: bool = False, command: str | None = None) -> ScanSummary:
+             quiet: bool = False, progress: bool | None = None, overwrite: bool = False,
+             command: str | None = None) -> ScanSummary:
     """Scan files and folders into a report; see ``ScanSummary.exit_code`` for the outcome.
 
+    Mistakes are found before the model loads: a root that does not exist, an output that may
+    not be written (``outputs.check_output``; an existing report needs ``overwrite``).
+    ``weights=None`` with no ``detector`` uses the default head (``weights.default_head``).
     ``engine="ray"`` decodes and scores on Ray Data (``ray_engine``); everything else here (the
     crawl, resume, incremental reuse, rows, the report) is shared by both engines.
     """
     started = now_iso()
     t0 = time.perf_counter()
+    missing = [p for p in paths if not os.path.lexists(p)]
+    if missing:
+        raise UsageError("no such file or folder: " + ", ".join(display_path(p) for p in missing[:5])
+                         + (f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""))
+    if engine not in ("local", "ray"):
+        raise UsageError(f"unknown engine {engine!r}: use local or ray")
+    side = (".parts",) if format_for(output, fmt) == "parquet" else (".parts", ".meta.json")
+    check_output(output, overwrite=overwrite, companions=side, what="report")
+    show_bar = progress_bars.wanted(quiet, progress)
     if engine == "ray":
         from .ray_engine import RayScorer
+        from .weights import resolve_head
 
-        if weights is None:
-            raise ValueError("the ray engine needs weights= (each actor loads the head itself)")
-        model = RayScorer(weights, device=device, clip_weights=clip_weights, precision=precision,
+        model = RayScorer(str(resolve_head(weights)), device=device, clip_weights=clip_weights,
+                          precision=precision,
                           batch_size=batch_size, address=ray_address, gpus_per_worker=gpus_per_worker,
                           cpu_workers=cpu_workers, scorers=scorers, quiet=quiet)
         card, mid, crop, card_thr = model.card, model.model_id, model.image_size, model.threshold
@@ -154,8 +170,6 @@ def run_scan(paths: Sequence[str], output: str | Path, *, weights: str | None = 
             return model.score_stream(jobs)
     elif engine == "local":
         if detector is None:
-            if weights is None:
-                raise ValueError("scan needs weights= or detector=")
             detector = Detector.load(weights, device=device, clip_weights=clip_weights, quiet=quiet,
                                      precision=precision)
         card, mid, crop, card_thr = (detector.card, detector.model_id, detector.backbone.image_size,
@@ -168,8 +182,6 @@ def run_scan(paths: Sequence[str], output: str | Path, *, weights: str | None = 
 
         def stream(jobs: Iterable[DecodeJob]):
             return detector.score_stream(jobs, batch_size, workers, timeout)
-    else:
-        raise ValueError(f"unknown engine {engine!r}: use local or ray")
     if threshold is not None:
         thr, thr_source = float(threshold), "--threshold"
     elif card_thr is not None:
@@ -189,7 +201,7 @@ def run_scan(paths: Sequence[str], output: str | Path, *, weights: str | None = 
         summary.count(r)
     entries = list(iter_inputs(paths, from_list, include, exclude, follow_symlinks))
     todo = [e for e in entries if display_path(e.path) not in done]
-    bar = tqdm(total=len(todo), unit="file", disable=quiet, file=sys.stderr, smoothing=0.05)
+    bar = progress_bars.bar(total=len(todo), unit="file", show=show_bar)
 
     def emit(row: dict) -> None:
         summary.count(row)
@@ -279,7 +291,7 @@ def _info(res: DecodeResult) -> dict:
     info = res.info
     return {
         "size": info.get("size"),
-        "mtime": info.get("mtime_ns"),
+        "mtime": None if info.get("mtime_ns") is None else info["mtime_ns"] // 1000,  # µs
         "sha256": info.get("sha256"),
         "format": info.get("format"),
         "width": info.get("width"),

@@ -119,7 +119,7 @@ def run_selftest(keep: str | None = None, echo: Callable[[str], None] = print) -
 
     def scan() -> str:
         det = Detector(state["bb"], *load_head(root / "head"))
-        summary = run_scan([str(root / "scan")], root / "report.parquet", detector=det,
+        summary = run_scan([str(root / "scan")], root / "report.parquet", detector=det, overwrite=True,
                            workers=2, batch_size=8, quiet=True)
         rows = {r["path"]: r for r in read_report(summary.report).to_pylist()}
         exp = state["expected"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -21,25 +20,24 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from tqdm import tqdm
 
 from . import __version__
 from .backbone import ClipBackbone
 from .decode import RADIAL, DecodeJob, Variant
 from .detector import features
+from .errors import AiiscanError
 from .flow import FlowHead, HeadConfig, clip_flow_loss
 from .metrics import roc_auc
 from .pipeline import decode_stream
+from .progress import bar
 from .proxies import ProxySpec
 from .weights import CARD_FORMAT, atomic_write_bytes, now_iso, save_head
-
-log = logging.getLogger(__name__)
 
 # Paper defaults per mode (DESIGN §1): mask ratio and epochs.
 MODE_DEFAULTS = {"P": (1.0, 30), "N+P": (0.1, 10), "N": (0.1, 10)}
 
 
-class TrainingError(RuntimeError):
+class TrainingError(AiiscanError):
     """Training cannot go on; the message says why and what to change."""
 
 
@@ -94,7 +92,7 @@ def extract(backbone: ClipBackbone, paths: Sequence[str], variants: tuple[Varian
         buffer.clear()
 
     stream = decode_stream(jobs, workers)
-    for res in tqdm(stream, total=len(paths), desc=desc, disable=desc is None, leave=False):
+    for res in bar(stream, total=len(paths), desc=desc, show=desc is not None):
         if res.status != "ok":
             failed.append((res.path, res.error or "unknown error"))
             continue
@@ -187,8 +185,11 @@ class _Checkpoint:
 def train(backbone: ClipBackbone, natural: Sequence[str], out: str | Path, cfg: TrainConfig,
           validation: Sequence[str] | None = None, resume: bool = False,
           backbone_source: str | None = None, progress: bool = True,
-          on_epoch: Callable[[dict], None] | None = None) -> dict:
-    """Train a head and write ``out.safetensors`` + ``out.json``; returns the model card."""
+          on_epoch: Callable[[dict], None] | None = None,
+          echo: Callable[[str], None] | None = None) -> dict:
+    """Train a head and write ``out.safetensors`` + ``out.json``; returns the model card.
+
+    ``progress`` draws bars; ``echo`` receives one line per epoch (the CLI sends it to stderr)."""
     out = Path(out)
     if len(natural) < 2:
         raise TrainingError(f"training needs at least 2 natural photos, got {len(natural)}")
@@ -213,7 +214,8 @@ def train(backbone: ClipBackbone, natural: Sequence[str], out: str | Path, cfg: 
         start_epoch, history = meta["epoch"], meta["history"]
         best_epoch, best_auc = meta["best_epoch"], meta["best_auc"]
         best_auc = -math.inf if best_auc is None else best_auc
-        log.info("resuming after epoch %d", start_epoch)
+        if echo:
+            echo(f"resuming after epoch {start_epoch}")
 
     variants = _variants(cfg)
     fast = not cfg.exact_decode
@@ -247,9 +249,9 @@ def train(backbone: ClipBackbone, natural: Sequence[str], out: str | Path, cfg: 
         nat, prox = _split(cfg, feats)
         order = torch.randperm(len(fs.paths), generator=gen)
         losses = []
-        bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not progress, leave=False)
-        for step, start in enumerate(bar):
+        steps = bar(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                    unit="step", show=progress)
+        for step, start in enumerate(steps):
             idx = order[start:start + cfg.batch_size]
             s_nat = head(nat[idx].to(dev)) if nat is not None else None
             s_prox = head(prox[idx].to(dev)) if prox is not None else None
@@ -263,7 +265,7 @@ def train(backbone: ClipBackbone, natural: Sequence[str], out: str | Path, cfg: 
             torch.nn.utils.clip_grad_norm_(head.parameters(), cfg.grad_clip)
             opt.step()
             losses.append(loss.item())
-            bar.set_postfix(loss=f"{losses[-1]:.4g}")
+            steps.set_postfix(loss=f"{losses[-1]:.4g}")
         auc = validation_auc(head, val)
         record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_auc": auc}
         history.append(record)
@@ -271,9 +273,9 @@ def train(backbone: ClipBackbone, natural: Sequence[str], out: str | Path, cfg: 
             best_auc = auc if auc is not None else best_auc
             best_epoch = epoch + 1
             best_state = {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}
-        if progress:
-            tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}  loss {record['loss']:.5g}"
-                       + (f"  val band-(30,100) AUC {auc:.4f}" if auc is not None else ""))
+        if echo:
+            echo(f"epoch {epoch + 1}/{cfg.epochs}  loss {record['loss']:.5g}"
+                + (f"  val band-(30,100) AUC {auc:.4f}" if auc is not None else ""))
         ckpt.save(head, best_state, opt, {
             "epoch": epoch + 1, "history": history, "best_epoch": best_epoch,
             "best_auc": None if best_auc == -math.inf else best_auc, "fingerprint": fingerprint})
@@ -287,7 +289,7 @@ def train(backbone: ClipBackbone, natural: Sequence[str], out: str | Path, cfg: 
         "format": CARD_FORMAT,
         "aiiscan_version": __version__,
         "created": now_iso(),
-        "backbone": {**backbone.identity.to_dict(), "source": backbone_source or backbone.identity.name},
+        "backbone": {**backbone.identity.to_dict(), "source": backbone_source or backbone.source},
         "head": head_cfg.to_dict(),
         "training": {
             **cfg.to_dict(),

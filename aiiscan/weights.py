@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -19,43 +18,20 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from . import __version__
+from .errors import AiiscanError
+from .files import atomic_write_bytes, file_mode, now_iso  # noqa: F401 (re-exported)
 from .flow import MODES, FlowHead, HeadConfig
 
 CARD_FORMAT = "aiiscan-head/1"
 MAX_CARD_BYTES = 16 * 1024 * 1024
 WEIGHTS_DIR_ENV = "AIISCAN_WEIGHTS_DIR"
+DEFAULT_HEAD_ENV = "AIISCAN_WEIGHTS"
+DEFAULT_NAME = "default"
 REPO_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
 
-class WeightsError(RuntimeError):
+class WeightsError(AiiscanError):
     """A head cannot be found, read or trusted; the message says which file and why."""
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def file_mode() -> int:
-    """The mode a plain ``open()`` would give a new file (mkstemp's 0600 is too private for
-    reports and cards that others read)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.chmod(tmp, file_mode())
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _paths(prefix: str | Path) -> tuple[Path, Path]:
@@ -65,13 +41,69 @@ def _paths(prefix: str | Path) -> tuple[Path, Path]:
     return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
 
 
+def user_weights_dir() -> Path:
+    """Where installed heads live: ``$AIISCAN_WEIGHTS_DIR``, else the per-user data folder
+    (``$XDG_DATA_HOME/aiiscan/weights``, by default ``~/.local/share/aiiscan/weights``)."""
+    if os.environ.get(WEIGHTS_DIR_ENV):
+        return Path(os.environ[WEIGHTS_DIR_ENV])
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "aiiscan" / "weights"
+
+
+def _search_dirs() -> list[Path]:
+    return [user_weights_dir(), Path.cwd() / "weights", REPO_WEIGHTS_DIR]
+
+
+NO_HEAD = """no head to score with, and none is installed.
+aiiscan ships no trained head: a CLIP-Flow head is learned from the CLIP features of authentic
+photos, and a useful one needs the real CLIP weights (ViT-L-14/openai, ~1.7 GB, downloaded once
+by `aiiscan train`), which cannot be bundled. Make one from photos you trust:
+
+    aiiscan train --natural ~/photos/authentic -o mine --install-default
+    aiiscan calibrate --natural ~/photos/held-out
+    aiiscan scan ./photos -o report.parquet
+
+or name a head with --weights W or $AIISCAN_WEIGHTS=W. Looked for a default head in: {looked}"""
+
+
+def default_head() -> Path:
+    """The head used when no ``--weights`` is given: ``$AIISCAN_WEIGHTS``, then ``default`` in
+    the per-user weights folder, then ``./weights/default``."""
+    if os.environ.get(DEFAULT_HEAD_ENV):
+        return resolve(os.environ[DEFAULT_HEAD_ENV])
+    places = [user_weights_dir() / DEFAULT_NAME, Path.cwd() / "weights" / DEFAULT_NAME]
+    for prefix in places:
+        st, card = _paths(prefix)
+        if st.is_file() and card.is_file():
+            return prefix
+    raise WeightsError(NO_HEAD.format(looked=", ".join(str(p) for p in places)))
+
+
+def resolve_head(weights: str | Path | None) -> Path:
+    """``--weights`` if given, else the default head."""
+    return default_head() if weights is None else resolve(weights)
+
+
+def install_default(prefix: str | Path) -> Path:
+    """Copy a head to ``default`` in the per-user weights folder (tensors first, then the card,
+    each atomically), so that commands find it without ``--weights``."""
+    src_st, src_card = _paths(prefix)
+    dest = user_weights_dir() / DEFAULT_NAME
+    dst_st, dst_card = _paths(dest)
+    try:
+        atomic_write_bytes(dst_st, src_st.read_bytes())
+        atomic_write_bytes(dst_card, src_card.read_bytes())
+    except OSError as exc:
+        raise WeightsError(f"cannot install the head as {dest}: {exc.strerror or exc}") from None
+    return dest
+
+
 def resolve(weights: str | Path) -> Path:
     """A head prefix from a path prefix or a name found in the weights directories."""
     st, card = _paths(weights)
     if st.is_file() and card.is_file():
         return st.with_suffix("")
-    candidates = [Path(os.environ[WEIGHTS_DIR_ENV])] if os.environ.get(WEIGHTS_DIR_ENV) else []
-    candidates += [Path.cwd() / "weights", REPO_WEIGHTS_DIR]
+    candidates = _search_dirs()
     for folder in candidates:
         st2, card2 = _paths(folder / str(weights))
         if st2.is_file() and card2.is_file():
@@ -79,7 +111,7 @@ def resolve(weights: str | Path) -> Path:
     looked = ", ".join(str(c) for c in candidates)
     raise WeightsError(
         f"no head named {weights!r}: expected {st.name} and {card.name} next to each other "
-        f"(also looked in {looked}). Train one with `aiiscan train --natural DIR --out {weights}`."
+        f"(also looked in {looked}). Train one with `aiiscan train --natural DIR -o {weights}`."
     )
 
 
@@ -162,6 +194,7 @@ def save_head(prefix: str | Path, head: FlowHead, card: dict) -> None:
     os.chmod(tmp, file_mode())
     try:
         save_file(tensors, tmp, metadata={"format": CARD_FORMAT})
+        os.chmod(tmp, file_mode())  # save_file recreates the file with mkstemp's 0600
         digest = hashlib.sha256(Path(tmp).read_bytes()).hexdigest()
         os.replace(tmp, st_path)
     except BaseException:
@@ -171,9 +204,9 @@ def save_head(prefix: str | Path, head: FlowHead, card: dict) -> None:
     write_card(prefix, card)
 
 
-def load_head(weights: str | Path, map_location: str = "cpu") -> tuple[FlowHead, dict, Path]:
+def load_head(weights: str | Path | None, map_location: str = "cpu") -> tuple[FlowHead, dict, Path]:
     """Head, card and resolved prefix; refuses tampered, truncated or mismatched files."""
-    prefix = resolve(weights)
+    prefix = resolve_head(weights)
     card = read_card(prefix)
     st_path, _ = _paths(prefix)
     raw = st_path.read_bytes()

@@ -18,6 +18,7 @@ latest="$AIISCAN_OUT/latest.parquet"
 args=(scan $AIISCAN_ROOTS -o "$today" --weights "$AIISCAN_WEIGHTS" --quiet --html "${today%.parquet}.html")
 [ -f "$latest" ] && args+=(--incremental "$latest")
 [ -d "$today.parts" ] && args+=(--resume)   # yesterday's run was interrupted: continue it
+[ -f "$today" ] && args+=(--overwrite)      # a second run today replaces today's report
 
 rc=0
 "$BIN" "${args[@]}" || rc=$?
