@@ -6,6 +6,7 @@ Random weights make plumbing testable offline; no test here says anything about 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,11 @@ import pytest
 
 from aiiscan.backbone import TINY_CONFIG, build_backbone
 from aiiscan.selftest import synthetic_photo
+
+# Tests never see the user's installed default head or head folders.
+for _var in ("AIISCAN_WEIGHTS", "AIISCAN_WEIGHTS_DIR"):
+    os.environ.pop(_var, None)
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="aiiscan-test-data-")
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 EVAL_DEV = Path(os.environ.get("AIISCAN_EVAL_DEV", SHARED / "eval-dev"))
