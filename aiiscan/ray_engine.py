@@ -22,7 +22,6 @@ import numpy as np
 
 from .decode import DecodeJob, DecodeResult, decode_job
 from .errors import UsageError
-from .weights import load_head, model_id
 
 DECODE_MEMORY = 768 * 1024 * 1024  # RGB at the default pixel cap (~537 MB) plus working copies
 
@@ -68,6 +67,8 @@ class RayScorer:
             import ray
         except ImportError:
             raise UsageError("--engine ray needs Ray: pip install 'aiiscan[ray]'") from None
+        from .weights import load_head, model_id  # driver only: decode tasks must not import torch
+
         _, self.card, prefix = load_head(weights)  # the driver needs the card, not the model
         self.weights = str(prefix)
         self.model_id = model_id(self.card, prefix)
