@@ -70,7 +70,7 @@ def calibrate(detector: Detector, natural: Sequence[str], policy: str = "balance
         raise CalibrationError(
             f"calibration needs at least 2 held-out natural photos, got {len(paths)}: give a "
             "folder of authentic photos that were not used for training")
-    trained_on = set(detector.card["training"].get("natural_fingerprints") or ())
+    trained_on = set(detector.card.training.get("natural_fingerprints") or ())
     size = detector.backbone.image_size
     jobs = (DecodeJob(p, size, variants=(None, RADIAL), fast_decode=not exact_decode) for p in paths)
     originals, copies, shas, failed = [], [], [], []
@@ -122,10 +122,7 @@ def calibrate(detector: Detector, natural: Sequence[str], policy: str = "balance
     }
     if not trained_on:
         block["validation"]["overlap_check"] = "not possible: the card lists no training fingerprints"
-    card = dict(detector.card)
-    if card.get("threshold"):
-        card["calibration_history"] = [*card.get("calibration_history", []), card["threshold"]]
-    card["threshold"] = block
+    card = detector.card.with_threshold(block)
     write_card(detector.prefix, card)
     detector.card = card
     result = Calibration(block, failed)

@@ -243,7 +243,7 @@ def train(natural, natural_list, output, mode, backbone, pretrained, clip_weight
     held_out = list_images(val_natural) if val_natural else None
     card = run_train(bb, photos, output, cfg, held_out, resume=resume,
                      progress=progress_bars.wanted(quiet, progress), echo=_info(quiet))
-    t = card["training"]
+    t = card.training
     click.echo(f"wrote {output}.safetensors and {output}.json: mode {mode}, {t['natural_count']} photos "
                f"({t['natural_failed']} unreadable), kept epoch {t['kept_epoch']} ({t['kept_by']})")
     if install_default:
@@ -445,7 +445,7 @@ def evaluate(weights, clip_weights, device, batch_size, workers, exact_decode, p
     tables = run_evaluate(det, evalset, conditions, threshold, batch_size, workers,
                           progress_bars.wanted(quiet, progress), exact_decode)
     caveat = ("random-init backbone: these numbers say nothing about detection quality"
-              if det.card["backbone"]["pretrained"] == "none" else None)
+              if det.card.random_init else None)
     text = to_markdown(tables, f"aiiscan evaluate: {det.model_id} on {evalset.root} ({evalset.layout})",
                        caveat)
     click.echo(text)

@@ -21,7 +21,7 @@ from .decode import DecodeJob, DecodeResult
 from .flow import FlowHead
 from .pipeline import DEFAULT_TIMEOUT, decode_stream
 from .preprocess import prepare
-from .weights import check_backbone, load_head, model_id
+from .weights import ModelCard, check_backbone, load_head, model_id
 
 
 def normalize(batch: np.ndarray | torch.Tensor, mean: Sequence[float], std: Sequence[float],
@@ -51,7 +51,7 @@ def features(backbone: ClipBackbone, arrays: Sequence[np.ndarray] | np.ndarray) 
 class Detector:
     """A trained head on its backbone: load once, score PIL images, paths or crops."""
 
-    def __init__(self, backbone: ClipBackbone, head: FlowHead, card: dict, prefix: Path):
+    def __init__(self, backbone: ClipBackbone, head: FlowHead, card: ModelCard, prefix: Path):
         check_backbone(card, backbone.identity.to_dict())
         self.backbone = backbone
         self.head = head.to(backbone.device).eval()
@@ -65,7 +65,7 @@ class Detector:
         """Load a head (``None``: the default head) and the backbone its card names
         (``backbone`` overrides the card's path)."""
         head, card, prefix = load_head(weights)
-        spec = card["backbone"]
+        spec = card.backbone
         tag = spec["pretrained"]
         if tag == "file":
             if not (clip_weights or os.environ.get(CLIP_WEIGHTS_ENV)):
@@ -80,8 +80,7 @@ class Detector:
 
     @property
     def threshold(self) -> float | None:
-        block = self.card.get("threshold")
-        return None if not block else float(block["value"])
+        return self.card.threshold_value
 
     @torch.inference_mode()
     def score_arrays(self, arrays: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:

@@ -72,7 +72,7 @@ class RayScorer:
         _, self.card, prefix = load_head(weights)  # the driver needs the card, not the model
         self.weights = str(prefix)
         self.model_id = model_id(self.card, prefix)
-        self.image_size = int(self.card["backbone"]["image_size"])
+        self.image_size = int(self.card.backbone["image_size"])
         self.precision = precision
         self.device = "cuda" if gpus_per_worker > 0 and device == "auto" else device
         self.clip_weights = clip_weights
@@ -84,11 +84,6 @@ class RayScorer:
         if not ray.is_initialized():
             ray.init(address=address, ignore_reinit_error=True, log_to_driver=False,
                      include_dashboard=False, configure_logging=False)
-
-    @property
-    def threshold(self) -> float | None:
-        block = self.card.get("threshold")
-        return None if not block else float(block["value"])
 
     def score_stream(self, jobs: Iterable[DecodeJob]) -> Iterator[tuple[DecodeResult, np.ndarray | None]]:
         import ray

@@ -22,12 +22,12 @@ from . import progress as progress_bars
 from .decode import DEFAULT_MAX_BYTES, DecodeJob, DecodeResult
 from .detector import Detector
 from .errors import EXIT_FILE_ERRORS, EXIT_INTERRUPTED, EXIT_OK, UsageError
+from .files import now_iso
 from .outputs import check_output
 from .pipeline import DEFAULT_TIMEOUT
 from .preprocess import DEFAULT_MAX_PIXELS
 from .report import COLUMNS, ReportWriter, format_for, read_report
 from .sources import iter_inputs
-from .weights import card_digest, now_iso
 
 
 @dataclass
@@ -164,7 +164,7 @@ def run_scan(paths: Sequence[str], output: str | Path, *, weights: str | None = 
                           precision=precision,
                           batch_size=batch_size, address=ray_address, gpus_per_worker=gpus_per_worker,
                           cpu_workers=cpu_workers, scorers=scorers, quiet=quiet)
-        card, mid, crop, card_thr = model.card, model.model_id, model.image_size, model.threshold
+        card, mid, crop = model.card, model.model_id, model.image_size
 
         def stream(jobs: Iterable[DecodeJob]):
             return model.score_stream(jobs)
@@ -172,8 +172,7 @@ def run_scan(paths: Sequence[str], output: str | Path, *, weights: str | None = 
         if detector is None:
             detector = Detector.load(weights, device=device, clip_weights=clip_weights, quiet=quiet,
                                      precision=precision)
-        card, mid, crop, card_thr = (detector.card, detector.model_id, detector.backbone.image_size,
-                                     detector.threshold)
+        card, mid, crop = detector.card, detector.model_id, detector.backbone.image_size
         precision = detector.backbone.precision
         if threads:
             import torch
@@ -184,9 +183,9 @@ def run_scan(paths: Sequence[str], output: str | Path, *, weights: str | None = 
             return detector.score_stream(jobs, batch_size, workers, timeout)
     if threshold is not None:
         thr, thr_source = float(threshold), "--threshold"
-    elif card_thr is not None:
-        thr = card_thr
-        thr_source = f"model card ({card['threshold'].get('policy')})"
+    elif card.threshold_value is not None:
+        thr = card.threshold_value
+        thr_source = f"model card ({card.threshold_policy})"
     else:
         thr, thr_source = None, "none"
     summary = ScanSummary(report=None, threshold=thr, threshold_source=thr_source)
@@ -261,11 +260,11 @@ def run_scan(paths: Sequence[str], output: str | Path, *, weights: str | None = 
     metadata = {
         "aiiscan_version": __version__,
         "model_id": mid,
-        "model_card_sha256": card_digest(card),
-        "backbone": card["backbone"],
+        "model_card_sha256": card.digest(),
+        "backbone": card.backbone,
         "threshold": thr,
         "threshold_source": thr_source,
-        "threshold_block": card.get("threshold"),
+        "threshold_block": card.threshold,
         "command": command,
         "roots": [display_path(p) for p in paths],
         "from_list": from_list,

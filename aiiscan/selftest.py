@@ -108,12 +108,12 @@ def run_selftest(keep: str | None = None, echo: Callable[[str], None] = print) -
                           lr=1e-3, views=1, workers=2)
         train(state["bb"], state["train"], root / "head", cfg, progress=False)
         head, card, _ = load_head(root / "head")
-        return f"head written and reloaded ({card['training']['natural_count']} photos)"
+        return f"head written and reloaded ({card.training['natural_count']} photos)"
 
     def calibrate() -> str:
         det = Detector(state["bb"], *load_head(root / "head"))
         result = run_calibrate(det, state["calibration"], "balanced", workers=2, progress=False)
-        if load_head(root / "head")[1]["threshold"]["value"] != result.block["value"]:
+        if load_head(root / "head")[1].threshold_value != result.block["value"]:
             raise AssertionError("the threshold did not reach the model card")
         return f"threshold {result.block['value']:.4g} written into the card"
 

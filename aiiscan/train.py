@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from . import __version__
 from .backbone import ClipBackbone
 from .decode import RADIAL, DecodeJob, Variant
 from .detector import features
@@ -31,7 +30,7 @@ from .metrics import roc_auc
 from .pipeline import decode_stream
 from .progress import bar
 from .proxies import ProxySpec
-from .weights import CARD_FORMAT, atomic_write_bytes, now_iso, save_head
+from .weights import ModelCard, atomic_write_bytes, now_iso, save_head
 
 # Paper defaults per mode (DESIGN §1): mask ratio and epochs.
 MODE_DEFAULTS = {"P": (1.0, 30), "N+P": (0.1, 10), "N": (0.1, 10)}
@@ -186,7 +185,7 @@ def train(backbone: ClipBackbone, natural: Sequence[str], out: str | Path, cfg: 
           validation: Sequence[str] | None = None, resume: bool = False,
           backbone_source: str | None = None, progress: bool = True,
           on_epoch: Callable[[dict], None] | None = None,
-          echo: Callable[[str], None] | None = None) -> dict:
+          echo: Callable[[str], None] | None = None) -> ModelCard:
     """Train a head and write ``out.safetensors`` + ``out.json``; returns the model card.
 
     ``progress`` draws bars; ``echo`` receives one line per epoch (the CLI sends it to stderr)."""
@@ -285,13 +284,11 @@ def train(backbone: ClipBackbone, natural: Sequence[str], out: str | Path, cfg: 
     head.load_state_dict(best_state)
     fs = kept if kept is not None else extract(backbone, natural, (None,), None, cfg.workers,
                                                fast_decode=fast)
-    card = {
-        "format": CARD_FORMAT,
-        "aiiscan_version": __version__,
-        "created": now_iso(),
-        "backbone": {**backbone.identity.to_dict(), "source": backbone_source or backbone.source},
-        "head": head_cfg.to_dict(),
-        "training": {
+    card = ModelCard(
+        created=now_iso(),
+        backbone={**backbone.identity.to_dict(), "source": backbone_source or backbone.source},
+        head=head_cfg,
+        training={
             **cfg.to_dict(),
             "natural_count": len(fs.paths),
             "natural_failed": len(fs.failed),
@@ -303,10 +300,8 @@ def train(backbone: ClipBackbone, natural: Sequence[str], out: str | Path, cfg: 
             "kept_by": "validation band-(30,100) AUC" if val is not None else "last epoch",
             "history": history,
         },
-        "threshold": None,
-        "calibration_history": [],
-        "metrics": {"validation_band_auc": None if best_auc == -math.inf else best_auc},
-    }
-    save_head(out, head.cpu(), card)
+        metrics={"validation_band_auc": None if best_auc == -math.inf else best_auc},
+    )
+    card = save_head(out, head.cpu(), card)
     ckpt.remove()
     return card

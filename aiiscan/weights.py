@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import tempfile
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -156,14 +157,76 @@ def validate_card(card: Any) -> dict:
     return card
 
 
-def head_config(card: dict) -> HeadConfig:
-    h = card["head"]
-    return HeadConfig(feature_dim=h["feature_dim"], dim=h["dim"], blocks=h["blocks"],
-                      hidden=h["hidden"], clamp=float(h["clamp"]),
-                      permutation_seed=h["permutation_seed"])
+@dataclass(frozen=True)
+class ModelCard:
+    """A head's JSON model card, validated on the way in (``from_dict``) and out (``to_dict``).
+
+    The one place that knows the card's layout: what the head is (``head``), what it was trained
+    on (``backbone``, ``training``), where its threshold sits (``threshold``, the calibration
+    block with ``value`` and ``policy``) and what came before (``calibration_history``).
+    Immutable: ``with_threshold`` returns a new card.
+    """
+
+    backbone: dict
+    head: HeadConfig
+    training: dict
+    threshold: dict | None = None
+    calibration_history: tuple[dict, ...] = ()
+    metrics: dict = field(default_factory=dict)
+    created: str = ""
+    aiiscan_version: str = __version__
+    tensors_sha256: str | None = None
+    extra: dict = field(default_factory=dict)  # fields of newer cards, kept as they are
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> ModelCard:
+        card = dict(validate_card(raw))
+        known = {f.name for f in fields(cls)} - {"extra"}
+        h = card["head"]
+        return cls(
+            backbone=card["backbone"], training=card["training"], threshold=card.get("threshold"),
+            head=HeadConfig(feature_dim=h["feature_dim"], dim=h["dim"], blocks=h["blocks"],
+                            hidden=h["hidden"], clamp=float(h["clamp"]),
+                            permutation_seed=h["permutation_seed"]),
+            calibration_history=tuple(card.get("calibration_history") or ()),
+            metrics=card.get("metrics") or {}, created=card.get("created", ""),
+            aiiscan_version=card.get("aiiscan_version", __version__),
+            tensors_sha256=card.get("tensors_sha256"),
+            extra={k: v for k, v in card.items() if k not in known and k != "format"})
+
+    def to_dict(self) -> dict:
+        out = {**self.extra, "format": CARD_FORMAT, "aiiscan_version": self.aiiscan_version,
+               "created": self.created, "backbone": self.backbone, "head": self.head.to_dict(),
+               "training": self.training, "threshold": self.threshold,
+               "calibration_history": list(self.calibration_history), "metrics": self.metrics}
+        if self.tensors_sha256 is not None:
+            out["tensors_sha256"] = self.tensors_sha256
+        return validate_card(out)
+
+    @property
+    def threshold_value(self) -> float | None:
+        """The calibrated threshold, or None before `aiiscan calibrate`."""
+        return None if not self.threshold else float(self.threshold["value"])
+
+    @property
+    def threshold_policy(self) -> str | None:
+        return None if not self.threshold else self.threshold.get("policy")
+
+    @property
+    def random_init(self) -> bool:
+        """Trained on a randomly initialised backbone: its scores say nothing about AI images."""
+        return self.backbone.get("pretrained") == "none"
+
+    def with_threshold(self, block: dict) -> ModelCard:
+        """A copy with ``block`` as the threshold; the current one moves to the history."""
+        history = (*self.calibration_history, self.threshold) if self.threshold else self.calibration_history
+        return replace(self, threshold=block, calibration_history=history)
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
 
 
-def read_card(prefix: str | Path) -> dict:
+def read_card(prefix: str | Path) -> ModelCard:
     _, card_path = _paths(prefix)
     try:
         size = card_path.stat().st_size
@@ -175,16 +238,15 @@ def read_card(prefix: str | Path) -> dict:
         card = json.loads(card_path.read_bytes())
     except (OSError, ValueError) as exc:
         raise WeightsError(f"model card {card_path} is not valid JSON: {exc}") from None
-    return validate_card(card)
+    return ModelCard.from_dict(card)
 
 
-def write_card(prefix: str | Path, card: dict) -> None:
+def write_card(prefix: str | Path, card: ModelCard) -> None:
     _, card_path = _paths(prefix)
-    validate_card(card)
-    atomic_write_bytes(card_path, (json.dumps(card, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(card_path, (json.dumps(card.to_dict(), indent=2, sort_keys=True) + "\n").encode())
 
 
-def save_head(prefix: str | Path, head: FlowHead, card: dict) -> None:
+def save_head(prefix: str | Path, head: FlowHead, card: ModelCard) -> ModelCard:
     """Write tensors then card, both atomically; the card records the tensors' digest."""
     st_path, _ = _paths(prefix)
     st_path.parent.mkdir(parents=True, exist_ok=True)
@@ -200,21 +262,22 @@ def save_head(prefix: str | Path, head: FlowHead, card: dict) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    card = dict(card, tensors_sha256=digest, aiiscan_version=card.get("aiiscan_version", __version__))
+    card = replace(card, tensors_sha256=digest)
     write_card(prefix, card)
+    return card
 
 
-def load_head(weights: str | Path | None, map_location: str = "cpu") -> tuple[FlowHead, dict, Path]:
+def load_head(weights: str | Path | None, map_location: str = "cpu") -> tuple[FlowHead, ModelCard, Path]:
     """Head, card and resolved prefix; refuses tampered, truncated or mismatched files."""
     prefix = resolve_head(weights)
     card = read_card(prefix)
     st_path, _ = _paths(prefix)
     raw = st_path.read_bytes()
-    expected = card.get("tensors_sha256")
+    expected = card.tensors_sha256
     if expected and hashlib.sha256(raw).hexdigest() != expected:
         raise WeightsError(
             f"{st_path} does not match the digest in its model card (modified or truncated)")
-    head = FlowHead(head_config(card))
+    head = FlowHead(card.head)
     try:
         tensors = load_file(str(st_path), device=map_location)
     except (SafetensorError, OSError, ValueError) as exc:
@@ -233,20 +296,16 @@ def load_head(weights: str | Path | None, map_location: str = "cpu") -> tuple[Fl
     return head.eval(), card, prefix
 
 
-def model_id(card: dict, prefix: Path) -> str:
+def model_id(card: ModelCard, prefix: Path) -> str:
     """Short, stable id for reports: head name and its tensors' digest."""
-    return f"{prefix.name}@{(card.get('tensors_sha256') or 'unknown')[:12]}"
+    return f"{prefix.name}@{(card.tensors_sha256 or 'unknown')[:12]}"
 
 
-def card_digest(card: dict) -> str:
-    return hashlib.sha256(json.dumps(card, sort_keys=True).encode()).hexdigest()
-
-
-def check_backbone(card: dict, identity: dict) -> None:
+def check_backbone(card: ModelCard, identity: dict) -> None:
     """Refuse a head trained on a different backbone (features would be meaningless to it)."""
     from .backbone import BackboneIdentity
 
     mine = BackboneIdentity(**{k: identity[k] for k in BackboneIdentity.__dataclass_fields__})
-    diffs = mine.mismatch(card["backbone"])
+    diffs = mine.mismatch(card.backbone)
     if diffs:
         raise WeightsError("this head does not belong to the backbone in use:\n  " + "\n  ".join(diffs))

@@ -154,14 +154,14 @@ def test_calibrate_refuses_empty_and_single_photo_sets(head_copy, tmp_path, held
     broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
     with pytest.raises(CalibrationError, match="1 of 2 did"):
         calibrate(det, [held_out[0], str(broken)], workers=0, progress=False)
-    assert read_card(head_copy).get("threshold") is None  # nothing written on refusal
+    assert read_card(head_copy).threshold is None  # nothing written on refusal
 
 
 def test_calibrate_refuses_training_photos(head_copy, photos, held_out):
     det = Detector.load(head_copy, device="cpu", quiet=True)
     with pytest.raises(CalibrationError, match="was used to train this head"):
         calibrate(det, [*held_out[:3], photos[5]], workers=0, progress=False)
-    assert read_card(head_copy).get("threshold") is None
+    assert read_card(head_copy).threshold is None
 
 
 def test_calibrate_policies_history_and_plot(head_copy, held_out, tmp_path):
@@ -169,15 +169,15 @@ def test_calibrate_policies_history_and_plot(head_copy, held_out, tmp_path):
     first = calibrate(det, held_out, "balanced", workers=0, progress=False, plot=tmp_path / "c.png")
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     card = read_card(head_copy)
-    assert card["threshold"]["value"] == first.block["value"]
-    assert card["threshold"]["validation"]["natural_count"] == 12
-    assert "not evidence" in card["threshold"]["caution"]
-    assert card.get("calibration_history", []) == []
+    assert card.threshold["value"] == first.block["value"]
+    assert card.threshold["validation"]["natural_count"] == 12
+    assert "not evidence" in card.threshold["caution"]
+    assert card.calibration_history == ()
 
     second = calibrate(det, held_out, "fpr:0.1", workers=0, progress=False)
     card = read_card(head_copy)
-    assert card["threshold"]["policy"] == "fpr:0.1"
-    assert card["calibration_history"][0]["value"] == first.block["value"]
+    assert card.threshold["policy"] == "fpr:0.1"
+    assert card.calibration_history[0]["value"] == first.block["value"]
     # fpr:0.1 of 12 photos allows floor(1.2) = 1 natural photo flagged, at most
     scores = np.array(det.score_paths(held_out))
     assert second.block["fpr"] <= 0.1
@@ -192,7 +192,7 @@ def test_calibrate_plot_without_matplotlib_says_so(head_copy, held_out, tmp_path
     det = Detector.load(head_copy, device="cpu", quiet=True)
     result = calibrate(det, held_out[:4], workers=0, progress=False, plot=tmp_path / "x.png")
     assert "matplotlib" in result.plot and not (tmp_path / "x.png").exists()
-    assert read_card(head_copy)["threshold"] is not None  # the threshold is still written
+    assert read_card(head_copy).threshold is not None  # the threshold is still written
 
 
 # -- evaluate -----------------------------------------------------------------------------------
@@ -245,8 +245,8 @@ def test_eval_dev_train_calibrate_scan_evaluate(tmp_path):
                                "--quiet"])
     assert res.exit_code == 0, res.output
     assert "written into the model card" in res.output and "not evidence" in res.output
-    thr = read_card(head)["threshold"]["value"]
-    assert read_card(head)["threshold"]["validation"]["natural_count"] == len(reals[1::2])
+    thr = read_card(head).threshold["value"]
+    assert read_card(head).threshold["validation"]["natural_count"] == len(reals[1::2])
 
     res = runner.invoke(main, ["calibrate", "--weights", str(head), "--natural-list", str(train_list),
                                "--quiet"])

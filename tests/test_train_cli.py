@@ -55,7 +55,7 @@ def test_train_resume_continues_from_checkpoint(tmp_path, backbone, photos):
     card = train(backbone, photos, tmp_path / "r", cfg, resume=True, progress=False,
                  on_epoch=lambda r: seen.append(r["epoch"]))
     assert seen == [1, 2]
-    assert [h["epoch"] for h in card["training"]["history"]] == [1, 2]
+    assert [h["epoch"] for h in card.training["history"]] == [1, 2]
     assert not (tmp_path / "r.ckpt.json").exists()
 
 
@@ -79,8 +79,8 @@ def test_validation_auc_picks_the_kept_epoch_on_real_photos(backbone, tmp_path, 
     val_set = [nat[i] for i in pick[48:72]]
     cfg = TrainConfig(mode=mode, epochs=3, batch_size=16, lr=1e-3, views=1, workers=2)
     card = train(backbone, train_set, tmp_path / "v", cfg, validation=val_set, progress=False)
-    hist = card["training"]["history"]
+    hist = card.training["history"]
     aucs = [h["val_auc"] for h in hist]
     assert all(0.0 <= a <= 1.0 for a in aucs)
-    assert card["training"]["kept_epoch"] == int(np.argmax(aucs)) + 1
-    assert card["metrics"]["validation_band_auc"] == max(aucs)
+    assert card.training["kept_epoch"] == int(np.argmax(aucs)) + 1
+    assert card.metrics["validation_band_auc"] == max(aucs)

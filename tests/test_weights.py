@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from aiiscan.detector import Detector
-from aiiscan.weights import WeightsError, load_head, read_card
+from aiiscan.weights import ModelCard, WeightsError, load_head, read_card
 
 
 def _copy(prefix: Path, dest: Path) -> Path:
@@ -20,11 +20,11 @@ def _copy(prefix: Path, dest: Path) -> Path:
 
 def test_card_records_what_the_head_needs(head_prefix):
     card = read_card(head_prefix)
-    assert card["backbone"]["pretrained"] == "none"
-    assert card["head"]["dim"] == 128 and card["training"]["mode"] == "N+P"
-    assert card["training"]["natural_count"] == 24
-    assert len(card["training"]["natural_fingerprints"]) == 24
-    assert card["threshold"] is None
+    assert card.backbone["pretrained"] == "none" and card.random_init
+    assert card.head.dim == 128 and card.training["mode"] == "N+P"
+    assert card.training["natural_count"] == 24
+    assert len(card.training["natural_fingerprints"]) == 24
+    assert card.threshold is None and card.threshold_value is None
 
 
 def test_reload_gives_bit_identical_scores(backbone, head_prefix, photos, tmp_path):
@@ -114,3 +114,16 @@ def test_default_backbone_offline_fails_fast_with_a_message(tmp_path):
     assert proc.returncode == 2
     assert "CLIP weights for ViT-L-14/openai are not on this machine" in proc.stderr
     assert "--clip-weights" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_model_card_round_trips_and_keeps_one_threshold(head_prefix):
+    card = read_card(head_prefix)
+    assert ModelCard.from_dict(card.to_dict()) == card
+    first = card.with_threshold({"value": 0.25, "policy": "balanced"})
+    second = first.with_threshold({"value": 0.5, "policy": "fpr:0.01"})
+    assert card.threshold is None and first.threshold_value == 0.25  # with_threshold copies
+    assert second.threshold_value == 0.5 and second.threshold_policy == "fpr:0.01"
+    assert [b["value"] for b in second.calibration_history] == [0.25]
+    assert second.digest() != first.digest() and first.digest() == first.digest()
+    raw = card.to_dict() | {"future_field": {"kept": True}}
+    assert ModelCard.from_dict(raw).to_dict()["future_field"] == {"kept": True}
