@@ -48,6 +48,44 @@ def features(backbone: ClipBackbone, arrays: Sequence[np.ndarray] | np.ndarray) 
     return backbone.encode(normalize(batch, backbone.mean, backbone.std, backbone.device))
 
 
+def feature_batches(backbone: ClipBackbone, jobs: Iterable[DecodeJob], batch_size: int = 64,
+                    workers: int | None = None, timeout: float = DEFAULT_TIMEOUT
+                    ) -> Iterator[tuple[list[DecodeResult], torch.Tensor | None]]:
+    """The one decode -> features loop behind training, calibration, evaluation and scans.
+
+    Decodes ``jobs`` in worker processes (in input order) and runs the frozen backbone over the
+    crops of every variant, ``batch_size`` files at a time. Yields ``(results, features)``: the
+    results in input order and, for those with ``status == "ok"`` in that order, features of
+    shape ``[n_ok, n_variants, D]`` (None when none decoded). A file that did not decode with no
+    decoded file ahead of it is yielded at once: a long run of bad files never piles up waiting
+    for a batch to fill.
+    """
+    pending: list[DecodeResult] = []
+    ok = 0
+
+    def flush() -> tuple[list[DecodeResult], torch.Tensor | None]:
+        good = [r for r in pending if r.status == "ok"]
+        if not good:
+            return pending, None
+        n = len(good[0].arrays)
+        feats = features(backbone, [a for r in good for a in r.arrays])
+        for r in good:
+            r.arrays = []  # the crops are no longer needed; keep memory flat
+        return pending, feats.reshape(len(good), n, -1)
+
+    for res in decode_stream(jobs, workers, timeout=timeout, window=max(2 * batch_size, 64)):
+        if res.status != "ok" and not ok:
+            yield [res], None
+            continue
+        pending.append(res)
+        ok += res.status == "ok"
+        if ok >= batch_size:
+            yield flush()
+            pending, ok = [], 0
+    if pending:
+        yield flush()
+
+
 class Detector:
     """A trained head on its backbone: load once, score PIL images, paths or crops."""
 
@@ -99,31 +137,16 @@ class Detector:
         """Decode in worker processes and score in batches, yielding in input order:
         ``(result, one score per job variant)``, or ``(result, None)`` when it did not decode.
 
-        The one decode-and-score loop behind scan, calibrate and evaluate.
+        What scan, calibrate and evaluate consume; the features come from ``feature_batches``.
         """
-        pending: list[DecodeResult] = []
-        ok = 0
-
-        def flush() -> Iterator[tuple[DecodeResult, np.ndarray | None]]:
-            good = [r for r in pending if r.status == "ok"]
-            rows: Iterator[np.ndarray] = iter(())
-            if good:
-                n = len(good[0].arrays)
-                rows = iter(self.score_arrays([a for r in good for a in r.arrays]).reshape(len(good), n))
-            for r in pending:
-                if r.status == "ok":
-                    r.arrays = []  # the crops are no longer needed; keep memory flat
-                    yield r, next(rows)
-                else:
-                    yield r, None
-
-        for res in decode_stream(jobs, workers, timeout=timeout, window=max(2 * batch_size, 64)):
-            pending.append(res)
-            ok += res.status == "ok"
-            if ok >= batch_size:
-                yield from flush()
-                pending, ok = [], 0
-        yield from flush()
+        for results, feats in feature_batches(self.backbone, jobs, batch_size, workers, timeout):
+            scores: Iterator[np.ndarray] = iter(())
+            if feats is not None:
+                n, v, d = feats.shape
+                with torch.inference_mode():
+                    scores = iter(self.head(feats.reshape(n * v, d)).float().cpu().numpy().reshape(n, v))
+            for r in results:
+                yield r, (next(scores) if r.status == "ok" else None)
 
     def score_paths(self, paths: Iterable[str | Path], workers: int = 0) -> list[float | None]:
         """Scores in input order; None where a file could not be decoded."""

@@ -23,11 +23,10 @@ from safetensors.torch import load_file, save_file
 
 from .backbone import ClipBackbone
 from .decode import RADIAL, DecodeJob, Variant
-from .detector import features
+from .detector import feature_batches
 from .errors import AiiscanError
 from .flow import FlowHead, HeadConfig, clip_flow_loss
 from .metrics import roc_auc
-from .pipeline import decode_stream
 from .progress import bar
 from .proxies import ProxySpec
 from .weights import ModelCard, atomic_write_bytes, now_iso, save_head
@@ -82,29 +81,21 @@ def extract(backbone: ClipBackbone, paths: Sequence[str], variants: tuple[Varian
     jobs = (DecodeJob(p, backbone.image_size, variants, None if seed is None else (*seed, i),
                       fast_decode=fast_decode) for i, p in enumerate(paths))
     ok_paths, shas, failed = [], [], []
-    chunks: list[list[torch.Tensor]] = [[] for _ in variants]
-    buffer: list = []
-
-    def flush() -> None:
-        for v in range(len(variants)):
-            chunks[v].append(features(backbone, [r.arrays[v] for r in buffer]).cpu())
-        buffer.clear()
-
-    stream = decode_stream(jobs, workers)
-    for res in bar(stream, total=len(paths), desc=desc, show=desc is not None):
-        if res.status != "ok":
-            failed.append((res.path, res.error or "unknown error"))
-            continue
-        ok_paths.append(res.path)
-        shas.append(res.info["sha256"])
-        buffer.append(res)
-        if len(buffer) >= batch_size:
-            flush()
-    if buffer:
-        flush()
+    chunks: list[torch.Tensor] = []
+    with bar(total=len(paths), desc=desc, show=desc is not None) as progress:
+        for results, feats in feature_batches(backbone, jobs, batch_size, workers):
+            for res in results:
+                if res.status != "ok":
+                    failed.append((res.path, res.error or "unknown error"))
+                else:
+                    ok_paths.append(res.path)
+                    shas.append(res.info["sha256"])
+            if feats is not None:
+                chunks.append(feats.cpu())
+            progress.update(len(results))
     dim = backbone.identity.feature_dim
-    stacked = [torch.cat(c) if c else torch.zeros(0, dim) for c in chunks]
-    return FeatureSet(ok_paths, shas, stacked, failed)
+    stacked = torch.cat(chunks) if chunks else torch.zeros(0, len(variants), dim)
+    return FeatureSet(ok_paths, shas, [stacked[:, v] for v in range(len(variants))], failed)
 
 
 def _variants(cfg: TrainConfig) -> tuple[Variant, ...]:
