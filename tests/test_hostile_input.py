@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image, PngImagePlugin
 
 from aiiscan.decode import DecodeJob, decode_job
 from aiiscan.report import ReportWriter, read_report
 
-from .hostile import _photo
+from .hostile import _photo, a1111_text_png, gray16_png, xmp_spaces_jpeg, ztxt_flood_png
 
 
 def _png_with_text(texts: dict[str, str], seed: int = 0) -> bytes:
@@ -89,3 +91,84 @@ def test_every_file_string_is_clean_utf8(tmp_path):
     for value in prov.values():
         if isinstance(value, str):
             value.encode("utf-8")
+
+
+# -- items 3 and 4: metadata parsing linear and bounded, memory per file bounded ----------------
+
+CHILD = """
+import json, resource, sys, time
+from aiiscan.decode import DecodeJob, decode_job
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t = time.perf_counter()
+r = decode_job(DecodeJob(sys.argv[1], provenance=True))
+print(json.dumps({"seconds": time.perf_counter() - t, "status": r.status, "error": r.error,
+                  "width": r.info.get("width"), "provenance": r.info.get("provenance"),
+                  "extra_rss": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024}))
+"""
+
+
+def _decode_in_child(tmp_path: Path, data: bytes, timeout: float = 60) -> dict:
+    """decode_job on ``data`` in a fresh process: its own time and peak-memory growth, and a
+    hard stop for code that would run for minutes."""
+    path = tmp_path / "case.bin"
+    path.write_bytes(data)
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(path)], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _xmp_png(xmp: str) -> bytes:
+    return _png_with_text({"XML:com.adobe.xmp": xmp})
+
+
+BAIT = {  # each took from 40 s to hours before (cubic or quadratic backtracking)
+    "xmp element, 32 KB of spaces (JPEG)": xmp_spaces_jpeg(32 * 1024),
+    "xmp element, 2 MB of spaces": _xmp_png("<x:xmpmeta><xmp:CreatorTool>" + " " * 2_000_000),
+    "xmp elements never closed": _xmp_png("<x:xmpmeta>" + "<xmp:CreatorTool> a " * 100_000),
+    "xmp rdf:resource never closed": _xmp_png("<Iptc4xmpExt:DigitalSourceType " * 60_000),
+    "xmp attribute never closed": _xmp_png('xmp:CreatorTool = "' + " " * 2_000_000),
+    "a1111 Steps, 400 KB": a1111_text_png(400 * 1024),
+    "a1111 Steps, 4 MB": a1111_text_png(4 * 1024 * 1024),
+}
+
+
+@pytest.mark.parametrize("name", list(BAIT))
+def test_metadata_parsing_is_linear_on_backtracking_bait(tmp_path, name):
+    """Inputs that held a worker for minutes (or the whole --timeout) parse in well under the
+    bound; the image keeps its score."""
+    out = _decode_in_child(tmp_path, BAIT[name], timeout=30)
+    assert out["status"] == "ok"
+    assert out["seconds"] < 5, out["seconds"]
+
+
+def test_xmp_fields_still_found_by_the_linear_parser():
+    from aiiscan.provenance import _xmp_field
+
+    xmp = ('<x:xmpmeta><xmp:CreatorTool>\n  GIMP &amp; co \n</xmp:CreatorTool>'
+           '<Iptc4xmpExt:DigitalSourceType rdf:resource="http://x/trainedAlgorithmicMedia"/>'
+           "<a xmp:Rating = '5'/><xmp:Label><rdf:Alt>nested</rdf:Alt></xmp:Label></x:xmpmeta>")
+    assert _xmp_field(xmp, "xmp:CreatorTool") == "GIMP & co"
+    assert _xmp_field(xmp, "Iptc4xmpExt:DigitalSourceType") == "http://x/trainedAlgorithmicMedia"
+    assert _xmp_field(xmp, "xmp:Rating") == "5"
+    assert _xmp_field(xmp, "xmp:Label") is None  # markup inside: not a plain value
+    assert _xmp_field("<xmp:CreatorToolX>no</xmp:CreatorToolX>", "xmp:CreatorTool") is None
+
+
+def test_text_chunks_share_one_inflation_budget(tmp_path):
+    """250 zTXt chunks of 4 MB each took 1 GB; the file's text now stops at MAX_TEXT_TOTAL."""
+    from aiiscan.provenance import MAX_TEXT_TOTAL
+
+    out = _decode_in_child(tmp_path, ztxt_flood_png(250))
+    assert out["status"] == "ok"
+    assert "246 PNG text chunks skipped" in out["provenance"]["metadata_error"]
+    assert out["extra_rss"] < 4 * MAX_TEXT_TOTAL, out["extra_rss"] / 2**20
+
+
+def test_sixteen_bit_image_memory_is_bounded(tmp_path):
+    """A 16-bit grey PNG was rescaled in float64 at full resolution (8+ bytes per pixel on top
+    of the decoded image); now about 3 bytes per pixel plus one strip."""
+    side = 6000
+    out = _decode_in_child(tmp_path, gray16_png(side))
+    assert out["status"] == "ok" and out["width"] == side
+    assert out["extra_rss"] < 5 * side * side + 100 * 2**20, out["extra_rss"] / 2**20
