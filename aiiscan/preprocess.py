@@ -97,26 +97,66 @@ def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image
     return load(probe(data, max_pixels))
 
 
-def to_rgb(img: Image.Image) -> Image.Image:
-    """RGB pixels of any mode; 16-bit and float images are rescaled, alpha is flattened on white."""
-    if img.mode == "RGB":
-        return img
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        lo, hi = float(arr.min()), float(arr.max())
-        scale = 255.0 / (hi - lo) if hi > lo else 0.0
-        img = Image.fromarray(((arr - lo) * scale).round().astype(np.uint8), "L")
-    if img.mode == "P":
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA"):
-        rgba = img.convert("RGBA")
+STRIP_PIXELS = 4 * 1024 * 1024  # pixels converted at a time (a float64 strip is 32 MB)
+_HIGH_BIT = ("I;16", "I;16B", "I;16L", "I", "F")
+
+
+def _strips(img: Image.Image):
+    """(top, strip) pairs covering the image, about ``STRIP_PIXELS`` pixels each."""
+    rows = max(1, STRIP_PIXELS // img.width)
+    for top in range(0, img.height, rows):
+        yield top, img.crop((0, top, img.width, min(img.height, top + rows)))
+
+
+def _to_l(img: Image.Image) -> Image.Image:
+    """16-bit, 32-bit and float pixels rescaled (min..max -> 0..255) to an 8-bit L image, one
+    strip at a time: the same values as a whole-image float64 rescale, without its 8 bytes per
+    pixel (a 16-bit 13000x13000 PNG used to take 4 GB)."""
+    lo, hi = np.inf, -np.inf
+    for _, strip in _strips(img):
+        arr = np.asarray(strip, dtype=np.float64)
+        lo, hi = min(lo, float(arr.min())), max(hi, float(arr.max()))
+    scale = 255.0 / (hi - lo) if hi > lo else 0.0
+    out = Image.new("L", img.size)
+    for top, strip in _strips(img):
+        arr = np.asarray(strip, dtype=np.float64)
+        out.paste(Image.fromarray(((arr - lo) * scale).round().astype(np.uint8), "L"), (0, top))
+    return out
+
+
+def _flatten(strip: Image.Image) -> Image.Image:
+    if strip.mode == "P":
+        strip = strip.convert("RGBA")
+    if strip.mode in ("RGBA", "LA", "PA"):
+        rgba = strip.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    return img.convert("RGB")
+    return strip.convert("RGB")
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """RGB pixels of any mode; 16-bit and float images are rescaled, alpha is flattened on white.
+    Converted a strip at a time, so the working memory beyond the decoded image is the 3 bytes
+    per pixel of the result plus one strip, whatever the mode."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in _HIGH_BIT:
+        img = _to_l(img)
+    if img.mode == "L":
+        return img.convert("RGB")
+    out = Image.new("RGB", img.size)
+    for top, strip in _strips(img):
+        out.paste(_flatten(strip), (0, top))
+    return out
 
 
 def resize_square(img: Image.Image, size: int = RESIZE) -> np.ndarray:
-    """Bilinear resize to size x size, aspect ratio NOT kept (as the paper), HWC uint8."""
+    """Bilinear resize to size x size, aspect ratio NOT kept (as the paper), HWC uint8.
+    Grey images are resized before they become RGB (the same pixels, a third of the memory)."""
+    if img.mode in _HIGH_BIT:
+        img = _to_l(img)
+    if img.mode == "L":
+        return np.asarray(img.resize((size, size), Image.BILINEAR).convert("RGB"), dtype=np.uint8)
     return np.asarray(to_rgb(img).resize((size, size), Image.BILINEAR), dtype=np.uint8)
 
 
