@@ -17,7 +17,15 @@ from PIL import Image, PngImagePlugin
 from aiiscan.decode import DecodeJob, decode_job
 from aiiscan.report import ReportWriter, read_report
 
-from .hostile import _photo, a1111_text_png, gray16_png, xmp_spaces_jpeg, ztxt_flood_png
+from .hostile import (
+    _photo,
+    _save,
+    a1111_text_png,
+    gray16_png,
+    scan_bomb_jpeg,
+    xmp_spaces_jpeg,
+    ztxt_flood_png,
+)
 
 
 def _png_with_text(texts: dict[str, str], seed: int = 0) -> bytes:
@@ -172,3 +180,19 @@ def test_sixteen_bit_image_memory_is_bounded(tmp_path):
     out = _decode_in_child(tmp_path, gray16_png(side))
     assert out["status"] == "ok" and out["width"] == side
     assert out["extra_rss"] < 5 * side * side + 100 * 2**20, out["extra_rss"] / 2**20
+
+
+# -- item 5: progressive JPEG scan bomb ------------------------------------------------------------
+
+def test_progressive_scan_bomb_is_refused_cheaply(tmp_path):
+    from aiiscan.preprocess import MAX_JPEG_SCANS, jpeg_scans
+
+    real = _save(_photo(np.random.default_rng(3), 640, 480), "JPEG", progressive=True)
+    assert 5 <= jpeg_scans(real) <= 20 and jpeg_scans(_save(_photo(np.random.default_rng(3)), "JPEG")) == 1
+    bomb = scan_bomb_jpeg(20_000, 1024)
+    assert jpeg_scans(bomb) == MAX_JPEG_SCANS + 1  # counting stops at the limit
+    out = _decode_in_child(tmp_path, bomb, timeout=120)
+    assert out["status"] == "error" and f"more than {MAX_JPEG_SCANS} scans" in out["error"]
+    assert out["seconds"] < 2, out["seconds"]
+    (tmp_path / "real.jpg").write_bytes(real)
+    assert decode_job(DecodeJob(str(tmp_path / "real.jpg"))).status == "ok"
