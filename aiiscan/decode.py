@@ -15,9 +15,19 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+from PIL import ImageOps
 
 from .launder import Condition
-from .preprocess import CROP, DEFAULT_MAX_PIXELS, DecodeError, load, prepare, probe, resize_for
+from .preprocess import (
+    CROP,
+    DEFAULT_MAX_PIXELS,
+    DecodeError,
+    load,
+    orientation,
+    prepare,
+    probe,
+    resize_for,
+)
 from .provenance import extract as extract_provenance
 from .proxies import ProxySpec, radial_band_perturb
 from .sources import IMAGE_EXTENSIONS, sniff_format
@@ -158,8 +168,11 @@ def _decode(job: DecodeJob) -> DecodeResult:
         # Laundering conditions act on the full-resolution image, so they always decode exactly.
         fast = job.fast_decode and job.condition is None
         img = load(img, resize_for(job.crop_size) if fast else None)
-        if job.condition is not None:
-            img = job.condition(img)
+        turn = orientation(img)
+        if turn in (5, 6, 7, 8):  # width and height as the photo is shown, upright
+            result.info.update(width=result.info["height"], height=result.info["width"])
+        if job.condition is not None:  # laundering acts on the upright picture
+            img = job.condition(ImageOps.exif_transpose(img) if turn != 1 else img)
         result.arrays = [_variant(img, job, v, i) for i, v in enumerate(job.variants)]
         result.status = "ok"
     except FileNotFoundError:

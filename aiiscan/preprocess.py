@@ -27,6 +27,14 @@ MAX_JPEG_SCANS = 1000
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 Image.MAX_IMAGE_PIXELS = None
 
+try:  # HEIC/HEIF with the optional extra aiiscan[heif]; AVIF is Pillow's own (Pillow >= 11.2)
+    from pillow_heif import register_heif_opener
+except ImportError:
+    HEIF = False
+else:
+    register_heif_opener()
+    HEIF = True
+
 
 class DecodeError(ValueError):
     """A file is not a decodable image; the message is the one-line reason for the report."""
@@ -99,6 +107,9 @@ def probe(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
         img = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
         raise DecodeError(f"decompression bomb refused: {exc}") from None
+    except Image.UnidentifiedImageError:  # its message names the BytesIO's memory address
+        hint = "; HEIC/HEIF needs the aiiscan[heif] extra" if data[4:8] == b"ftyp" and not HEIF else ""
+        raise DecodeError(f"not a decodable image: no decoder recognises the content{hint}") from None
     except Exception as exc:  # Pillow raises many types for junk input
         raise DecodeError(f"not a decodable image: {type(exc).__name__}: {exc}") from None
     if img.format in ("JPEG", "MPO") and jpeg_scans(data) > MAX_JPEG_SCANS:
@@ -184,14 +195,33 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return out
 
 
+_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+              4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+              6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
+
+
+def orientation(img: Image.Image) -> int:
+    """The EXIF orientation (1-8) of a decoded image; 1 when absent, invalid or unreadable."""
+    try:
+        value = img.getexif().get(0x0112, 1)
+    except Exception:  # hostile EXIF: the pixels are still good
+        return 1
+    return value if value in _TRANSPOSE else 1
+
+
 def resize_square(img: Image.Image, size: int = RESIZE) -> np.ndarray:
-    """Bilinear resize to size x size, aspect ratio NOT kept (as the paper), HWC uint8.
-    Grey images are resized before they become RGB (the same pixels, a third of the memory)."""
+    """Bilinear resize to size x size, aspect ratio NOT kept (as the paper), HWC uint8, turned
+    upright by the EXIF orientation as a viewer shows it. Turning the small square instead of the
+    full image is the same up to rounding and costs nothing. Grey images are resized before they
+    become RGB (the same pixels, a third of the memory)."""
+    turn = _TRANSPOSE.get(orientation(img))
     if img.mode in _HIGH_BIT:
         img = _to_l(img)
     if img.mode == "L":
-        return np.asarray(img.resize((size, size), Image.BILINEAR).convert("RGB"), dtype=np.uint8)
-    return np.asarray(to_rgb(img).resize((size, size), Image.BILINEAR), dtype=np.uint8)
+        small = img.resize((size, size), Image.BILINEAR).convert("RGB")
+    else:
+        small = to_rgb(img).resize((size, size), Image.BILINEAR)
+    return np.asarray(small.transpose(turn) if turn is not None else small, dtype=np.uint8)
 
 
 def crop(arr: np.ndarray, size: int = CROP, rng: np.random.Generator | None = None) -> np.ndarray:

@@ -196,3 +196,63 @@ def test_progressive_scan_bomb_is_refused_cheaply(tmp_path):
     assert out["seconds"] < 2, out["seconds"]
     (tmp_path / "real.jpg").write_bytes(real)
     assert decode_job(DecodeJob(str(tmp_path / "real.jpg"))).status == "ok"
+
+
+# -- item 10: HEIC/HEIF (optional extra), AVIF, and error texts without memory addresses -----------
+
+def test_heic_decodes_with_the_heif_extra(tmp_path):
+    pillow_heif = pytest.importorskip("pillow_heif")
+    img = _photo(np.random.default_rng(4), 96, 64)
+    heif = pillow_heif.from_pillow(img)
+    buf = io.BytesIO()
+    heif.save(buf, format="HEIF", quality=90)
+    (tmp_path / "p.heic").write_bytes(buf.getvalue())
+    res = decode_job(DecodeJob(str(tmp_path / "p.heic"), provenance=True))
+    assert res.status == "ok", res.error
+    assert (res.info["format"], res.info["width"], res.info["height"]) == ("HEIF", 96, 64)
+    (tmp_path / "p.png").write_bytes(_save(img, "PNG"))
+    ref = decode_job(DecodeJob(str(tmp_path / "p.png")))
+    assert np.abs(res.arrays[0].astype(int) - ref.arrays[0].astype(int)).mean() < 8  # lossy, same picture
+
+
+def test_avif_decodes(tmp_path):
+    from PIL import features
+
+    if not features.check("avif"):
+        pytest.skip("this Pillow has no AVIF codec")
+    (tmp_path / "p.avif").write_bytes(_save(_photo(np.random.default_rng(5), 96, 64), "AVIF", quality=90))
+    res = decode_job(DecodeJob(str(tmp_path / "p.avif")))
+    assert res.status == "ok" and res.info["format"] == "AVIF", res.error
+
+
+def test_undecodable_heif_error_is_reproducible(tmp_path):
+    """A file that sniffs as HEIF but holds junk: the reason names no memory address
+    (``<_io.BytesIO object at 0x7f...>``), so two scans of one tree give identical reports."""
+    rng = np.random.default_rng(6)
+    junk = b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + rng.bytes(4000)
+    errors = set()
+    for name in ("a.heic", "b.heic"):
+        (tmp_path / name).write_bytes(junk)
+        res = decode_job(DecodeJob(str(tmp_path / name)))
+        assert res.status == "error"
+        assert "0x" not in res.error and " object at" not in res.error, res.error
+        errors.add(res.error)
+    assert len(errors) == 1
+
+
+# -- minor: EXIF orientation -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("tag, stored", [(6, Image.Transpose.ROTATE_90), (8, Image.Transpose.ROTATE_270),
+                                         (3, Image.Transpose.ROTATE_180)])
+def test_exif_orientation_gives_the_upright_size_and_pixels(tmp_path, tag, stored):
+    """A camera stores the sensor's pixels and says how to turn them: the row reports the
+    upright width and height, and the model sees the upright picture."""
+    upright = _photo(np.random.default_rng(7), 96, 64)
+    exif = Image.Exif()
+    exif[0x0112] = tag
+    (tmp_path / "upright.png").write_bytes(_save(upright, "PNG"))
+    (tmp_path / "turned.png").write_bytes(_save(upright.transpose(stored), "PNG", exif=exif))
+    a = decode_job(DecodeJob(str(tmp_path / "upright.png")))
+    b = decode_job(DecodeJob(str(tmp_path / "turned.png")))
+    assert (b.info["width"], b.info["height"]) == (a.info["width"], a.info["height"]) == (96, 64)
+    assert np.abs(a.arrays[0].astype(int) - b.arrays[0].astype(int)).max() <= 1  # resize rounding
