@@ -106,6 +106,19 @@ def make_corpus(root: Path, seed: int = 0) -> dict[str, str | None]:
     put("exif_bad_offset.jpg", _exif_jpeg(bad_offset, rng), "ok")
     huge_count = b"II*\x00\x08\x00\x00\x00\xff\xff" + b"\x0f\x01\x02\x00\xff\xff\xff\x0f\x00\x00\x00\x00" * 4
     put("exif_huge_count.jpg", _exif_jpeg(huge_count, rng), "ok")
+    # metadata and pixels that attack the worker's time, memory or the report's encoding (issue 14)
+    comfy = '{"1": {"class_type": "CLIPTextEncode", "inputs": {"text": "x\\ud800\\u0000\\u202ey"}}}'
+    comfy_chunk = _chunk(b"tEXt", b"prompt\0" + comfy.encode())
+    put("comfy_lone_surrogate.png", _with_png_chunks(png, [comfy_chunk]), "ok")
+    put("xmp_creatortool_spaces.jpg", xmp_spaces_jpeg(32 * 1024), "ok")
+    put("a1111_steps_400k.png", a1111_text_png(400 * 1024), "ok")
+    put("ztxt_250x4mb.png", ztxt_flood_png(250), "ok")
+    put("gray16_4000.png", gray16_png(4000), "ok")
+    put("scan_bomb.jpg", scan_bomb_jpeg(2000, 256), "error")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    put("orientation6.jpg", _save(photo.transpose(Image.Transpose.ROTATE_90), "JPEG", exif=exif), "ok")
+    put("junk.heic", b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + rng.bytes(3000), "error")
     # names that attack whatever displays them
     put("line\nbreak.png", png, "ok")
     put('quo"te\'s.png', png, "ok")
