@@ -144,6 +144,10 @@ def make_corpus(root: Path, seed: int = 0) -> dict[str, str | None]:
 
 # -- the memory and time cases of issue 14 (also measured by benchmarks/hostile_bounds.py) ---
 
+def plain_png(seed: int = 0) -> bytes:
+    return _save(_photo(np.random.default_rng(seed)), "PNG")
+
+
 def gray16_png(side: int) -> bytes:
     """A 16-bit grey PNG of side x side pixels in a few hundred KB: one ramp row, then rows
     that repeat it (filter Up, all zero), so it compresses ~1000:1."""
