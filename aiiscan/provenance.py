@@ -329,31 +329,34 @@ def _xmp_element(xmp: str, name: str) -> str | None:
     """``<name rdf:resource="value"/>`` or ``<name ...>value</name>`` (text without markup).
 
     Searched with ``str.find``, never with a pattern that can backtrack: every search is
-    cached until the scan passes its result, so the whole walk is linear in the packet."""
+    cached until the walk passes its result, and openers that end at an already examined ``>``
+    are skipped, so the whole walk is linear in the packet."""
     opener, closer = "<" + name, "</" + name + ">"
     gt = close = -1
     pos = xmp.find(opener)
     while pos >= 0:
         after = pos + len(opener)
-        if after < len(xmp) and (xmp[after] in "/>" or xmp[after].isspace()):
-            if gt < after:
-                gt = xmp.find(">", after)
-                if gt < 0:
-                    return None
-            tag = xmp[after:gt]
-            if "rdf:resource" in tag:
-                value = _xmp_attribute(tag, "rdf:resource")
-                if value is not None:
-                    return value
-            elif not tag.endswith("/"):
-                if close < gt:
-                    close = xmp.find(closer, gt)
-                    if close < 0:
-                        return None
-                text = xmp[gt + 1:close]
-                if "<" not in text and text.strip():
-                    return text
         pos = xmp.find(opener, after)
+        if after >= len(xmp) or not (xmp[after] in "/>" or xmp[after].isspace()):
+            continue  # a longer name that starts the same
+        if gt >= after:
+            continue  # inside the tag examined last: same end, nothing new
+        gt = xmp.find(">", after)
+        if gt < 0:
+            return None
+        tag = xmp[after:gt]
+        if "rdf:resource" in tag:
+            value = _xmp_attribute(tag, "rdf:resource")
+            if value is not None:
+                return value
+        elif not tag.endswith("/"):
+            if close < gt:
+                close = xmp.find(closer, gt)
+                if close < 0:
+                    return None
+            text = xmp[gt + 1:close]
+            if "<" not in text and text.strip():
+                return text
     return None
 
 

@@ -135,6 +135,7 @@ BAIT = {  # each took from 40 s to hours before (cubic or quadratic backtracking
     "xmp element, 2 MB of spaces": _xmp_png("<x:xmpmeta><xmp:CreatorTool>" + " " * 2_000_000),
     "xmp elements never closed": _xmp_png("<x:xmpmeta>" + "<xmp:CreatorTool> a " * 100_000),
     "xmp rdf:resource never closed": _xmp_png("<Iptc4xmpExt:DigitalSourceType " * 60_000),
+    "xmp openers sharing one end": _xmp_png("<xmp:CreatorTool rdf:resource " * 60_000 + ">"),
     "xmp attribute never closed": _xmp_png('xmp:CreatorTool = "' + " " * 2_000_000),
     "a1111 Steps, 400 KB": a1111_text_png(400 * 1024),
     "a1111 Steps, 4 MB": a1111_text_png(4 * 1024 * 1024),
