@@ -9,14 +9,25 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+from PIL import ImageOps
 
 from .launder import Condition
-from .preprocess import CROP, DEFAULT_MAX_PIXELS, DecodeError, load, prepare, probe, resize_for
+from .preprocess import (
+    CROP,
+    DEFAULT_MAX_PIXELS,
+    DecodeError,
+    load,
+    orientation,
+    prepare,
+    probe,
+    resize_for,
+)
 from .provenance import extract as extract_provenance
 from .proxies import ProxySpec, radial_band_perturb
 from .sources import IMAGE_EXTENSIONS, sniff_format
@@ -91,12 +102,48 @@ def _oneline(exc: BaseException) -> str:
     return text[:300] or type(exc).__name__
 
 
+# Lone surrogates (JSON "\ud800" escapes, surrogateescape'd bytes) cannot be written as UTF-8;
+# C0/C1 controls (NUL, ESC, ...) and bidirectional controls (U+202E ...) hide or reorder text in
+# a terminal, CSV or HTML view. Tab, newline and carriage return are ordinary text.
+_UNSAFE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e"
+                     r"\u2066-\u2069\ud800-\udfff]")
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")  # "<_io.BytesIO object at 0x7f...>" differs per run
+
+
+def clean_text(text: str) -> str:
+    """A file-derived string made safe for every report format: each unsafe character above
+    becomes a visible escape (``\\x00``, ``\\u202e``, ``\\ud800``), the rest is kept as is."""
+    return _UNSAFE.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}",
+                       text)
+
+
+def _clean(value: object) -> object:
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    return value
+
+
+def _clean_result(result: DecodeResult) -> DecodeResult:
+    """Every string a file put into the result (metadata, Pillow's format and mode, error texts)
+    goes through ``clean_text``; error texts also lose memory addresses, so that two scans of one
+    tree give identical reports. ``path`` is the caller's and stays untouched."""
+    if result.error is not None:
+        result.error = clean_text(_ADDRESS.sub("", result.error))
+    result.info = _clean(result.info)
+    prov = result.info.get("provenance")
+    if prov and prov.get("metadata_error"):
+        prov["metadata_error"] = _ADDRESS.sub("", prov["metadata_error"])
+    return result
+
+
 def decode_job(job: DecodeJob) -> DecodeResult:
     """Never raises for a bad file: the reason goes into the result."""
     with warnings.catch_warnings():
         # Pillow warns about oddities of hostile files on stderr; the row records what matters.
         warnings.simplefilter("ignore")
-        return _decode(job)
+        return _clean_result(_decode(job))
 
 
 def _decode(job: DecodeJob) -> DecodeResult:
@@ -121,8 +168,11 @@ def _decode(job: DecodeJob) -> DecodeResult:
         # Laundering conditions act on the full-resolution image, so they always decode exactly.
         fast = job.fast_decode and job.condition is None
         img = load(img, resize_for(job.crop_size) if fast else None)
-        if job.condition is not None:
-            img = job.condition(img)
+        turn = orientation(img)
+        if turn in (5, 6, 7, 8):  # width and height as the photo is shown, upright
+            result.info.update(width=result.info["height"], height=result.info["width"])
+        if job.condition is not None:  # laundering acts on the upright picture
+            img = job.condition(ImageOps.exif_transpose(img) if turn != 1 else img)
         result.arrays = [_variant(img, job, v, i) for i, v in enumerate(job.variants)]
         result.status = "ok"
     except FileNotFoundError:

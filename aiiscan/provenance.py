@@ -22,6 +22,7 @@ import exifread
 
 PROMPT_CHARS = 500
 MAX_TEXT = 4 * 1024 * 1024  # per text chunk kept for parsing (a zTXt bomb stops here)
+MAX_TEXT_TOTAL = 16 * 1024 * 1024  # all text chunks of one file together (250 zTXt bombs stop here)
 MAX_XMP = 4 * 1024 * 1024
 AI_SOURCE_TYPES = frozenset({"trainedAlgorithmicMedia", "compositeWithTrainedAlgorithmicMedia"})
 C2PA_UUID = bytes.fromhex("d8fec3d61b0e483c92975828877ec481")  # ISOBMFF uuid box of C2PA
@@ -47,20 +48,20 @@ class Blocks:
     errors: list[str] = field(default_factory=list)
 
 
-def _inflate(data: bytes, errors: list[str], key: str) -> bytes:
+def _inflate(data: bytes, errors: list[str], key: str, limit: int) -> bytes:
     d = zlib.decompressobj()
     try:
-        out = d.decompress(data, MAX_TEXT)
+        out = d.decompress(data, limit)
     except zlib.error as exc:
         errors.append(f"PNG text chunk {key!r}: {exc}")
         return b""
     if d.unconsumed_tail:
-        errors.append(f"PNG text chunk {key!r} inflates past {MAX_TEXT} bytes; kept the first part")
+        errors.append(f"PNG text chunk {key!r} inflates past {limit} bytes; kept the first part")
     return out
 
 
 def _png(data: bytes, b: Blocks) -> None:
-    pos = 8
+    pos, budget, skipped = 8, MAX_TEXT_TOTAL, 0
     while pos + 8 <= len(data):
         length, ctype = struct.unpack(">I4s", data[pos:pos + 8])
         body = data[pos + 8:pos + 8 + length]
@@ -73,18 +74,23 @@ def _png(data: bytes, b: Blocks) -> None:
         if ctype in (b"tEXt", b"zTXt", b"iTXt"):
             key_raw, _, rest = body.partition(b"\0")
             key = key_raw[:79].decode("latin-1")
+            limit = min(MAX_TEXT, budget)
+            if limit <= 0:
+                skipped += 1
+                continue
             if ctype == b"tEXt":
-                value = rest[:MAX_TEXT]
+                value = rest[:limit]
             elif ctype == b"zTXt":
-                value = _inflate(rest[1:], b.errors, key)
+                value = _inflate(rest[1:], b.errors, key, limit)
             else:
                 flag = rest[:1] == b"\x01"
                 _lang, _, rest = rest[2:].partition(b"\0")
                 _translated, _, text = rest.partition(b"\0")
-                value = _inflate(text, b.errors, key) if flag else text[:MAX_TEXT]
+                value = _inflate(text, b.errors, key, limit) if flag else text[:limit]
+            budget -= len(value)
             enc = "latin-1" if ctype != b"iTXt" else "utf-8"
-            if len(value) >= MAX_TEXT:
-                b.errors.append(f"PNG text chunk {key!r} over {MAX_TEXT} bytes; kept the first part")
+            if len(value) >= limit:
+                b.errors.append(f"PNG text chunk {key!r} over {limit} bytes; kept the first part")
             b.text[key] = value.decode(enc, errors="replace")
             if key == "XML:com.adobe.xmp":
                 b.xmp = value
@@ -92,6 +98,9 @@ def _png(data: bytes, b: Blocks) -> None:
             b.exif = body
         elif ctype == b"caBX":
             b.c2pa = body
+    if skipped:
+        b.errors.insert(0, f"{skipped} PNG text chunks skipped: the file's text passed "
+                           f"{MAX_TEXT_TOTAL} bytes")
 
 
 def _jpeg(data: bytes, b: Blocks) -> None:
@@ -231,7 +240,15 @@ def _exif(blob: bytes, keep_gps: bool, out: dict, errors: list[str]) -> str | No
 
 # -- generator parameters --------------------------------------------------------------------
 
-_A1111 = re.compile(r"Steps: \d+.*Sampler: ", re.S)
+_STEPS = re.compile(r"Steps: \d")
+
+
+def _is_a1111(text: str) -> bool:
+    """``Steps: N`` and, somewhere after it, ``Sampler: ``. The first and the last occurrence
+    decide, so the cost is linear (the former ``Steps: \\d+.*Sampler: `` pattern backtracked
+    quadratically on ``Steps: 1 `` repeated)."""
+    m = _STEPS.search(text)
+    return m is not None and text.rfind("Sampler: ") >= m.end()
 
 
 def _a1111_prompt(params: str) -> str:
@@ -261,7 +278,7 @@ def _generator(text: dict[str, str], user_comment: str | None) -> tuple[str | No
     """(tool, prompt) from PNG text chunks and the EXIF UserComment."""
     if "parameters" in text:
         return "a1111", _a1111_prompt(text["parameters"])
-    if user_comment and _A1111.search(user_comment):
+    if user_comment and _is_a1111(user_comment):
         return "a1111", _a1111_prompt(user_comment)
     if "prompt" in text or "workflow" in text:
         if isinstance(_json(text.get("prompt") or text.get("workflow") or ""), dict):
@@ -286,21 +303,66 @@ def _generator(text: dict[str, str], user_comment: str | None) -> tuple[str | No
                 prompt = text[key].split(" -", 1)[0].strip('" ')
             return "invokeai", prompt if isinstance(prompt, str) else None
     for key, value in text.items():
-        if key.lower() in ("generation_data", "generation data", "ai_metadata") or _A1111.search(value):
+        if key.lower() in ("generation_data", "generation data", "ai_metadata") or _is_a1111(value):
             return "other", None
     return None, None
 
 
 # -- XMP and C2PA -----------------------------------------------------------------------------
 
-def _xmp_field(xmp: str, name: str) -> str | None:
-    for pattern in (rf'{name}\s*=\s*"([^"]*)"', rf"{name}\s*=\s*'([^']*)'",
-                    rf"<{name}[^>]*?rdf:resource\s*=\s*\"([^\"]*)\"",
-                    rf"<{name}(?:\s[^>]*)?>\s*([^<]*?)\s*</{name}>"):
-        m = re.search(pattern, xmp)
-        if m and m.group(1).strip():
-            return html.unescape(m.group(1).strip())[:200]
+def _xmp_attribute(xmp: str, name: str) -> str | None:
+    """``name="value"`` or ``name='value'``, whitespace allowed around ``=``; linear: a quote
+    that never closes is searched for once."""
+    unclosed: set[str] = set()
+    for m in re.finditer(re.escape(name) + r"\s*=\s*([\"'])", xmp):
+        if m[1] in unclosed:
+            continue
+        end = xmp.find(m[1], m.end())
+        if end < 0:
+            unclosed.add(m[1])
+        elif xmp[m.end():end].strip():
+            return xmp[m.end():end]
     return None
+
+
+def _xmp_element(xmp: str, name: str) -> str | None:
+    """``<name rdf:resource="value"/>`` or ``<name ...>value</name>`` (text without markup).
+
+    Searched with ``str.find``, never with a pattern that can backtrack: every search is
+    cached until the walk passes its result, and openers that end at an already examined ``>``
+    are skipped, so the whole walk is linear in the packet."""
+    opener, closer = "<" + name, "</" + name + ">"
+    gt = close = -1
+    pos = xmp.find(opener)
+    while pos >= 0:
+        after = pos + len(opener)
+        pos = xmp.find(opener, after)
+        if after >= len(xmp) or not (xmp[after] in "/>" or xmp[after].isspace()):
+            continue  # a longer name that starts the same
+        if gt >= after:
+            continue  # inside the tag examined last: same end, nothing new
+        gt = xmp.find(">", after)
+        if gt < 0:
+            return None
+        tag = xmp[after:gt]
+        if "rdf:resource" in tag:
+            value = _xmp_attribute(tag, "rdf:resource")
+            if value is not None:
+                return value
+        elif not tag.endswith("/"):
+            if close < gt:
+                close = xmp.find(closer, gt)
+                if close < 0:
+                    return None
+            text = xmp[gt + 1:close]
+            if "<" not in text and text.strip():
+                return text
+    return None
+
+
+def _xmp_field(xmp: str, name: str) -> str | None:
+    value = _xmp_attribute(xmp, name) or _xmp_element(xmp, name)
+    return html.unescape(value.strip())[:200] if value else None
 
 
 def _c2pa_details(data: bytes, fmt: str | None, out: dict, errors: list[str]) -> None:

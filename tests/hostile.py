@@ -106,6 +106,19 @@ def make_corpus(root: Path, seed: int = 0) -> dict[str, str | None]:
     put("exif_bad_offset.jpg", _exif_jpeg(bad_offset, rng), "ok")
     huge_count = b"II*\x00\x08\x00\x00\x00\xff\xff" + b"\x0f\x01\x02\x00\xff\xff\xff\x0f\x00\x00\x00\x00" * 4
     put("exif_huge_count.jpg", _exif_jpeg(huge_count, rng), "ok")
+    # metadata and pixels that attack the worker's time, memory or the report's encoding (issue 14)
+    comfy = '{"1": {"class_type": "CLIPTextEncode", "inputs": {"text": "x\\ud800\\u0000\\u202ey"}}}'
+    comfy_chunk = _chunk(b"tEXt", b"prompt\0" + comfy.encode())
+    put("comfy_lone_surrogate.png", _with_png_chunks(png, [comfy_chunk]), "ok")
+    put("xmp_creatortool_spaces.jpg", xmp_spaces_jpeg(32 * 1024), "ok")
+    put("a1111_steps_400k.png", a1111_text_png(400 * 1024), "ok")
+    put("ztxt_250x4mb.png", ztxt_flood_png(250), "ok")
+    put("gray16_4000.png", gray16_png(4000), "ok")
+    put("scan_bomb.jpg", scan_bomb_jpeg(2000, 256), "error")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    put("orientation6.jpg", _save(photo.transpose(Image.Transpose.ROTATE_90), "JPEG", exif=exif), "ok")
+    put("junk.heic", b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + rng.bytes(3000), "error")
     # names that attack whatever displays them
     put("line\nbreak.png", png, "ok")
     put('quo"te\'s.png', png, "ok")
@@ -127,3 +140,71 @@ def make_corpus(root: Path, seed: int = 0) -> dict[str, str | None]:
     os.symlink(root / "t_missing.png", root / "dangling.png")
     expect[str(root / "dangling.png")] = "skipped"
     return expect
+
+
+# -- the memory and time cases of issue 14 (also measured by benchmarks/hostile_bounds.py) ---
+
+def plain_png(seed: int = 0) -> bytes:
+    return _save(_photo(np.random.default_rng(seed)), "PNG")
+
+
+def gray16_png(side: int) -> bytes:
+    """A 16-bit grey PNG of side x side pixels in a few hundred KB: one ramp row, then rows
+    that repeat it (filter Up, all zero), so it compresses ~1000:1."""
+    ihdr = struct.pack(">IIBBBBB", side, side, 16, 0, 0, 0, 0)
+    ramp = (np.arange(side, dtype=np.uint32) * 65535 // max(side - 1, 1)).astype(">u2").tobytes()
+    comp = zlib.compressobj(9)
+    up = b"\x02" + b"\0" * (2 * side)
+    body = comp.compress(b"\0" + ramp) + b"".join(comp.compress(up) for _ in range(side - 1)) + comp.flush()
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", body) + _chunk(b"IEND", b"")
+
+
+def _with_png_chunks(png: bytes, chunks: list[bytes]) -> bytes:
+    iend = png.rindex(b"IEND") - 4
+    return png[:iend] + b"".join(chunks) + png[iend:]
+
+
+def ztxt_flood_png(count: int, inflated: int = 4 * 1024 * 1024, seed: int = 0) -> bytes:
+    """A small PNG carrying ``count`` zTXt chunks, each inflating to ``inflated`` bytes."""
+    body = zlib.compress(b"a" * inflated, 9)
+    chunks = [_chunk(b"zTXt", f"k{i}".encode() + b"\0\0" + body) for i in range(count)]
+    return _with_png_chunks(_save(_photo(np.random.default_rng(seed)), "PNG"), chunks)
+
+
+def xmp_spaces_jpeg(spaces: int, seed: int = 0) -> bytes:
+    """An XMP packet whose CreatorTool element opens, then holds only spaces, never closing."""
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><xmp:CreatorTool>' + b" " * spaces
+    seg = b"http://ns.adobe.com/xap/1.0/\0" + xmp
+    data = _save(_photo(np.random.default_rng(seed)), "JPEG")
+    return data[:2] + b"\xff\xe1" + struct.pack(">H", len(seg) + 2) + seg + data[2:]
+
+
+def a1111_text_png(nbytes: int, seed: int = 0) -> bytes:
+    """A text chunk of ``Steps: 1 `` repeated, with no ``Sampler:`` to end the A1111 match."""
+    text = b"Steps: 1 " * (nbytes // 9)
+    return _with_png_chunks(_save(_photo(np.random.default_rng(seed)), "PNG"),
+                            [_chunk(b"tEXt", b"Comment\0" + text)])
+
+
+def jpeg_scans(data: bytes) -> list[tuple[int, int]]:
+    """(start, end) of each SOS segment plus its entropy-coded data in a JPEG."""
+    out, pos = [], data.find(b"\xff\xda")
+    while pos >= 0:
+        end = pos + 2
+        while True:
+            end = data.find(b"\xff", end)
+            if data[end + 1] not in (0x00, *range(0xD0, 0xD8)):
+                break
+            end += 2
+        out.append((pos, end))
+        pos = data.find(b"\xff\xda", end)
+    return out
+
+
+def scan_bomb_jpeg(repeats: int, side: int = 1024, seed: int = 0) -> bytes:
+    """A progressive JPEG whose smallest scan is repeated ``repeats`` times: a few bytes each,
+    but libjpeg walks every block of the image for each one."""
+    img = _photo(np.random.default_rng(seed), 64, 64).resize((side, side))
+    data = _save(img, "JPEG", quality=90, progressive=True)
+    start, end = min(jpeg_scans(data), key=lambda s: s[1] - s[0])
+    return data[:end] + data[start:end] * repeats + data[end:]

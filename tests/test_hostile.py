@@ -44,6 +44,10 @@ def test_hostile_corpus_scan_loses_nothing(corpus, head_prefix, tmp_path):
     reasons = {os.path.basename(p): by_path[p]["error"] for p in wanted}
     assert "pixel cap" in reasons["claims_100k.png"] and "pixel cap" in reasons["bomb_png_40k.png"]
     assert "FIFO" in reasons["fifo.png"]
+    assert "scans" in reasons["scan_bomb.jpg"] and "0x" not in reasons["junk.heic"]
+    assert by_path[str(root / "comfy_lone_surrogate.png")]["gen_prompt"] == "x\\ud800\\x00\\u202ey"
+    turned = by_path[str(root / "orientation6.jpg")]
+    assert (turned["width"], turned["height"]) == (96, 64)  # upright: the stored pixels are 64x96
     assert "loop" in reasons["up"] or "link" in reasons["up"]
     counts = Counter(r["status"] for r in rows)
     assert counts["ok"] >= 25 and counts["error"] >= 20
