@@ -15,7 +15,7 @@ import numpy as np
 
 from . import __version__, plots
 from .decode import RADIAL, DecodeJob
-from .detector import Detector
+from .engines import Scorer
 from .errors import AiiscanError
 from .metrics import balanced_threshold, fpr_threshold, parse_policy, rates_at, roc_auc
 from .progress import bar
@@ -56,7 +56,7 @@ class Calibration:
         return out
 
 
-def calibrate(detector: Detector, natural: Sequence[str], policy: str = "balanced",
+def calibrate(detector: Scorer, natural: Sequence[str], policy: str = "balanced",
               limit: int | None = None, seed: int = 0, batch_size: int = 64,
               workers: int | None = None, plot: str | Path | None = None,
               progress: bool = True, exact_decode: bool = False) -> Calibration:
@@ -71,7 +71,7 @@ def calibrate(detector: Detector, natural: Sequence[str], policy: str = "balance
             f"calibration needs at least 2 held-out natural photos, got {len(paths)}: give a "
             "folder of authentic photos that were not used for training")
     trained_on = set(detector.card.training.get("natural_fingerprints") or ())
-    size = detector.backbone.image_size
+    size = detector.image_size
     jobs = (DecodeJob(p, size, variants=(None, RADIAL), fast_decode=not exact_decode) for p in paths)
     originals, copies, shas, failed = [], [], [], []
     stream = detector.score_stream(jobs, batch_size=batch_size, workers=workers)
@@ -109,7 +109,7 @@ def calibrate(detector: Detector, natural: Sequence[str], policy: str = "balance
             "perturbation": "radial band [30, 100) of the centred 256x256 spectrum zeroed",
             "limit": limit,
             "decode": "exact" if exact_decode else "fast",
-            "precision": detector.backbone.precision,
+            "precision": detector.precision,
             "seed": seed,
         },
         "auc": roc_auc(neg, pos),

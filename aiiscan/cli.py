@@ -14,6 +14,7 @@ import os
 import shlex
 import sys
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 
 import click
@@ -22,6 +23,7 @@ from . import __version__
 from . import progress as progress_bars
 from .decode import DEFAULT_MAX_BYTES
 from .defaults import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, MODES
+from .engines import ENGINES, make_engine
 from .errors import (
     EXIT_CHECK_FAILED,
     EXIT_CODES,
@@ -31,11 +33,13 @@ from .errors import (
     EXIT_USAGE,
     AiiscanError,
 )
+from .options import RunOptions, ScanOptions
 from .preprocess import DEFAULT_MAX_PIXELS
 from .proxies import BANDS, PROXY_KINDS
 from .report import FORMATS
 
 PRECISIONS = ("auto", "fp32", "bf16")
+ENGINE_FLAGS = ("ray_address", "gpus_per_worker", "cpu_workers", "scorers")
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "show_default": True}
 
 EXIT_TABLE = "\n".join(f"  {code:<4} {text}" for code, text in EXIT_CODES)
@@ -135,9 +139,29 @@ def _model_options(f: Callable) -> Callable:
                      help="Decode JPEGs at full resolution (default: DCT-domain downscaling first)."),
         click.option("--precision", type=click.Choice(PRECISIONS), default="auto",
                      help="Backbone arithmetic: auto = bf16 on GPU, fp32 on CPU."),
+        click.option("--engine", type=click.Choice(sorted(ENGINES)), default="local",
+                     help="local: worker processes on this machine; ray: Ray Data, across a cluster "
+                          "(pip install 'aiiscan[ray]')."),
+        click.option("--ray-address", default=None, show_default=False,
+                     help="Ray cluster to join: auto, or ray://HOST:PORT [default: start a local one]."),
+        click.option("--gpus-per-worker", type=click.FloatRange(0), default=None, show_default=False,
+                     help="GPUs per scoring actor (ray engine) [default: 0]."),
+        click.option("--cpu-workers", type=click.IntRange(1), default=None, show_default=False,
+                     help="Concurrent decode tasks (ray engine) [default: as many as Ray schedules]."),
+        click.option("--scorers", type=click.IntRange(1), default=None, show_default=False,
+                     help="Scoring actors, each holding one copy of the model (ray engine) [default: 1]."),
     ]):
         f = opt(f)
     return f
+
+
+def _run_and_engine(params: dict, quiet: bool, progress: bool | None) -> tuple[RunOptions, object]:
+    """The typed options of a model-using command, built once from its parameters."""
+    run_keys = {f.name for f in fields(RunOptions)} - {"progress", "quiet"}
+    run = RunOptions(**{k: params[k] for k in run_keys if k in params and params[k] is not None},
+                     progress=progress_bars.wanted(quiet, progress), quiet=quiet)
+    engine_opts = {k: params[k] for k in ENGINE_FLAGS if params.get(k) is not None}
+    return run, make_engine(params["engine"], **engine_opts)
 
 
 def _info(quiet: bool) -> Callable[[str], None]:
@@ -288,23 +312,11 @@ def train(natural, natural_list, output, mode, backbone, pretrained, clip_weight
 @click.option("--keep-gps", is_flag=True,
               help="Write GPS coordinates into the report (default: only a has_gps flag).")
 @click.option("--no-prompts", is_flag=True, help="Leave generator prompts out of the report.")
-@click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
-              help="local: worker processes on this machine; ray: Ray Data, across a cluster "
-                   "(pip install 'aiiscan[ray]').")
-@click.option("--ray-address", default=None, show_default=False,
-              help="Ray cluster to join: auto, or ray://HOST:PORT [default: start a local one].")
-@click.option("--gpus-per-worker", type=click.FloatRange(0), default=0.0,
-              help="GPUs per scoring actor (ray engine).")
-@click.option("--cpu-workers", type=click.IntRange(1), default=None, show_default=False,
-              help="Concurrent decode tasks (ray engine) [default: as many as Ray schedules].")
-@click.option("--scorers", type=click.IntRange(1), default=1,
-              help="Scoring actors, each holding one copy of the model (ray engine).")
 @_overwrite
 @_common
-def scan(paths, output, fmt, from_list, weights, clip_weights, device, batch_size, workers,
-         exact_decode, precision, threshold, threads, resume, incremental, include, exclude,
-         follow_symlinks, max_pixels, max_bytes, timeout, part_rows, html_out, keep_gps, no_prompts,
-         engine, ray_address, gpus_per_worker, cpu_workers, scorers, overwrite, quiet, progress) -> None:
+def scan(paths, output, fmt, from_list, weights, threshold, resume, incremental, include, exclude,
+         follow_symlinks, max_pixels, max_bytes, part_rows, html_out, keep_gps, no_prompts, overwrite,
+         quiet, progress, **model_params) -> None:
     """Score images in files and folders (recursive) into a report, one row per file.
 
     Without --weights the default head is used ($AIISCAN_WEIGHTS, else the head installed by
@@ -318,16 +330,14 @@ def scan(paths, output, fmt, from_list, weights, clip_weights, device, batch_siz
     _check_threshold(threshold)
     output = output or "report.parquet"
     _check(html_out, overwrite, "HTML report")
-    summary = run_scan(
-        list(paths), output, weights=weights, from_list=from_list, fmt=fmt,
-        threshold=threshold, device=device, batch_size=batch_size, workers=workers,
-        resume=resume, incremental=incremental, include=include, exclude=exclude,
-        follow_symlinks=follow_symlinks, max_pixels=max_pixels, max_bytes=max_bytes,
-        timeout=timeout, clip_weights=clip_weights, part_rows=part_rows, keep_gps=keep_gps,
-        prompts=not no_prompts, exact_decode=exact_decode, precision=precision, engine=engine,
-        ray_address=ray_address, gpus_per_worker=gpus_per_worker, cpu_workers=cpu_workers,
-        scorers=scorers, threads=threads, quiet=quiet, progress=progress, overwrite=overwrite,
+    run, engine = _run_and_engine(model_params, quiet, progress)
+    options = ScanOptions(
+        run=run, weights=weights, fmt=fmt, from_list=from_list, threshold=threshold, resume=resume,
+        incremental=incremental, include=tuple(include), exclude=tuple(exclude),
+        follow_symlinks=follow_symlinks, max_pixels=max_pixels, max_bytes=max_bytes, part_rows=part_rows,
+        keep_gps=keep_gps, prompts=not no_prompts, overwrite=overwrite,
         command=shlex.join(["aiiscan", *sys.argv[1:]]))
+    summary = run_scan(list(paths), output, options, engine)
     if summary.interrupted:
         click.echo(f"interrupted: the rows written so far are kept in {output}.parts; "
                    f"resume with the same command plus --resume", err=True)
@@ -361,8 +371,8 @@ def scan(paths, output, fmt, from_list, weights, clip_weights, device, batch_siz
               help="Save a PNG histogram of both score sets with the threshold (needs matplotlib).")
 @_overwrite
 @_common
-def calibrate(weights, clip_weights, device, batch_size, workers, exact_decode, precision,
-              natural, natural_list, policy, limit, seed, plot, overwrite, quiet, progress) -> None:
+def calibrate(weights, natural, natural_list, policy, limit, seed, plot, overwrite, quiet, progress,
+              **model_params) -> None:
     """Pick the head's threshold on natural photos and band-(30,100) copies; store it in its card.
 
     No AI image is needed. The previous calibration moves to the card's calibration_history.
@@ -370,7 +380,6 @@ def calibrate(weights, clip_weights, device, batch_size, workers, exact_decode, 
     """
     from .calibrate import CalibrationError
     from .calibrate import calibrate as run_calibrate
-    from .detector import Detector
     from .metrics import parse_policy
     from .sources import list_images
 
@@ -382,11 +391,11 @@ def calibrate(weights, clip_weights, device, batch_size, workers, exact_decode, 
     if len(photos) < 2:
         raise CalibrationError(f"calibration needs at least 2 natural photos, found {len(photos)} "
                                f"in {', '.join(natural) or natural_list}")
-    det = Detector.load(weights, device=device, clip_weights=clip_weights, quiet=quiet,
-                        precision=precision)
-    result = run_calibrate(det, photos, policy, limit=limit, seed=seed, batch_size=batch_size,
-                           workers=workers, plot=plot, progress=progress_bars.wanted(quiet, progress),
-                           exact_decode=exact_decode)
+    run, engine = _run_and_engine(model_params, quiet, progress)
+    scorer = engine.open(weights, run)
+    result = run_calibrate(scorer, photos, policy, limit=limit, seed=seed, batch_size=run.batch_size,
+                           workers=run.workers, plot=plot, progress=run.progress,
+                           exact_decode=run.exact_decode)
     info = _info(quiet)
     for path, reason in result.failed[:5]:
         info(f"unreadable: {path}: {reason}")
@@ -415,15 +424,14 @@ def calibrate(weights, clip_weights, device, batch_size, workers, exact_decode, 
               help="Threshold for the accuracies, overriding the card's calibration.")
 @_overwrite
 @_common
-def evaluate(weights, clip_weights, device, batch_size, workers, exact_decode, precision, dataset,
-             real, fake, output, plots_dir, perturb, threshold, overwrite, quiet, progress) -> None:
+def evaluate(weights, dataset, real, fake, output, plots_dir, perturb, threshold, overwrite, quiet, progress,
+             **model_params) -> None:
     """Per-generator AP, ROC-AUC and accuracies on a labelled set (the paper's Tables I/II).
 
     The tables go to stdout (and to -o); unreadable files and written files are listed on stderr.
     """
     from . import plots
     from .datasets import from_folders, load_dataset
-    from .detector import Detector
     from .evaluate import evaluate as run_evaluate
     from .evaluate import to_csv, to_markdown, write_plots
     from .launder import Condition
@@ -440,10 +448,10 @@ def evaluate(weights, clip_weights, device, batch_size, workers, exact_decode, p
         raise OutputError(f"plots folder {plots_dir} is not empty: pass --overwrite to write into it")
     conditions = [None, *(Condition.parse(p) for p in perturb)]
     evalset = load_dataset(dataset) if dataset else from_folders(real, fake)
-    det = Detector.load(weights, device=device, clip_weights=clip_weights, quiet=quiet,
-                        precision=precision)
-    tables = run_evaluate(det, evalset, conditions, threshold, batch_size, workers,
-                          progress_bars.wanted(quiet, progress), exact_decode)
+    run, engine = _run_and_engine(model_params, quiet, progress)
+    det = engine.open(weights, run)
+    tables = run_evaluate(det, evalset, conditions, threshold, run.batch_size, run.workers, run.progress,
+                          run.exact_decode)
     caveat = ("random-init backbone: these numbers say nothing about detection quality"
               if det.card.random_init else None)
     text = to_markdown(tables, f"aiiscan evaluate: {det.model_id} on {evalset.root} ({evalset.layout})",

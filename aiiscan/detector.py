@@ -117,6 +117,14 @@ class Detector:
         return cls(bb, head, card, prefix)
 
     @property
+    def image_size(self) -> int:
+        return self.backbone.image_size
+
+    @property
+    def precision(self) -> str:
+        return self.backbone.precision
+
+    @property
     def threshold(self) -> float | None:
         return self.card.threshold_value
 

@@ -18,7 +18,7 @@ import numpy as np
 from . import plots
 from .datasets import EvalSet
 from .decode import DecodeJob
-from .detector import Detector
+from .engines import Scorer
 from .launder import Condition
 from .metrics import average_precision, rates_at, roc_auc
 from .progress import bar
@@ -56,10 +56,10 @@ class Table:
         return Row("mean", self.n_real, self.n_fake, *(avg(k) for k in METRICS))
 
 
-def score_files(detector: Detector, paths: Sequence[str], condition: Condition | None = None,
+def score_files(detector: Scorer, paths: Sequence[str], condition: Condition | None = None,
                 batch_size: int = 64, workers: int | None = None, progress: bool = True,
                 exact_decode: bool = False) -> tuple[dict[str, float], list[tuple[str, str]]]:
-    size = detector.backbone.image_size
+    size = detector.image_size
     jobs = (DecodeJob(p, size, condition=condition, fast_decode=not exact_decode) for p in paths)
     scores: dict[str, float] = {}
     failed: list[tuple[str, str]] = []
@@ -73,11 +73,11 @@ def score_files(detector: Detector, paths: Sequence[str], condition: Condition |
     return scores, failed
 
 
-def evaluate(detector: Detector, evalset: EvalSet, conditions: Sequence[Condition | None] = (None,),
+def evaluate(detector: Scorer, evalset: EvalSet, conditions: Sequence[Condition | None] = (None,),
              threshold: float | None = None, batch_size: int = 64, workers: int | None = None,
              progress: bool = True, exact_decode: bool = False) -> list[Table]:
     """One table per condition; accuracies need a threshold (the card's, or ``threshold``)."""
-    thr = detector.threshold if threshold is None else threshold
+    thr = detector.card.threshold_value if threshold is None else threshold
     files = evalset.files()
     tables = []
     for cond in conditions:

@@ -7,27 +7,31 @@ One direction, no back and forth. Files that fail anywhere become rows with
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
 from . import __version__
 from . import progress as progress_bars
-from .decode import DEFAULT_MAX_BYTES, DecodeJob, DecodeResult
-from .detector import Detector
+from .decode import DecodeJob, DecodeResult
+from .engines import Engine, make_engine
 from .errors import EXIT_FILE_ERRORS, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from .files import now_iso
+from .options import RunOptions, ScanOptions
 from .outputs import check_output
-from .pipeline import DEFAULT_TIMEOUT
-from .preprocess import DEFAULT_MAX_PIXELS
 from .report import COLUMNS, ReportWriter, format_for, read_report
 from .sources import iter_inputs
+
+if TYPE_CHECKING:
+    from .detector import Detector
 
 
 @dataclass
@@ -123,64 +127,51 @@ def _unchanged(path: str, old: dict) -> bool:
     return st.st_size == old["size"] and st.st_mtime_ns // 1000 == old["mtime"]  # report: µs
 
 
-def run_scan(paths: Sequence[str], output: str | Path, *, weights: str | None = None,
-             detector: Detector | None = None, from_list: str | None = None,
-             fmt: str | None = None, threshold: float | None = None, device: str = "auto",
-             batch_size: int = 64, workers: int | None = None, resume: bool = False,
-             incremental: str | Path | None = None, include: Sequence[str] = (),
-             exclude: Sequence[str] = (), follow_symlinks: bool = False,
-             max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES,
-             timeout: float = DEFAULT_TIMEOUT, clip_weights: str | None = None,
-             part_rows: int = 1024, keep_gps: bool = False, prompts: bool = True,
-             exact_decode: bool = False, precision: str = "auto", engine: str = "local",
-             ray_address: str | None = None, gpus_per_worker: float = 0.0,
-             cpu_workers: int | None = None, scorers: int = 1, threads: int | None = None,
-             quiet: bool = False, progress: bool | None = None, overwrite: bool = False,
-             command: str | None = None) -> ScanSummary:
+def options_from(*, detector: Detector | None = None, engine: str = "local", ray_address: str | None = None,
+                 gpus_per_worker: float | None = None, cpu_workers: int | None = None,
+                 scorers: int | None = None, **kwargs) -> tuple[ScanOptions, Engine]:
+    """The Python API's flat keywords as ``ScanOptions`` (with its ``RunOptions``) and an engine.
+
+    ``detector`` (a loaded ``Detector``) runs on the local engine; engine options given to an
+    engine that does not have them are refused (``engines.make_engine``).
+    """
+    run_keys = {f.name for f in fields(RunOptions)}
+    run = RunOptions(**{k: v for k, v in kwargs.items() if k in run_keys})
+    scan_opts = ScanOptions(run=run, **{k: (tuple(v) if k in ("include", "exclude") else v)
+                                        for k, v in kwargs.items() if k not in run_keys})
+    own = {k: v for k, v in (("ray_address", ray_address), ("gpus_per_worker", gpus_per_worker),
+                             ("cpu_workers", cpu_workers), ("scorers", scorers)) if v is not None}
+    if detector is not None:
+        own["detector"] = detector
+    return scan_opts, make_engine(engine, **own)
+
+
+def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | None = None,
+             engine: Engine | None = None) -> ScanSummary:
     """Scan files and folders into a report; see ``ScanSummary.exit_code`` for the outcome.
 
     Mistakes are found before the model loads: a root that does not exist, an output that may
     not be written (``outputs.check_output``; an existing report needs ``overwrite``).
-    ``weights=None`` with no ``detector`` uses the default head (``weights.default_head``).
-    ``engine="ray"`` decodes and scores on Ray Data (``ray_engine``); everything else here (the
-    crawl, resume, incremental reuse, rows, the report) is shared by both engines.
+    ``options.weights=None`` uses the default head (``weights.default_head``). The engine
+    (``engines``; default: local) decodes and scores; everything else here (the crawl, resume,
+    incremental reuse, rows, the report) is the same whatever the engine.
     """
+    opts = options or ScanOptions()
+    run = opts.run
+    engine = engine or make_engine("local")
     started = now_iso()
     t0 = time.perf_counter()
     missing = [p for p in paths if not os.path.lexists(p)]
     if missing:
         raise UsageError("no such file or folder: " + ", ".join(display_path(p) for p in missing[:5])
                          + (f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""))
-    if engine not in ("local", "ray"):
-        raise UsageError(f"unknown engine {engine!r}: use local or ray")
-    side = (".parts",) if format_for(output, fmt) == "parquet" else (".parts", ".meta.json")
-    check_output(output, overwrite=overwrite, companions=side, what="report")
-    show_bar = progress_bars.wanted(quiet, progress)
-    if engine == "ray":
-        from .ray_engine import RayScorer
-        from .weights import resolve_head
-
-        model = RayScorer(str(resolve_head(weights)), device=device, clip_weights=clip_weights,
-                          precision=precision,
-                          batch_size=batch_size, address=ray_address, gpus_per_worker=gpus_per_worker,
-                          cpu_workers=cpu_workers, scorers=scorers, quiet=quiet)
-        card, mid, crop = model.card, model.model_id, model.image_size
-
-        def stream(jobs: Iterable[DecodeJob]):
-            return model.score_stream(jobs)
-    elif engine == "local":
-        if detector is None:
-            detector = Detector.load(weights, device=device, clip_weights=clip_weights, quiet=quiet,
-                                     precision=precision)
-        card, mid, crop = detector.card, detector.model_id, detector.backbone.image_size
-        precision = detector.backbone.precision
-        if threads:
-            import torch
-
-            torch.set_num_threads(threads)  # scorer threads vs decode workers on shared cores
-
-        def stream(jobs: Iterable[DecodeJob]):
-            return detector.score_stream(jobs, batch_size, workers, timeout)
+    side = (".parts",) if format_for(output, opts.fmt) == "parquet" else (".parts", ".meta.json")
+    check_output(output, overwrite=opts.overwrite, companions=side, what="report")
+    if opts.threshold is not None and not math.isfinite(opts.threshold):
+        raise UsageError(f"the threshold must be a finite number, not {opts.threshold}")
+    model = engine.open(opts.weights, run)
+    card, mid, crop = model.card, model.model_id, model.image_size
+    threshold, keep_gps, prompts = opts.threshold, opts.keep_gps, opts.prompts
     if threshold is not None:
         thr, thr_source = float(threshold), "--threshold"
     elif card.threshold_value is not None:
@@ -189,18 +180,18 @@ def run_scan(paths: Sequence[str], output: str | Path, *, weights: str | None = 
     else:
         thr, thr_source = None, "none"
     summary = ScanSummary(report=None, threshold=thr, threshold_source=thr_source)
-    old = _old_rows(incremental, mid)
+    old = _old_rows(opts.incremental, mid)
 
-    writer = ReportWriter(output, fmt, resume=resume, rows_per_part=part_rows)
+    writer = ReportWriter(output, opts.fmt, resume=opts.resume, rows_per_part=opts.part_rows)
     done_rows = writer.done_table().select(["path", "status", "label", "provenance_hint"]).to_pylist() \
-        if resume else []
+        if opts.resume else []
     done = {r["path"] for r in done_rows}
     summary.resumed = len(done)
     for r in done_rows:  # the summary and exit code describe the whole report, resumed part included
         summary.count(r)
-    entries = list(iter_inputs(paths, from_list, include, exclude, follow_symlinks))
+    entries = list(iter_inputs(paths, opts.from_list, opts.include, opts.exclude, opts.follow_symlinks))
     todo = [e for e in entries if display_path(e.path) not in done]
-    bar = progress_bars.bar(total=len(todo), unit="file", show=show_bar)
+    bar = progress_bars.bar(total=len(todo), unit="file", show=run.progress)
 
     def emit(row: dict) -> None:
         summary.count(row)
@@ -223,8 +214,8 @@ def run_scan(paths: Sequence[str], output: str | Path, *, weights: str | None = 
                               "gen_prompt": prior["gen_prompt"] if prompts else None})
                 summary.reused += 1
                 continue
-            yield DecodeJob(entry.path, crop, max_pixels=max_pixels, max_bytes=max_bytes,
-                            explicit=entry.explicit, fast_decode=not exact_decode, provenance=True,
+            yield DecodeJob(entry.path, crop, max_pixels=opts.max_pixels, max_bytes=opts.max_bytes,
+                            explicit=entry.explicit, fast_decode=not run.exact_decode, provenance=True,
                             keep_gps=keep_gps, prompts=prompts)
 
     def scored(res: DecodeResult, s: float) -> dict:
@@ -236,7 +227,7 @@ def run_scan(paths: Sequence[str], output: str | Path, *, weights: str | None = 
 
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        for res, scores in stream(jobs()):
+        for res, scores in model.score_stream(jobs(), run.batch_size, run.workers, run.timeout):
             if res.status == "skipped":
                 summary.not_images += 1
                 bar.update(1)
@@ -265,22 +256,24 @@ def run_scan(paths: Sequence[str], output: str | Path, *, weights: str | None = 
         "threshold": thr,
         "threshold_source": thr_source,
         "threshold_block": card.threshold,
-        "command": command,
+        "command": opts.command,
         "roots": [display_path(p) for p in paths],
-        "from_list": from_list,
+        "from_list": opts.from_list,
         "started": started,
         "finished": now_iso(),
         "counts": dict(summary.status),
         "labels": dict(summary.labels),
         "provenance_hints": dict(summary.hints),
         "keep_gps": keep_gps,
-        "decode": "exact" if exact_decode else "fast (JPEG DCT scaling)",
-        "precision": precision,
-        "engine": engine,
-        "torch_threads": threads,
+        "decode": "exact" if run.exact_decode else "fast (JPEG DCT scaling)",
+        "precision": model.precision,
+        "engine": engine.name,
+        "engine_options": engine.describe(),
+        "torch_threads": run.threads,
         "prompts": prompts,
         "resumed_rows": summary.resumed,
         "reused_rows": summary.reused,
+        "options": opts.to_dict(),  # everything the scan was asked to do, as given
     }
     summary.report = writer.finish(metadata)
     return summary
@@ -301,5 +294,7 @@ def _info(res: DecodeResult) -> dict:
 
 
 def scan(paths: Sequence[str], output: str | Path, **kwargs) -> Path | None:
-    """Python API: scan and return the report path (None if interrupted)."""
-    return run_scan(paths, output, **kwargs).report
+    """Python API: scan and return the report path (None if interrupted). Keywords are the
+    fields of ``ScanOptions`` and ``RunOptions``, ``detector=`` (a loaded ``Detector``),
+    ``engine=`` ("local" or "ray") and the engine's own options."""
+    return run_scan(paths, output, *options_from(**kwargs)).report

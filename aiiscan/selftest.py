@@ -60,7 +60,7 @@ def run_selftest(keep: str | None = None, echo: Callable[[str], None] = print) -
     from .detector import Detector
     from .proxies import ProxySpec
     from .report import read_report
-    from .scanner import run_scan
+    from .scanner import options_from, run_scan
     from .train import TrainConfig, train
     from .weights import load_head
 
@@ -119,8 +119,9 @@ def run_selftest(keep: str | None = None, echo: Callable[[str], None] = print) -
 
     def scan() -> str:
         det = Detector(state["bb"], *load_head(root / "head"))
-        summary = run_scan([str(root / "scan")], root / "report.parquet", detector=det, overwrite=True,
-                           workers=2, batch_size=8, quiet=True)
+        summary = run_scan([str(root / "scan")], root / "report.parquet",
+                           *options_from(detector=det, overwrite=True,
+                           workers=2, batch_size=8, quiet=True))
         rows = {r["path"]: r for r in read_report(summary.report).to_pylist()}
         exp = state["expected"]
         if set(rows) != set(exp):

@@ -30,7 +30,7 @@ def main() -> None:
 
     import ray
 
-    from aiiscan.scanner import run_scan
+    from aiiscan.scanner import options_from, run_scan
 
     paths = small_jpegs(Path(args.cache) / "small", args.files)
     head = Path(args.cache) / "fidelity-head-tiny"
@@ -47,8 +47,9 @@ def main() -> None:
             for engine in ("local", "ray"):
                 out = Path(tmp) / f"{engine}.parquet"
                 t = time.perf_counter()
-                s = run_scan([], out, weights=str(head), from_list=str(listing), device="cpu", engine=engine,
-                             quiet=True)
+                s = run_scan([], out,
+                             *options_from(weights=str(head), from_list=str(listing), device="cpu",
+                                           engine=engine, quiet=True))
                 rates[engine].append(s.scored / (time.perf_counter() - t))
                 out.unlink()
     local, distributed = statistics.median(rates["local"]), statistics.median(rates["ray"])

@@ -41,12 +41,12 @@ def make_files(folder: Path, n: int, size=(64, 48)) -> None:
 
 
 def inner(args) -> None:
-    from aiiscan.scanner import run_scan
+    from aiiscan.scanner import options_from, run_scan
 
     det = detector_for("tiny")
     with tempfile.TemporaryDirectory() as tmp:
-        s = run_scan([args.folder], Path(tmp) / "r.parquet", detector=det, workers=args.workers,
-                     batch_size=args.batch_size, quiet=True)
+        s = run_scan([args.folder], Path(tmp) / "r.parquet", *options_from(detector=det, workers=args.workers,
+                     batch_size=args.batch_size, quiet=True))
     me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"RESULT {s.scored} {s.seconds:.3f} {me:.1f}")
 

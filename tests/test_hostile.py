@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from aiiscan.report import read_report
-from aiiscan.scanner import display_path, run_scan
+from aiiscan.scanner import display_path, options_from, run_scan
 
 from .hostile import make_corpus
 
@@ -72,8 +72,8 @@ def test_vanished_and_replaced_files_between_crawl_and_decode(tmp_path, head_pre
         return iter(entries)
 
     monkeypatch.setattr(scanner, "iter_inputs", crawl_then_sabotage)
-    summary = run_scan([str(tmp_path / "in")], tmp_path / "r.parquet", weights=str(head_prefix),
-                       device="cpu", workers=2, quiet=True)
+    summary = run_scan([str(tmp_path / "in")], tmp_path / "r.parquet", *options_from(weights=str(head_prefix),
+                       device="cpu", workers=2, quiet=True))
     assert summary.exit_code == 3
     rows = {r["path"]: r for r in read_report(summary.report).to_pylist()}
     assert set(rows) == set(files)
@@ -89,11 +89,13 @@ def test_links_are_reported_as_given_and_never_followed_unasked(tmp_path, head_p
     root = tmp_path / "root"
     write_photos(root, 1, seed=5)
     os.symlink(outside, root / "link.png")
-    s = run_scan([str(root)], tmp_path / "a.parquet", weights=str(head_prefix), device="cpu", workers=0,
-                 quiet=True)
+    s = run_scan([str(root)], tmp_path / "a.parquet",
+                 *options_from(weights=str(head_prefix), device="cpu", workers=0,
+                 quiet=True))
     rows = {r["path"]: r for r in read_report(s.report).to_pylist()}
     assert rows[str(root / "link.png")]["status"] == "skipped" and outside not in rows
-    s = run_scan([str(root)], tmp_path / "b.parquet", weights=str(head_prefix), device="cpu", workers=0,
-                 follow_symlinks=True, quiet=True)
+    s = run_scan([str(root)], tmp_path / "b.parquet",
+                 *options_from(weights=str(head_prefix), device="cpu", workers=0,
+                 follow_symlinks=True, quiet=True))
     rows = {r["path"]: r for r in read_report(s.report).to_pylist()}
     assert rows[str(root / "link.png")]["status"] == "ok" and outside not in rows  # the path given

@@ -1,0 +1,140 @@
+"""The distributed engine: the same work on Ray Data (``aiiscan[ray]``), across machines.
+
+CPU tasks run the scan's own ``decode_job`` on each job as it was built (variants, laundering
+condition and seed included, so calibrate and evaluate run here too); actors hold a
+``Detector`` (loaded once per actor, on a GPU when asked) and score every variant's crop. Only
+crops and the decode results' small facts travel, never file bytes. The driver keeps the crawl,
+resume and incremental logic and writes the report, exactly as with the local engine.
+
+Differences from the local engine: per-file time-outs and the replacement of a crashed worker
+are the local pool's. On Ray a decode task that crashes is retried by Ray; one that keeps
+crashing stops the run with an error, and ``--resume`` continues a scan.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..decode import DecodeJob, DecodeResult, decode_job
+from ..errors import UsageError
+from ..options import RunOptions
+
+DECODE_MEMORY = 768 * 1024 * 1024  # RGB at the default pixel cap (~537 MB) plus working copies
+
+
+def _decode_batch(batch: dict) -> dict:
+    """CPU task: decode each job; a failure is a result with its reason, never an exception."""
+    results, crops = [], []
+    for job in batch["job"]:
+        res = decode_job(job)
+        size, n = job.crop_size, max(len(job.variants), 1)
+        crops.append(np.stack(res.arrays) if res.status == "ok" else np.zeros((n, size, size, 3), np.uint8))
+        res.arrays = []
+        results.append(res)
+    out = np.empty(len(results), dtype=object)
+    out[:] = results
+    return {"result": out, "crop": np.stack(crops) if crops else np.zeros((0, 1, 1, 1, 3), np.uint8)}
+
+
+class _Scorer:
+    """Actor: one model per actor, loaded once; scores every variant of the rows that decoded."""
+
+    def __init__(self, weights: str, run: RunOptions):
+        from ..detector import Detector
+
+        self.detector = Detector.load(weights, device=run.device, clip_weights=run.clip_weights, quiet=True,
+                                      precision=run.precision)
+
+    def __call__(self, batch: dict) -> dict:
+        ok = np.array([r.status == "ok" for r in batch["result"]], dtype=bool)
+        crops = batch["crop"]
+        scores = np.full(crops.shape[:2], np.nan)
+        if ok.any():
+            good = crops[ok]
+            n, v = good.shape[:2]
+            flat = self.detector.score_arrays(good.reshape(n * v, *good.shape[2:]))
+            scores[ok] = flat.astype(np.float64).reshape(n, v)
+        return {"result": batch["result"], "score": scores}
+
+
+@dataclass
+class RayEngine:
+    """``ray_address``: a cluster to join (None: start a local one); ``scorers`` actors with
+    ``gpus_per_worker`` GPUs each; ``cpu_workers`` concurrent decode tasks (None: Ray's choice)."""
+
+    name: ClassVar[str] = "ray"
+    ray_address: str | None = None
+    gpus_per_worker: float = 0.0
+    cpu_workers: int | None = None
+    scorers: int = 1
+
+    def open(self, weights: str | None, run: RunOptions) -> RayScorer:
+        return RayScorer(weights, run, self)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "ray_address": self.ray_address, "gpus_per_worker": self.gpus_per_worker,
+                "cpu_workers": self.cpu_workers, "scorers": self.scorers}
+
+
+class RayScorer:
+    """The driver's handle: the head's card, and a score stream run on Ray."""
+
+    def __init__(self, weights: str | None, run: RunOptions, engine: RayEngine):
+        try:
+            import ray
+        except ImportError:
+            raise UsageError("--engine ray needs Ray: pip install 'aiiscan[ray]'") from None
+        from ..weights import load_head, model_id  # driver only: decode tasks must not import torch
+
+        _, self.card, self.prefix = load_head(weights)  # the driver needs the card, not the model
+        self.model_id = model_id(self.card, self.prefix)
+        device = "cuda" if engine.gpus_per_worker > 0 and run.device == "auto" else run.device
+        self.run = RunOptions(**{**run.to_dict(), "device": device})
+        self.engine = engine
+        if not ray.is_initialized():
+            ray.init(address=engine.ray_address, ignore_reinit_error=True, log_to_driver=False,
+                     include_dashboard=False, configure_logging=False)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.card.backbone["image_size"])
+
+    @property
+    def precision(self) -> str:
+        return self.run.precision
+
+    def score_stream(self, jobs: Iterable[DecodeJob], batch_size: int | None = None,
+                     workers: int | None = None, timeout: float | None = None,  # noqa: ARG002
+                     ) -> Iterator[tuple[DecodeResult, np.ndarray | None]]:
+        """Like ``Detector.score_stream``; ``workers`` and ``timeout`` are the local pool's and do
+        not apply (Ray schedules decode tasks itself)."""
+        import ray
+        from ray.data import ActorPoolStrategy, TaskPoolStrategy
+
+        jobs = list(jobs)
+        if not jobs:
+            return
+        ray.data.DataContext.get_current().enable_progress_bars = self.run.progress
+        if self.run.quiet:
+            logging.getLogger("ray.data").setLevel(logging.WARNING)
+        ds = ray.data.from_items([{"job": j} for j in jobs],
+                                 override_num_blocks=max(1, min(len(jobs) // 32, 1000)))
+        # Decode runs as its own pool of CPU tasks, each reserving the memory a photo at the pixel
+        # cap can take. Differing resources also keep Ray from fusing decoding into the scoring
+        # actors (which would leave one decode per actor, no parallelism).
+        cpu = self.engine.cpu_workers
+        ds = ds.map_batches(_decode_batch, batch_size=32, batch_format="numpy", memory=DECODE_MEMORY,
+                            compute=TaskPoolStrategy(size=cpu) if cpu else None)
+        ds = ds.map_batches(_Scorer, fn_constructor_kwargs={"weights": str(self.prefix), "run": self.run},
+                            batch_size=batch_size or self.run.batch_size, batch_format="numpy",
+                            compute=ActorPoolStrategy(size=self.engine.scorers),
+                            num_gpus=self.engine.gpus_per_worker or None)
+        for batch in ds.iter_batches(batch_format="numpy", batch_size=256):
+            for res, score in zip(batch["result"], batch["score"], strict=True):
+                yield res, (np.asarray(score) if res.status == "ok" else None)
+

@@ -1,0 +1,59 @@
+"""Typed options: built once (by the CLI, or by the Python API from keywords) and passed whole.
+
+``RunOptions`` is what every command that runs the model shares; ``ScanOptions`` what a scan
+adds. The scan report's metadata records the whole objects, so a report says exactly how it
+was made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from .decode import DEFAULT_MAX_BYTES
+from .pipeline import DEFAULT_TIMEOUT
+from .preprocess import DEFAULT_MAX_PIXELS
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How the model runs: where, how fast, how decoded, how loud."""
+
+    device: str = "auto"  # auto, cpu, cuda or cuda:N
+    precision: str = "auto"  # auto (bf16 on GPU), fp32, bf16
+    clip_weights: str | None = None  # a local CLIP checkpoint for the card's backbone
+    batch_size: int = 64
+    workers: int | None = None  # decode processes; None = one per core, 0 = in-process
+    timeout: float = DEFAULT_TIMEOUT  # seconds one file may take to decode
+    exact_decode: bool = False  # full-resolution JPEG decoding (off: DCT-domain downscaling)
+    threads: int | None = None  # torch threads for scoring
+    progress: bool = False  # draw progress bars
+    quiet: bool = False  # no messages on stderr
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ScanOptions:
+    """What to scan and how to write it, beyond ``RunOptions``."""
+
+    run: RunOptions = field(default_factory=RunOptions)
+    weights: str | None = None  # head prefix or name; None: the default head
+    fmt: str | None = None  # report format; None: from the output's extension
+    from_list: str | None = None
+    threshold: float | None = None  # overrides the card's calibrated threshold
+    resume: bool = False
+    incremental: str | None = None  # an older report whose unchanged rows are reused
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    follow_symlinks: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_bytes: int = DEFAULT_MAX_BYTES
+    part_rows: int = 1024
+    keep_gps: bool = False
+    prompts: bool = True
+    overwrite: bool = False
+    command: str | None = None  # the command line, for the report's metadata
+
+    def to_dict(self) -> dict:
+        return asdict(self)
