@@ -450,8 +450,8 @@ def evaluate(weights, dataset, real, fake, output, plots_dir, perturb, threshold
     evalset = load_dataset(dataset) if dataset else from_folders(real, fake)
     run, engine = _run_and_engine(model_params, quiet, progress)
     det = engine.open(weights, run)
-    tables = run_evaluate(det, evalset, conditions, threshold, run.batch_size, run.workers, run.progress,
-                          run.exact_decode)
+    tables = run_evaluate(det, evalset, conditions, threshold, batch_size=run.batch_size, workers=run.workers,
+                          progress=run.progress, exact_decode=run.exact_decode)
     caveat = ("random-init backbone: these numbers say nothing about detection quality"
               if det.card.random_init else None)
     text = to_markdown(tables, f"aiiscan evaluate: {det.model_id} on {evalset.root} ({evalset.layout})",

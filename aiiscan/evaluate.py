@@ -74,7 +74,7 @@ def score_files(detector: Scorer, paths: Sequence[str], condition: Condition | N
 
 
 def evaluate(detector: Scorer, evalset: EvalSet, conditions: Sequence[Condition | None] = (None,),
-             threshold: float | None = None, batch_size: int = 64, workers: int | None = None,
+             threshold: float | None = None, *, batch_size: int = 64, workers: int | None = None,
              progress: bool = True, exact_decode: bool = False) -> list[Table]:
     """One table per condition; accuracies need a threshold (the card's, or ``threshold``)."""
     thr = detector.card.threshold_value if threshold is None else threshold

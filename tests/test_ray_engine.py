@@ -103,8 +103,8 @@ def test_calibrate_and_evaluate_on_ray_match_the_local_engine(local_cluster, mix
     write_photos(tmp_path / "gen", 4, seed=33)
     evalset = from_folders([str(mixed_folder / "sub")], [str(tmp_path / "gen")])
     conditions = [None, Condition.parse("jpeg:80")]
-    ta = evaluate(local, evalset, conditions, 0.0, 4, 0, False)
-    tb = evaluate(far, evalset, conditions, 0.0, 4, 0, False)
+    ta = evaluate(local, evalset, conditions, 0.0, batch_size=4, workers=0, progress=False)
+    tb = evaluate(far, evalset, conditions, 0.0, batch_size=4, progress=False)
     for x, y in zip(ta, tb, strict=True):
         assert x.condition == y.condition
         for rx, ry in zip(x.rows, y.rows, strict=True):
