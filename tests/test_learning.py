@@ -93,7 +93,7 @@ def test_trained_heads_rank_band_copies_above_originals(sets, tmp_path, mode, ra
 
 @pytest.mark.parametrize("mode, ratio, sign, direction", [
     ("N+P", 0.1, -1.0, 1),   # the loss sign flipped (Eq. 7's typo)
-    ("P", 0.0, 1.0, 1),      # a proxy that damages nothing
+    ("N+P", 0.0, 1.0, 1),    # a proxy that damages nothing
     ("N+P", 0.1, 1.0, -1),   # higher score read as "more natural"
 ])
 def test_sabotaged_training_fails_the_bar(sets, tmp_path, monkeypatch, mode, ratio, sign, direction):
