@@ -252,7 +252,8 @@ def build_backbone(name: str = DEFAULT_BACKBONE, pretrained: str = DEFAULT_PRETR
                 torch.manual_seed(0)
                 model = open_clip.create_model(model_name, pretrained=weights_path, device="cpu")
         except (RuntimeError, ValueError, KeyError, OSError) as exc:
-            raise BackboneError(f"could not build {name} with weights {weights_path}: {exc}") from exc
+            raise BackboneError(f"could not build {name} with weights {weights_path} (not an open_clip "
+                                f"checkpoint for it?): {type(exc).__name__}: {exc}") from exc
         finally:
             root.setLevel(level)
     visual = model.visual

@@ -35,11 +35,12 @@ class Calibration:
     block: dict  # what went into the card's ``threshold``
     failed: list[tuple[str, str]] = field(default_factory=list)
     plot: str | None = None  # the PNG written, or why none was
+    card_path: str = ""
 
     def lines(self) -> list[str]:
         b, v = self.block, self.block["validation"]
         out = [
-            f"threshold {b['value']:.6g} (policy {b['policy']}) written into the model card",
+            f"threshold {b['value']:.6g} (policy {b['policy']}) written into the model card {self.card_path}",
             f"validation: {v['natural_count']} natural photos + {v['natural_count']} band-(30,100) "
             "copies" + (f"; {len(self.failed)} photos could not be read" if self.failed else ""),
             f"AUC {b['auc']:.4f}, balanced accuracy {b['balanced_accuracy']:.4f}, "
@@ -50,7 +51,7 @@ class Calibration:
         if "overlap_check" in v:
             out.append("warning: overlap with the training photos could not be checked "
                        "(the card lists no training fingerprints)")
-        if self.plot:
+        if self.plot and self.plot != plots.MISSING:
             out.append(f"plot: {self.plot}")
         out.append(CAUTION)
         return out
@@ -125,7 +126,7 @@ def calibrate(detector: Scorer, natural: Sequence[str], policy: str = "balanced"
     card = detector.card.with_threshold(block)
     write_card(detector.prefix, card)
     detector.card = card
-    result = Calibration(block, failed)
+    result = Calibration(block, failed, card_path=f"{detector.prefix}.json")
     if plot is not None:
         if plots.available():
             plots.histogram(plot, [("natural photos", neg), ("band-(30,100) copies", pos)],

@@ -13,13 +13,14 @@ import math
 import os
 import shlex
 import sys
+import traceback
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 
 import click
 
-from . import __version__
+from . import __version__, signals
 from . import progress as progress_bars
 from .decode import DEFAULT_MAX_BYTES
 from .defaults import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, MODES
@@ -36,7 +37,7 @@ from .errors import (
 from .options import RunOptions, ScanOptions
 from .preprocess import DEFAULT_MAX_PIXELS
 from .proxies import BANDS, PROXY_KINDS
-from .report import FORMATS
+from .report import FORMATS, SUFFIXES
 
 PRECISIONS = ("auto", "fp32", "bf16")
 ENGINE_FLAGS = ("ray_address", "gpus_per_worker", "cpu_workers", "scorers")
@@ -57,11 +58,13 @@ class AiiscanGroup(click.Group):
     ``--debug`` shows."""
 
     def invoke(self, ctx: click.Context):
+        restore = signals.install()
+        ctx.call_on_close(restore)
         try:
             return super().invoke(ctx)
         except AiiscanError as exc:
             if _debug():
-                raise
+                traceback.print_exc()
             click.echo(f"aiiscan: error: {exc}", err=True)
             ctx.exit(EXIT_USAGE)
         except KeyboardInterrupt:
@@ -70,8 +73,12 @@ class AiiscanGroup(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as exc:
+            if signals.received():  # a library's error on the way out of an interruption
+                click.echo("aiiscan: interrupted", err=True)
+                ctx.exit(EXIT_INTERRUPTED)
             if _debug():
-                raise
+                traceback.print_exc()
+                ctx.exit(EXIT_INTERNAL)
             text = " ".join(str(exc).split())[:300]
             click.echo(f"aiiscan: internal error: {type(exc).__name__}: {text}\n"
                        "This is a bug in aiiscan. Rerun with --debug (aiiscan --debug COMMAND ...) "
@@ -250,12 +257,16 @@ def train(natural, natural_list, output, mode, backbone, pretrained, clip_weight
     from .sources import list_images
     from .train import MODE_DEFAULTS, TrainConfig
     from .train import train as run_train
+    from .weights import DEFAULT_NAME, user_weights_dir
     from .weights import install_default as install
 
     if not natural and not natural_list:
         raise click.UsageError("give --natural DIR and/or --natural-list FILE")
     for suffix in (".safetensors", ".json"):
         check_output(output + suffix, overwrite=overwrite, companions=(".ckpt",), what="head file")
+    if install_default:
+        check_output(f"{user_weights_dir() / DEFAULT_NAME}.json", overwrite=overwrite,
+                     what="installed default head")
     default_ratio, default_epochs = MODE_DEFAULTS[mode]
     cfg = TrainConfig(
         mode=mode, proxy=ProxySpec(proxy, band, default_ratio if ratio is None else ratio, proxy_sigma),
@@ -265,8 +276,13 @@ def train(natural, natural_list, output, mode, backbone, pretrained, clip_weight
     bb = build_backbone(backbone, pretrained, clip_weights, device, quiet=quiet)
     photos = list_images(natural, natural_list)
     held_out = list_images(val_natural) if val_natural else None
-    card = run_train(bb, photos, output, cfg, held_out, resume=resume,
-                     progress=progress_bars.wanted(quiet, progress), echo=_info(quiet))
+    try:
+        card = run_train(bb, photos, output, cfg, held_out, resume=resume,
+                         progress=progress_bars.wanted(quiet, progress), echo=_info(quiet))
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: the last finished epoch is kept in {output}.ckpt.*; continue with the "
+                   "same command plus --resume", err=True)
+        sys.exit(EXIT_INTERRUPTED)
     t = card.training
     click.echo(f"wrote {output}.safetensors and {output}.json: mode {mode}, {t['natural_count']} photos "
                f"({t['natural_failed']} unreadable), kept epoch {t['kept_epoch']} ({t['kept_by']})")
@@ -329,6 +345,9 @@ def scan(paths, output, fmt, from_list, weights, threshold, resume, incremental,
         raise click.UsageError("give at least one PATH or --from-list FILE")
     _check_threshold(threshold)
     output = output or "report.parquet"
+    if not fmt and Path(output).suffix.lower().lstrip(".") not in SUFFIXES:
+        raise click.UsageError(f"cannot tell the report format of {Path(output).name!r}: end it in .parquet, "
+                               ".csv or .jsonl, or pass --format")
     _check(html_out, overwrite, "HTML report")
     run, engine = _run_and_engine(model_params, quiet, progress)
     options = ScanOptions(
@@ -378,6 +397,7 @@ def calibrate(weights, natural, natural_list, policy, limit, seed, plot, overwri
     No AI image is needed. The previous calibration moves to the card's calibration_history.
     The threshold places labels; it is not evidence of detection quality.
     """
+    from . import plots
     from .calibrate import CalibrationError
     from .calibrate import calibrate as run_calibrate
     from .metrics import parse_policy
@@ -401,6 +421,8 @@ def calibrate(weights, natural, natural_list, policy, limit, seed, plot, overwri
         info(f"unreadable: {path}: {reason}")
     for line in result.lines():
         click.echo(line)
+    if result.plot == plots.MISSING:
+        info(f"no plot: {plots.MISSING}")
 
 
 @main.command(short_help="Per-generator AP, AUC and accuracies on a labelled set (the paper's tables).",

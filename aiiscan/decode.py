@@ -176,7 +176,7 @@ def _decode(job: DecodeJob) -> DecodeResult:
         result.arrays = [_variant(img, job, v, i) for i, v in enumerate(job.variants)]
         result.status = "ok"
     except FileNotFoundError:
-        result.error = "file vanished before it could be read"
+        result.error = "no such file (missing, or vanished before it could be read)"
     except PermissionError:
         result.error = "permission denied"
     except IsADirectoryError:

@@ -229,8 +229,8 @@ def render(report: str | Path, top: int = 50, thumbnails: bool = True,
     if thr is None and ok and ok[0].get("threshold") is not None:
         thr = ok[0]["threshold"]
     status = Counter(r["status"] for r in rows)
-    labels = Counter(r["label"] for r in rows if r.get("label"))
-    hints = Counter(r.get("provenance_hint") for r in rows if r.get("provenance_hint"))
+    labels = Counter(r.get("label") or "none" for r in rows)
+    hints = Counter(r.get("provenance_hint") or "none" for r in rows)
     backbone = meta.get("backbone") or {}
     block = meta.get("threshold_block") or {}
 

@@ -17,6 +17,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from pebble import ProcessExpired, ProcessPool
 
 from .decode import DecodeJob, DecodeResult, decode_job
+from .signals import ignore_in_worker
 
 DEFAULT_TIMEOUT = 120.0
 
@@ -45,7 +46,7 @@ def decode_stream(jobs: Iterable[DecodeJob], workers: int | None = None,
     # spawn: workers never inherit the parent's torch threads or model memory.
     ctx = multiprocessing.get_context("spawn")
     pending: deque = deque()
-    with ProcessPool(max_workers=workers, context=ctx) as pool:
+    with ProcessPool(max_workers=workers, context=ctx, initializer=ignore_in_worker) as pool:
         try:
             for job in jobs:
                 pending.append((job, pool.schedule(decode_job, args=(job,), timeout=timeout)))

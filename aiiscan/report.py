@@ -104,8 +104,8 @@ def format_for(path: str | Path, explicit: str | None = None) -> str:
         return explicit
     suffix = Path(path).suffix.lower().lstrip(".")
     if suffix not in SUFFIXES:
-        raise ReportError(f"cannot tell the report format of {Path(path).name!r}: end it in .parquet, "
-                          ".csv or .jsonl (or pass --format)")
+        raise ReportError(f"cannot tell the report format of {Path(path).name!r}: its name must end in "
+                          ".parquet, .csv or .jsonl")
     return SUFFIXES[suffix]
 
 
@@ -178,6 +178,29 @@ class ReportWriter:
                 f"{self.parts} holds an interrupted scan: add --resume to continue it, "
                 "or delete that folder to start over")
         self.next_part = len(self._part_files())
+
+    @staticmethod
+    def check(out: str | Path, resume: bool) -> None:
+        """What the constructor would refuse, checked without creating anything: run before the
+        model loads, so a rival or interrupted scan is named in a second, not after a minute."""
+        out = Path(out)
+        parts = out.with_name(out.name + ".parts")
+        if not parts.is_dir():
+            return
+        try:
+            fd = os.open(parts / "LOCK", os.O_RDONLY)
+        except OSError:
+            fd = None
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ReportError(f"another scan is writing {out} (lock held on {parts})") from None
+            finally:
+                os.close(fd)
+        if not resume:
+            raise ReportError(f"{parts} holds an interrupted scan: add --resume to continue it, "
+                              "or delete that folder to start over")
 
     def _lock(self) -> None:
         fd = os.open(self.parts / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from . import __version__
+from . import __version__, signals
 from . import progress as progress_bars
 from .decode import DecodeJob, DecodeResult
 from .engines import Engine, make_engine
@@ -73,7 +72,8 @@ class ScanSummary:
         out = [
             "status: " + (", ".join(f"{k} {v}" for k, v in sorted(self.status.items())) or "no files"),
             "labels: " + labels,
-            f"threshold: {self.threshold} ({self.threshold_source})",
+            f"threshold: {'none' if self.threshold is None else format(self.threshold, '.6g')} "
+            f"({self.threshold_source})",
             "provenance: " + (", ".join(f"{k} {v}" for k, v in sorted(self.hints.items())) or "no hints")
             + " (file metadata: evidence beside the score, not part of it)",
             f"scored {_n(self.scored, 'file')} in {self.seconds:.1f}s ({rate:.1f} files/s); "
@@ -98,14 +98,6 @@ def _label(score: float | None, threshold: float | None) -> str | None:
     if score is None or threshold is None:
         return None
     return "ai" if score >= threshold else "natural"
-
-
-class _Terminate(Exception):
-    pass
-
-
-def _on_sigterm(signum, frame):  # noqa: ARG001
-    raise _Terminate()
 
 
 def _old_rows(incremental: str | Path | None, model: str) -> dict[str, dict]:
@@ -169,6 +161,7 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
     check_output(output, overwrite=opts.overwrite, companions=side, what="report")
     if opts.threshold is not None and not math.isfinite(opts.threshold):
         raise UsageError(f"the threshold must be a finite number, not {opts.threshold}")
+    ReportWriter.check(output, opts.resume)
     model = engine.open(opts.weights, run)
     card, mid, crop = model.card, model.model_id, model.image_size
     threshold, keep_gps, prompts = opts.threshold, opts.keep_gps, opts.prompts
@@ -225,7 +218,7 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
             row |= {"status": "error", "error": "non-finite score", "score": None, "label": None}
         return row
 
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    restore = signals.install()  # SIGTERM (docker stop) and Ctrl-C both stop here, resumably
     try:
         for res, scores in model.score_stream(jobs(), run.batch_size, run.workers, run.timeout):
             if res.status == "skipped":
@@ -236,16 +229,15 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
             else:
                 emit(scored(res, float(scores[0])))
                 summary.scored += 1
-    except (KeyboardInterrupt, _Terminate):
-        summary.interrupted = True
+    except BaseException as exc:
         writer.close()
+        if not (isinstance(exc, KeyboardInterrupt) or signals.received()):
+            raise
+        summary.interrupted = True  # also when a library failed on the way out of the interrupt
         summary.seconds = time.perf_counter() - t0
         return summary
-    except BaseException:
-        writer.close()
-        raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        restore()
         bar.close()
     summary.seconds = time.perf_counter() - t0
     metadata = {

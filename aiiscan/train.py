@@ -196,6 +196,11 @@ def train(backbone: ClipBackbone, natural: Sequence[str], out: str | Path, cfg: 
     start_epoch, history = 0, []
     best_state = {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}
     best_epoch, best_auc = None, -math.inf
+    if not resume and ckpt.meta.is_file():
+        raise TrainingError(f"{ckpt.meta} holds an interrupted training run: add --resume to continue it, "
+                            "or delete it (and its .ckpt.safetensors) to start over")
+    if resume and not ckpt.meta.is_file() and echo:
+        echo(f"no checkpoint {ckpt.meta} to resume from: starting at epoch 1")
     if resume and ckpt.meta.is_file():
         meta, best_state = ckpt.load(head, opt)
         if meta.get("fingerprint") != fingerprint:

@@ -61,7 +61,7 @@ photos, and a useful one needs the real CLIP weights (ViT-L-14/openai, ~1.7 GB, 
 by `aiiscan train`), which cannot be bundled. Make one from photos you trust:
 
     aiiscan train --natural ~/photos/authentic -o mine --install-default
-    aiiscan calibrate --natural ~/photos/held-out
+    aiiscan calibrate --natural ~/photos/calibration
     aiiscan scan ./photos -o report.parquet
 
 or name a head with --weights W or $AIISCAN_WEIGHTS=W. Looked for a default head in: {looked}"""

@@ -1,19 +1,22 @@
-"""Score a folder from Python, then look at the report with pandas.
+"""Score a folder from Python, then look at the report with pyarrow (no pandas needed).
 
     python examples/python_api.py WEIGHTS FOLDER [REPORT.parquet]
 """
 
 import sys
 
-import pandas as pd
+from collections import Counter
 
 import aiiscan
+from aiiscan.report import read_report
 
 if __name__ == "__main__":
     weights, folder = sys.argv[1], sys.argv[2]
     out = sys.argv[3] if len(sys.argv) > 3 else "report.parquet"
     detector = aiiscan.Detector.load(weights, device="auto")
     report = aiiscan.scan([folder], out, detector=detector, quiet=True)
-    df = pd.read_parquet(report)
-    print(df.groupby("status").size().to_string())
-    print(df.sort_values("score", ascending=False)[["path", "score", "label"]].head(10).to_string())
+    rows = read_report(report).select(["path", "status", "score", "label"]).to_pylist()
+    for status, count in sorted(Counter(r["status"] for r in rows).items()):
+        print(f"{status:<8} {count}")
+    for r in sorted((r for r in rows if r["score"] is not None), key=lambda r: -r["score"])[:10]:
+        print(f"{r['score']:10.4f}  {r['label'] or '-':<8} {r['path']}")
