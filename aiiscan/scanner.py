@@ -80,6 +80,12 @@ class ScanSummary:
             f"reused {self.reused} unchanged, {self.resumed} from the interrupted run; "
             f"{_n(self.not_images, 'non-image file')} in folders ignored",
         ]
+        if self.status.get("error"):
+            out.append(f"{_n(self.status['error'], 'file')} could not be scored: see the rows with "
+                       "status=error, each with its reason")
+        if self.status.get("skipped"):
+            out.append(f"{_n(self.status['skipped'], 'symbolic link')} not followed (status=skipped): "
+                       "add --follow-symlinks to scan their targets")
         if self.report:
             out.append(f"report: {self.report}")
         return out
