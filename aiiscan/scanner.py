@@ -100,8 +100,10 @@ def _label(score: float | None, threshold: float | None) -> str | None:
     return "ai" if score >= threshold else "natural"
 
 
-class _Terminate(Exception):
-    pass
+class _Terminate(BaseException):
+    """SIGTERM as an exception. A BaseException, like KeyboardInterrupt, so that no
+    ``except Exception`` on the way (a decode wait, a decoder guard) can take it for a file
+    error: ``docker stop`` and Kubernetes signal only the main PID, and the scan must stop."""
 
 
 def _on_sigterm(signum, frame):  # noqa: ARG001
