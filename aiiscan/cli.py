@@ -37,6 +37,7 @@ from .options import RunOptions, ScanOptions
 from .preprocess import DEFAULT_MAX_PIXELS
 from .proxies import BANDS, PROXY_KINDS
 from .report import FORMATS
+from .textsafe import for_terminal
 
 PRECISIONS = ("auto", "fp32", "bf16")
 ENGINE_FLAGS = ("ray_address", "gpus_per_worker", "cpu_workers", "scorers")
@@ -62,7 +63,7 @@ class AiiscanGroup(click.Group):
         except AiiscanError as exc:
             if _debug():
                 raise
-            click.echo(f"aiiscan: error: {exc}", err=True)
+            click.echo(f"aiiscan: error: {for_terminal(str(exc), keep_newlines=True)}", err=True)
             ctx.exit(EXIT_USAGE)
         except KeyboardInterrupt:
             click.echo("aiiscan: interrupted", err=True)
@@ -73,7 +74,7 @@ class AiiscanGroup(click.Group):
             if _debug():
                 raise
             text = " ".join(str(exc).split())[:300]
-            click.echo(f"aiiscan: internal error: {type(exc).__name__}: {text}\n"
+            click.echo(f"aiiscan: internal error: {type(exc).__name__}: {for_terminal(text)}\n"
                        "This is a bug in aiiscan. Rerun with --debug (aiiscan --debug COMMAND ...) "
                        "for the traceback, and report it.", err=True)
             ctx.exit(EXIT_INTERNAL)
@@ -166,7 +167,8 @@ def _run_and_engine(params: dict, quiet: bool, progress: bool | None) -> tuple[R
 
 def _info(quiet: bool) -> Callable[[str], None]:
     """Messages for stderr, silenced by -q."""
-    return (lambda _msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    return (lambda _msg: None) if quiet else \
+        (lambda msg: click.echo(for_terminal(msg, keep_newlines=True), err=True))
 
 
 def _check(path: str | None, overwrite: bool, what: str) -> None:
@@ -268,10 +270,11 @@ def train(natural, natural_list, output, mode, backbone, pretrained, clip_weight
     card = run_train(bb, photos, output, cfg, held_out, resume=resume,
                      progress=progress_bars.wanted(quiet, progress), echo=_info(quiet))
     t = card.training
-    click.echo(f"wrote {output}.safetensors and {output}.json: mode {mode}, {t['natural_count']} photos "
+    click.echo(f"wrote {for_terminal(output)}.safetensors and {for_terminal(output)}.json: mode {mode}, "
+               f"{t['natural_count']} photos "
                f"({t['natural_failed']} unreadable), kept epoch {t['kept_epoch']} ({t['kept_by']})")
     if install_default:
-        click.echo(f"installed as the default head: {install(output)}")
+        click.echo(f"installed as the default head: {for_terminal(str(install(output)))}")
 
 
 @main.command(short_help="Score images in files, folders and lists into a report, one row per file.",
@@ -339,15 +342,15 @@ def scan(paths, output, fmt, from_list, weights, threshold, resume, incremental,
         command=shlex.join(["aiiscan", *sys.argv[1:]]))
     summary = run_scan(list(paths), output, options, engine)
     if summary.interrupted:
-        click.echo(f"interrupted: the rows written so far are kept in {output}.parts; "
+        click.echo(f"interrupted: the rows written so far are kept in {for_terminal(output)}.parts; "
                    f"resume with the same command plus --resume", err=True)
         sys.exit(summary.exit_code)
     for line in summary.lines():
-        click.echo(line)
+        click.echo(for_terminal(line))
     if html_out:
         from .htmlreport import write_html
 
-        click.echo(f"html: {write_html(summary.report, html_out)}")
+        click.echo(f"html: {for_terminal(str(write_html(summary.report, html_out)))}")
     sys.exit(summary.exit_code)
 
 
@@ -400,7 +403,7 @@ def calibrate(weights, natural, natural_list, policy, limit, seed, plot, overwri
     for path, reason in result.failed[:5]:
         info(f"unreadable: {path}: {reason}")
     for line in result.lines():
-        click.echo(line)
+        click.echo(for_terminal(line))
 
 
 @main.command(short_help="Per-generator AP, AUC and accuracies on a labelled set (the paper's tables).",
@@ -456,7 +459,7 @@ def evaluate(weights, dataset, real, fake, output, plots_dir, perturb, threshold
               if det.card.random_init else None)
     text = to_markdown(tables, f"aiiscan evaluate: {det.model_id} on {evalset.root} ({evalset.layout})",
                        caveat)
-    click.echo(text)
+    click.echo(for_terminal(text, keep_newlines=True))
     info = _info(quiet)
     for t in tables:
         for path, reason in t.failed[:5]:
@@ -497,7 +500,7 @@ def report(report_file, output, top, no_thumbnails, thumb_budget, overwrite, qui
 
     _check(output, overwrite, "HTML report")
     page = write_html(report_file, output, top=top, thumbnails=not no_thumbnails, thumb_budget=thumb_budget)
-    click.echo(f"wrote {page}")
+    click.echo(f"wrote {for_terminal(str(page))}")
 
 
 @main.command(short_help="Check this installation offline in seconds (tiny random backbone).",

@@ -194,3 +194,51 @@ def test_tensor_shapes_are_checked_against_the_header(head_prefix, tmp_path):
     copy = _card_copy(head_prefix, tmp_path / "h", lambda c: c["head"].update(hidden=64))
     with pytest.raises(WeightsError, match=r"tensor blocks\.0\.net\.0\.weight is \(\d+, \d+\)/F32"):
         load_head(copy)
+
+
+# -- item 9: terminal escape injection -------------------------------------------------------------
+
+NASTY = "bad_\x1b[2J\x1b]0;pwned\x07\u202egpj" + os.fsdecode(b"\xff") + ".png"  # clear, title, bidi, byte
+
+
+def _assert_terminal_safe(output: str) -> None:
+    assert not any(c in output for c in "\x1b\x07\u202e" + os.fsdecode(b"\xff")), repr(output)
+
+
+def test_file_names_cannot_drive_the_terminal(head_prefix, tmp_path):
+    head = _card_copy(head_prefix, tmp_path / "h")
+    nat, fake = tmp_path / "nat", tmp_path / "fake"
+    write_photos(nat, 3, seed=31)
+    write_photos(fake, 2, seed=32)
+    for folder in (nat, fake):
+        (folder / NASTY).write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)  # unreadable
+    shown = "bad_\\x1b[2J\\x1b]0;pwned\\x07\\u202egpj\\xff.png"
+    runs = {
+        "calibrate": ["calibrate", "--weights", str(head), "--natural", str(nat), "--workers", "0"],
+        "evaluate": ["evaluate", "--weights", str(head), "--real", str(nat), "--fake", str(fake),
+                     "--workers", "0"],
+    }
+    for name, args in runs.items():
+        res = CliRunner().invoke(main, args, catch_exceptions=False)
+        assert res.exit_code == 0, (name, res.output)
+        assert f"unreadable: {nat / shown}" in res.output, (name, res.output)
+        _assert_terminal_safe(res.output)
+    # an error message naming a file goes through the same function
+    lone = tmp_path / ("one_\x1b]0;t\x07")
+    write_photos(lone, 1, seed=33)
+    res = CliRunner().invoke(main, ["calibrate", "--weights", str(head), "--natural", str(lone)],
+                             catch_exceptions=False)
+    assert res.exit_code == 2 and "one_\\x1b]0;t\\x07" in res.output, res.output
+    _assert_terminal_safe(res.output)
+
+
+def test_for_terminal_escapes_every_control():
+    from aiiscan.textsafe import for_terminal
+
+    raw = "".join(map(chr, range(0x00, 0xA0))) + "\u061c\u200e\u200f\u2028\u2029\u202a\u202e\u2066\u2069"
+    raw += "\ud800"
+    safe = for_terminal(raw)
+    assert all(0x20 <= ord(c) < 0x7F for c in safe)
+    assert safe.startswith("\\x00\\x01") and safe.endswith("\\u2069\\ud800")
+    assert for_terminal("a\nb", keep_newlines=True) == "a\nb" and for_terminal("a\nb") == "a\\x0ab"
+    assert for_terminal("photo é 写真.jpg") == "photo é 写真.jpg"
