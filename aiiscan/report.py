@@ -92,8 +92,11 @@ class ReportError(AiiscanError):
 
 SUFFIXES = {"parquet": "parquet", "pq": "parquet", "csv": "csv", "jsonl": "jsonl", "ndjson": "jsonl"}
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # Arrow's %S carries the fraction: 2026-11-23T01:16:45.599949Z
-# Spreadsheet formula injection: a cell starting with = + - @ TAB CR is executed by Excel.
-FORMULA_START = "^[=+\\-@\t\r]"
+# Spreadsheet formula injection: a cell starting with = + - @ TAB CR is executed by Excel, so
+# CSV reports prefix such cells with '. Values that already start with quotes before such a
+# character get one more, so that reading a CSV report back (--incremental) strips exactly one
+# quote from every value starting with quotes and one of those characters: no value changes.
+FORMULA_START = "^'*[=+\\-@\t\r]"
 
 
 def format_for(path: str | Path, explicit: str | None = None) -> str:
@@ -122,6 +125,15 @@ def _text_columns(table: pa.Table, neutralise: bool) -> pa.Table:
     return table
 
 
+def _unguard(table: pa.Table) -> pa.Table:
+    """Undo the formula guard of ``_text_columns`` on a CSV report read back (string columns)."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_string(field.type):
+            table = table.set_column(i, field, pc.replace_substring_regex(
+                table.column(i), pattern="^'(" + FORMULA_START[1:] + ")", replacement="\\1"))
+    return table
+
+
 def read_report(path: str | Path) -> pa.Table:
     """Any report aiiscan wrote, as a table with the report schema."""
     path = Path(path)
@@ -130,8 +142,8 @@ def read_report(path: str | Path) -> pa.Table:
         if fmt == "parquet":
             table = pq.read_table(path)
         elif fmt == "csv":
-            table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
-                column_types=_TEXT_SCHEMA, strings_can_be_null=True))
+            table = _unguard(pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+                column_types=_TEXT_SCHEMA, strings_can_be_null=True)))
         else:
             table = pajson.read_json(path, parse_options=pajson.ParseOptions(explicit_schema=_TEXT_SCHEMA))
     except (OSError, pa.ArrowInvalid) as exc:

@@ -242,3 +242,66 @@ def test_for_terminal_escapes_every_control():
     assert safe.startswith("\\x00\\x01") and safe.endswith("\\u2069\\ud800")
     assert for_terminal("a\nb", keep_newlines=True) == "a\nb" and for_terminal("a\nb") == "a\\x0ab"
     assert for_terminal("photo é 写真.jpg") == "photo é 写真.jpg"
+
+
+# -- minor items: list comments, one file named several ways, the CSV formula guard ----------------
+
+def _scan_in_process(*args: str, stdin: str | None = None):
+    return CliRunner().invoke(main, ["scan", *args], input=stdin, catch_exceptions=False)
+
+
+def test_list_comments_and_blank_lines_are_skipped(head_prefix, photos, tmp_path):
+    lst = tmp_path / "list.txt"
+    lst.write_text(f"# case 1234, exported by the DAM\n\n   \n{photos[0]}\n  # {photos[1]} left out\n"
+                   f"{photos[2]}\n#\n")
+    out = tmp_path / "r.parquet"
+    res = _scan_in_process("--from-list", str(lst), "-o", str(out), "--weights", str(head_prefix),
+                           "--workers", "0", "--quiet")
+    assert res.exit_code == 0, res.output
+    rows = read_report(out).to_pylist()
+    assert sorted(r["path"] for r in rows) == sorted([photos[0], photos[2]])
+    assert all(r["status"] == "ok" for r in rows)
+
+
+def test_one_file_named_several_ways_is_one_row(head_prefix, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    files = write_photos(tmp_path / "d", 2, seed=41)
+    Path("list.txt").write_text("d/img_000.png\n./d/img_000.png\nd//img_000.png\nd/./img_000.png\n"
+                                "./d//img_001.png\nd/img_001.png\n")
+    base = ["--weights", str(head_prefix), "--workers", "0", "--quiet"]
+    res = _scan_in_process("--from-list", "list.txt", "-o", "a.parquet", *base)
+    assert res.exit_code == 0, res.output
+    assert read_report("a.parquet").column("path").to_pylist() == ["./d//img_001.png", "d/img_000.png"]
+    res = _scan_in_process("d", "./d/", "d/img_000.png", f"{tmp_path}/d/img_001.png", "-o", "b.parquet",
+                           *base)
+    assert res.exit_code == 0, res.output
+    paths = read_report("b.parquet").column("path").to_pylist()
+    # lexical, not resolved: the absolute spelling is another name (its own row, as before)
+    assert paths == [files[1], "d/img_000.png", "d/img_001.png"]
+
+
+def test_csv_report_reused_as_incremental_keeps_values_as_they_were(head_prefix, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    src = write_photos(tmp_path / "src", 3, seed=42)
+    names = ["=sum.png", "@a.jpg", "'=q.png"]  # the last one really starts with a quote
+    for s, name in zip(src, names, strict=True):
+        img = Image.open(s)
+        if name.endswith(".jpg"):
+            exif = Image.Exif()
+            exif[305] = "=HYPERLINK(\"http://x\")"  # Software
+            img.convert("RGB").save(name, "JPEG", exif=exif)
+        else:
+            img.save(name)
+    base = ["--weights", str(head_prefix), "--workers", "0", "--quiet", "--from-list", "-"]
+    res = _scan_in_process("-o", "old.csv", *base, stdin="\n".join(names) + "\n")
+    assert res.exit_code == 0, res.output
+    text = Path("old.csv").read_text()
+    assert "\"'=sum.png\"" in text and "\"''=q.png\"" in text  # guarded in the CSV itself
+    assert sorted(read_report("old.csv").column("path").to_pylist()) == sorted(names)
+    res = _scan_in_process("-o", "new.parquet", "--incremental", "old.csv", *base,
+                           stdin="\n".join(names) + "\n")
+    assert res.exit_code == 0, res.output
+    assert "reused 3 unchanged" in res.output
+    rows = {r["path"]: r for r in read_report("new.parquet").to_pylist()}
+    assert sorted(rows) == sorted(names)
+    assert rows["@a.jpg"]["exif_software"] == "=HYPERLINK(\"http://x\")"
