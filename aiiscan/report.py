@@ -16,6 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -209,11 +210,15 @@ class ReportWriter:
         return sorted(self.parts.glob("part-*.parquet"))
 
     def done_table(self) -> pa.Table:
-        """Rows already written by an interrupted run (for --resume)."""
+        """Rows already written by an interrupted run (for --resume). A path written twice (a
+        resumed scan rescored a file that changed after the interruption) keeps its last row."""
         files = self._part_files()
         if not files:
             return SCHEMA.empty_table()
-        return pa.concat_tables(_conform(pq.read_table(f)) for f in files)
+        table = pa.concat_tables(_conform(pq.read_table(f)) for f in files)
+        order = pa.array(np.arange(len(table)))
+        last = table.append_column("_order", order).group_by("path").aggregate([("_order", "max")])
+        return table.take(np.sort(last.column("_order_max").to_numpy()))
 
     def write(self, row: dict) -> None:
         self.buffer.append(row)
@@ -237,11 +242,14 @@ class ReportWriter:
         self.next_part += 1
         self.buffer.clear()
 
-    def finish(self, metadata: dict) -> Path:
-        """Write the whole report atomically and remove the parts."""
+    def finish(self, metadata: dict, keep: pa.Array | None = None) -> Path:
+        """Write the whole report atomically and remove the parts; ``keep``: only these paths."""
         self.flush()
+        table = self.done_table()
+        if keep is not None:
+            table = table.filter(pc.is_in(table.column("path"), value_set=keep))
         # Sorted by path: the same tree gives the same report, resumed or not.
-        table = self.done_table().sort_by("path")
+        table = table.sort_by("path")
         meta = json.dumps(metadata, sort_keys=True, default=str).encode()
         tmp = None
         try:

@@ -28,3 +28,22 @@ def for_terminal(text: str, keep_newlines: bool = False) -> str:
     """``text`` with every control, bidi and unencodable character shown as a visible escape
     (``\\x1b``, ``\\u202e``); ``keep_newlines`` leaves line breaks of multi-line messages."""
     return (_UNSAFE_KEEP_NEWLINES if keep_newlines else _UNSAFE).sub(_escape, text)
+
+
+def display_path(path: str) -> str:
+    """A path as the report's ``path`` column holds it: valid UTF-8 and one string per name.
+
+    An undecodable byte (surrogateescape's stand-in) is shown as ``\\xNN`` and a literal
+    backslash as ``\\\\``, so ``a_<0xff>.jpg`` and a file literally named ``a_\\xff.jpg`` never
+    share a string; ``path_from_display`` undoes it.
+    """
+    return path.replace("\\", "\\\\").encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+_DISPLAY_ESCAPE = re.compile(r"\\(\\|x[0-9a-f]{2})")
+
+
+def path_from_display(shown: str) -> str:
+    """The file-system name (str, surrogateescape) behind a report ``path``."""
+    return _DISPLAY_ESCAPE.sub(
+        lambda m: "\\" if m.group(1) == "\\" else chr(0xDC00 + int(m.group(1)[1:], 16)), shown)

@@ -6,6 +6,7 @@ never on sleeps; a tail of large JPEGs decoded exactly keeps the scan busy long 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from PIL import Image
@@ -305,3 +307,76 @@ def test_csv_report_reused_as_incremental_keeps_values_as_they_were(head_prefix,
     rows = {r["path"]: r for r in read_report("new.parquet").to_pylist()}
     assert sorted(rows) == sorted(names)
     assert rows["@a.jpg"]["exif_software"] == "=HYPERLINK(\"http://x\")"
+
+
+# -- item 8: resume identity -----------------------------------------------------------------------
+
+def _sha(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def test_undecodable_and_backslash_names_stay_apart_across_resume(tmp_path, head_prefix, slow_tail):
+    """``a_<0xff>.png`` and a file literally named ``a_\\xff.png`` used to share one path string:
+    two rows with one path, and after an interrupt plus --resume one file was lost."""
+    src = tmp_path / "in"
+    made = write_photos(src, 4, seed=51)
+    names = [os.fsdecode(b"a_\xff.png"), "a_\\xff.png", "b.png", "c.png"]
+    for old, name in zip(made, names, strict=True):
+        os.replace(old, src / name)
+    _with_tail(src, slow_tail)
+    out = tmp_path / "r.parquet"
+    proc = _popen_scan(str(src), "-o", str(out), *_base(head_prefix))
+    _wait_for_parts(out, 1, proc)  # the four small files are done, the tail is being decoded
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = _cli("scan", str(src), "-o", str(out), *_base(head_prefix), "--resume")
+    assert done.returncode == 0, done.stderr
+    rows = read_report(out).to_pylist()
+    shown = {f"{src}/a_\\xff.png": names[0], f"{src}/a_\\\\xff.png": names[1],
+             **{f"{src}/{n}": n for n in [*names[2:], *(p.name for p in slow_tail)]}}
+    assert len(rows) == len({r["path"] for r in rows}) == 14
+    assert {r["path"] for r in rows} == set(shown)
+    for r in rows:  # each row describes its own file
+        assert r["sha256"] == _sha(src / shown[r["path"]])
+
+
+def test_report_paths_lead_back_to_their_files(tmp_path):
+    """The HTML report finds thumbnails by the report's path: escaped names must lead back."""
+    from aiiscan.htmlreport import thumbnail
+    from aiiscan.scanner import display_path
+
+    for name in (os.fsdecode(b"a_\xff.png"), "a_\\xff.png", "back\\slash.png"):
+        Image.new("RGB", (8, 8), (10, 200, 30)).save(tmp_path / name)
+        uri, why = thumbnail(display_path(str(tmp_path / name)))
+        assert uri is not None and uri.startswith("data:image/jpeg;base64,"), (name, why)
+
+
+def test_resume_rescans_files_changed_or_deleted_after_the_interrupt(tmp_path, head_prefix, slow_tail):
+    src = tmp_path / "in"
+    small = write_photos(src, 7, seed=53)
+    named = write_photos(tmp_path / "named", 1, seed=52)[0]
+    lst = tmp_path / "list.txt"  # after the crawl of src: the named file, then the slow tail
+    lst.write_text("\n".join([named, *map(str, slow_tail)]) + "\n")
+    out = tmp_path / "r.parquet"
+    args = [str(src), "--from-list", str(lst), "-o", str(out), *_base(head_prefix)]
+    proc = _popen_scan(*args)
+    _wait_for_parts(out, 2, proc)  # the seven small files and the named one are done
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {r["path"]: r for part in sorted(Path(f"{out}.parts").glob("part-*.parquet"))
+              for r in pq.read_table(part).to_pylist()}
+    assert {named, *small} <= set(before)
+    replacement = write_photos(tmp_path / "new", 1, seed=54, size=(120, 90))[0]
+    os.replace(replacement, small[1])  # replaced: another size and mtime
+    os.remove(small[2])  # deleted from a crawled folder: a clean scan now would not list it
+    os.remove(named)  # deleted, but named in the list: a clean scan would say it vanished
+    done = _cli("scan", *args, "--resume")
+    assert done.returncode == 3, done.stderr  # the vanished file
+    rows = {r["path"]: r for r in read_report(out).to_pylist()}
+    assert len(rows) == len(read_report(out)) == 1 + 6 + len(slow_tail)
+    assert rows[small[1]]["sha256"] == _sha(small[1]) != before[small[1]]["sha256"]
+    assert (rows[small[1]]["width"], rows[small[1]]["height"]) == (120, 90)
+    assert small[2] not in rows
+    assert rows[named]["status"] == "error" and "vanished" in rows[named]["error"]
+    for p in (small[0], *small[3:]):  # unchanged files keep their rows from before the kill
+        assert rows[p]["score"] == before[p]["score"] and rows[p]["sha256"] == before[p]["sha256"]
