@@ -9,7 +9,6 @@ inside the commands that need them, so ``aiiscan --help`` starts fast.
 
 from __future__ import annotations
 
-import math
 import os
 import shlex
 import sys
@@ -34,10 +33,12 @@ from .errors import (
     EXIT_USAGE,
     AiiscanError,
 )
+from .metrics import check_threshold
 from .options import RunOptions, ScanOptions
 from .preprocess import DEFAULT_MAX_PIXELS
 from .proxies import BANDS, PROXY_KINDS
 from .report import FORMATS, SUFFIXES
+from .textsafe import for_terminal
 
 PRECISIONS = ("auto", "fp32", "bf16")
 ENGINE_FLAGS = ("ray_address", "gpus_per_worker", "cpu_workers", "scorers")
@@ -65,7 +66,7 @@ class AiiscanGroup(click.Group):
         except AiiscanError as exc:
             if _debug():
                 traceback.print_exc()
-            click.echo(f"aiiscan: error: {exc}", err=True)
+            click.echo(f"aiiscan: error: {for_terminal(str(exc), keep_newlines=True)}", err=True)
             ctx.exit(EXIT_USAGE)
         except KeyboardInterrupt:
             click.echo("aiiscan: interrupted", err=True)
@@ -80,7 +81,7 @@ class AiiscanGroup(click.Group):
                 traceback.print_exc()
                 ctx.exit(EXIT_INTERNAL)
             text = " ".join(str(exc).split())[:300]
-            click.echo(f"aiiscan: internal error: {type(exc).__name__}: {text}\n"
+            click.echo(f"aiiscan: internal error: {type(exc).__name__}: {for_terminal(text)}\n"
                        "This is a bug in aiiscan. Rerun with --debug (aiiscan --debug COMMAND ...) "
                        "for the traceback, and report it.", err=True)
             ctx.exit(EXIT_INTERNAL)
@@ -173,7 +174,8 @@ def _run_and_engine(params: dict, quiet: bool, progress: bool | None) -> tuple[R
 
 def _info(quiet: bool) -> Callable[[str], None]:
     """Messages for stderr, silenced by -q."""
-    return (lambda _msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    return (lambda _msg: None) if quiet else \
+        (lambda msg: click.echo(for_terminal(msg, keep_newlines=True), err=True))
 
 
 def _check(path: str | None, overwrite: bool, what: str) -> None:
@@ -181,11 +183,6 @@ def _check(path: str | None, overwrite: bool, what: str) -> None:
         from .outputs import check_output
 
         check_output(path, overwrite=overwrite, what=what)
-
-
-def _check_threshold(threshold: float | None) -> None:
-    if threshold is not None and not math.isfinite(threshold):
-        raise click.BadParameter("must be a finite number", param_hint="--threshold")
 
 
 # ---- commands ---------------------------------------------------------------------------------
@@ -284,10 +281,11 @@ def train(natural, natural_list, output, mode, backbone, pretrained, clip_weight
                    "same command plus --resume", err=True)
         sys.exit(EXIT_INTERRUPTED)
     t = card.training
-    click.echo(f"wrote {output}.safetensors and {output}.json: mode {mode}, {t['natural_count']} photos "
+    click.echo(f"wrote {for_terminal(output)}.safetensors and {for_terminal(output)}.json: mode {mode}, "
+               f"{t['natural_count']} photos "
                f"({t['natural_failed']} unreadable), kept epoch {t['kept_epoch']} ({t['kept_by']})")
     if install_default:
-        click.echo(f"installed as the default head: {install(output)}")
+        click.echo(f"installed as the default head: {for_terminal(str(install(output)))}")
 
 
 @main.command(short_help="Score images in files, folders and lists into a report, one row per file.",
@@ -343,7 +341,7 @@ def scan(paths, output, fmt, from_list, weights, threshold, resume, incremental,
 
     if not paths and not from_list:
         raise click.UsageError("give at least one PATH or --from-list FILE")
-    _check_threshold(threshold)
+    check_threshold(threshold)
     output = output or "report.parquet"
     if not fmt and Path(output).suffix.lower().lstrip(".") not in SUFFIXES:
         raise click.UsageError(f"cannot tell the report format of {Path(output).name!r}: end it in .parquet, "
@@ -358,15 +356,15 @@ def scan(paths, output, fmt, from_list, weights, threshold, resume, incremental,
         command=shlex.join(["aiiscan", *sys.argv[1:]]))
     summary = run_scan(list(paths), output, options, engine)
     if summary.interrupted:
-        click.echo(f"interrupted: the rows written so far are kept in {output}.parts; "
+        click.echo(f"interrupted: the rows written so far are kept in {for_terminal(output)}.parts; "
                    f"resume with the same command plus --resume", err=True)
         sys.exit(summary.exit_code)
     for line in summary.lines():
-        click.echo(line)
+        click.echo(for_terminal(line))
     if html_out:
         from .htmlreport import write_html
 
-        click.echo(f"html: {write_html(summary.report, html_out)}")
+        click.echo(f"html: {for_terminal(str(write_html(summary.report, html_out)))}")
     sys.exit(summary.exit_code)
 
 
@@ -420,7 +418,7 @@ def calibrate(weights, natural, natural_list, policy, limit, seed, plot, overwri
     for path, reason in result.failed[:5]:
         info(f"unreadable: {path}: {reason}")
     for line in result.lines():
-        click.echo(line)
+        click.echo(for_terminal(line))
     if result.plot == plots.MISSING:
         info(f"no plot: {plots.MISSING}")
 
@@ -464,7 +462,7 @@ def evaluate(weights, dataset, real, fake, output, plots_dir, perturb, threshold
         raise click.UsageError("give either --dataset ROOT or --real DIR with --fake DIR [--fake DIR...]")
     if output and Path(output).suffix.lower() not in (".md", ".csv"):
         raise click.UsageError("-o must end in .md or .csv")
-    _check_threshold(threshold)
+    check_threshold(threshold)
     _check(output, overwrite, "table")
     if plots_dir and Path(plots_dir).is_dir() and any(Path(plots_dir).iterdir()) and not overwrite:
         raise OutputError(f"plots folder {plots_dir} is not empty: pass --overwrite to write into it")
@@ -478,7 +476,7 @@ def evaluate(weights, dataset, real, fake, output, plots_dir, perturb, threshold
               if det.card.random_init else None)
     text = to_markdown(tables, f"aiiscan evaluate: {det.model_id} on {evalset.root} ({evalset.layout})",
                        caveat)
-    click.echo(text)
+    click.echo(for_terminal(text, keep_newlines=True))
     info = _info(quiet)
     for t in tables:
         for path, reason in t.failed[:5]:
@@ -519,7 +517,7 @@ def report(report_file, output, top, no_thumbnails, thumb_budget, overwrite, qui
 
     _check(output, overwrite, "HTML report")
     page = write_html(report_file, output, top=top, thumbnails=not no_thumbnails, thumb_budget=thumb_budget)
-    click.echo(f"wrote {page}")
+    click.echo(f"wrote {for_terminal(str(page))}")
 
 
 @main.command(short_help="Check this installation offline in seconds (tiny random backbone).",

@@ -20,7 +20,7 @@ from .datasets import EvalSet
 from .decode import DecodeJob
 from .engines import Scorer
 from .launder import Condition
-from .metrics import average_precision, rates_at, roc_auc
+from .metrics import average_precision, check_threshold, rates_at, roc_auc
 from .progress import bar
 
 METRICS = ("ap", "auc", "acc", "real_acc", "fake_acc")
@@ -77,7 +77,7 @@ def evaluate(detector: Scorer, evalset: EvalSet, conditions: Sequence[Condition 
              threshold: float | None = None, *, batch_size: int = 64, workers: int | None = None,
              progress: bool = True, exact_decode: bool = False) -> list[Table]:
     """One table per condition; accuracies need a threshold (the card's, or ``threshold``)."""
-    thr = detector.card.threshold_value if threshold is None else threshold
+    thr = detector.card.threshold_value if threshold is None else check_threshold(threshold)
     files = evalset.files()
     tables = []
     for cond in conditions:

@@ -24,6 +24,7 @@ from . import __version__
 from .files import atomic_write_bytes, now_iso
 from .preprocess import DEFAULT_MAX_PIXELS, open_image, to_rgb
 from .report import read_report, report_metadata
+from .textsafe import path_from_display
 
 THUMB_PX = 160
 THUMB_BUDGET = 4 * 1024 * 1024  # bytes of thumbnails in one page, all together
@@ -107,6 +108,7 @@ def _fmt(value, digits: int = 4) -> str:
 
 def thumbnail(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str | None, str | None]:
     """(data URI, None) or (None, why not): decoded with the scan's own guards."""
+    path = path_from_display(path)  # the report's form of the name (escaped bytes, backslashes)
     try:
         if os.path.getsize(path) > THUMB_MAX_FILE:
             return None, "file too large for a thumbnail"

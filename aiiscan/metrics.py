@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import UsageError
+
+
+def check_threshold(threshold: float | None) -> float | None:
+    """A user-given threshold, refused when not finite: NaN would label every file natural
+    (every comparison with NaN is false) and still exit 0."""
+    if threshold is not None and not math.isfinite(threshold):
+        raise UsageError(f"threshold {threshold} is not a finite number")
+    return threshold
 
 
 def _average_ranks(x: np.ndarray) -> np.ndarray:

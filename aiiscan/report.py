@@ -16,6 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -92,8 +93,11 @@ class ReportError(AiiscanError):
 
 SUFFIXES = {"parquet": "parquet", "pq": "parquet", "csv": "csv", "jsonl": "jsonl", "ndjson": "jsonl"}
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # Arrow's %S carries the fraction: 2026-11-23T01:16:45.599949Z
-# Spreadsheet formula injection: a cell starting with = + - @ TAB CR is executed by Excel.
-FORMULA_START = "^[=+\\-@\t\r]"
+# Spreadsheet formula injection: a cell starting with = + - @ TAB CR is executed by Excel, so
+# CSV reports prefix such cells with '. Values that already start with quotes before such a
+# character get one more, so that reading a CSV report back (--incremental) strips exactly one
+# quote from every value starting with quotes and one of those characters: no value changes.
+FORMULA_START = "^'*[=+\\-@\t\r]"
 
 
 def format_for(path: str | Path, explicit: str | None = None) -> str:
@@ -122,6 +126,15 @@ def _text_columns(table: pa.Table, neutralise: bool) -> pa.Table:
     return table
 
 
+def _unguard(table: pa.Table) -> pa.Table:
+    """Undo the formula guard of ``_text_columns`` on a CSV report read back (string columns)."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_string(field.type):
+            table = table.set_column(i, field, pc.replace_substring_regex(
+                table.column(i), pattern="^'(" + FORMULA_START[1:] + ")", replacement="\\1"))
+    return table
+
+
 def read_report(path: str | Path) -> pa.Table:
     """Any report aiiscan wrote, as a table with the report schema."""
     path = Path(path)
@@ -130,8 +143,8 @@ def read_report(path: str | Path) -> pa.Table:
         if fmt == "parquet":
             table = pq.read_table(path)
         elif fmt == "csv":
-            table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
-                column_types=_TEXT_SCHEMA, strings_can_be_null=True))
+            table = _unguard(pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+                column_types=_TEXT_SCHEMA, strings_can_be_null=True)))
         else:
             table = pajson.read_json(path, parse_options=pajson.ParseOptions(explicit_schema=_TEXT_SCHEMA))
     except (OSError, pa.ArrowInvalid) as exc:
@@ -220,11 +233,15 @@ class ReportWriter:
         return sorted(self.parts.glob("part-*.parquet"))
 
     def done_table(self) -> pa.Table:
-        """Rows already written by an interrupted run (for --resume)."""
+        """Rows already written by an interrupted run (for --resume). A path written twice (a
+        resumed scan rescored a file that changed after the interruption) keeps its last row."""
         files = self._part_files()
         if not files:
             return SCHEMA.empty_table()
-        return pa.concat_tables(_conform(pq.read_table(f)) for f in files)
+        table = pa.concat_tables(_conform(pq.read_table(f)) for f in files)
+        order = pa.array(np.arange(len(table)))
+        last = table.append_column("_order", order).group_by("path").aggregate([("_order", "max")])
+        return table.take(np.sort(last.column("_order_max").to_numpy()))
 
     def write(self, row: dict) -> None:
         self.buffer.append(row)
@@ -248,11 +265,14 @@ class ReportWriter:
         self.next_part += 1
         self.buffer.clear()
 
-    def finish(self, metadata: dict) -> Path:
-        """Write the whole report atomically and remove the parts."""
+    def finish(self, metadata: dict, keep: pa.Array | None = None) -> Path:
+        """Write the whole report atomically and remove the parts; ``keep``: only these paths."""
         self.flush()
+        table = self.done_table()
+        if keep is not None:
+            table = table.filter(pc.is_in(table.column("path"), value_set=keep))
         # Sorted by path: the same tree gives the same report, resumed or not.
-        table = self.done_table().sort_by("path")
+        table = table.sort_by("path")
         meta = json.dumps(metadata, sort_keys=True, default=str).encode()
         tmp = None
         try:

@@ -7,7 +7,6 @@ One direction, no back and forth. Files that fail anywhere become rows with
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections import Counter
@@ -24,10 +23,12 @@ from .decode import DecodeJob, DecodeResult
 from .engines import Engine, make_engine
 from .errors import EXIT_FILE_ERRORS, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from .files import now_iso
+from .metrics import check_threshold
 from .options import RunOptions, ScanOptions
 from .outputs import check_output
 from .report import COLUMNS, ReportWriter, format_for, read_report
 from .sources import iter_inputs
+from .textsafe import display_path
 
 if TYPE_CHECKING:
     from .detector import Detector
@@ -95,26 +96,32 @@ def _n(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
-def display_path(path: str) -> str:
-    """The path as the user gave it, made valid UTF-8 (undecodable bytes shown as \\xNN)."""
-    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
 def _label(score: float | None, threshold: float | None) -> str | None:
     if score is None or threshold is None:
         return None
     return "ai" if score >= threshold else "natural"
 
 
+def _mtime_int(table: pa.Table) -> pa.Table:
+    """mtime as int64 (the report's microseconds), to compare with os.stat's clock."""
+    return table.set_column(table.schema.get_field_index("mtime"), "mtime",
+                            table.column("mtime").cast(pa.int64()))
+
+
 def _old_rows(incremental: str | Path | None, model: str) -> dict[str, dict]:
     if not incremental:
         return {}
-    table = read_report(incremental)
-    table = table.set_column(table.schema.get_field_index("mtime"), "mtime",
-                             table.column("mtime").cast(pa.int64()))
+    table = _mtime_int(read_report(incremental))
     blank = dict.fromkeys(COLUMNS)  # an older report may lack newer columns
     return {r["path"]: blank | r for r in table.to_pylist()
             if r["status"] == "ok" and r["model_id"] == model}
+
+
+def _still_true(path: str, row: dict) -> bool:
+    """Whether a row of the interrupted run still describes the file: same size and mtime, as
+    ``--incremental`` asks. A row that recorded neither (the file could not be read, or was
+    skipped at the crawl) has nothing to compare and stands."""
+    return row["size"] is None or row["mtime"] is None or _unchanged(path, row)
 
 
 def _unchanged(path: str, old: dict) -> bool:
@@ -165,8 +172,7 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
                          + (f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""))
     side = (".parts",) if format_for(output, opts.fmt) == "parquet" else (".parts", ".meta.json")
     check_output(output, overwrite=opts.overwrite, companions=side, what="report")
-    if opts.threshold is not None and not math.isfinite(opts.threshold):
-        raise UsageError(f"the threshold must be a finite number, not {opts.threshold}")
+    check_threshold(opts.threshold)
     ReportWriter.check(output, opts.resume)
     model = engine.open(opts.weights, run)
     card, mid, crop = model.card, model.model_id, model.image_size
@@ -182,14 +188,17 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
     old = _old_rows(opts.incremental, mid)
 
     writer = ReportWriter(output, opts.fmt, resume=opts.resume, rows_per_part=opts.part_rows)
-    done_rows = writer.done_table().select(["path", "status", "label", "provenance_hint"]).to_pylist() \
-        if opts.resume else []
-    done = {r["path"] for r in done_rows}
-    summary.resumed = len(done)
-    for r in done_rows:  # the summary and exit code describe the whole report, resumed part included
-        summary.count(r)
+    done = {r["path"]: r for r in _mtime_int(writer.done_table().select(
+        ["path", "status", "label", "provenance_hint", "size", "mtime"])).to_pylist()} if opts.resume else {}
     entries = list(iter_inputs(paths, opts.from_list, opts.include, opts.exclude, opts.follow_symlinks))
-    todo = [e for e in entries if display_path(e.path) not in done]
+    todo = []
+    for e in entries:
+        row = done.get(display_path(e.path))
+        if row is not None and _still_true(e.path, row):
+            summary.resumed += 1
+            summary.count(row)  # the summary and exit code describe the whole report
+        else:  # new, or changed or deleted since the interruption: (re)scanned, the new row wins
+            todo.append(e)
     bar = progress_bars.bar(total=len(todo), unit="file", show=run.progress)
 
     def emit(row: dict) -> None:
@@ -273,7 +282,10 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
         "reused_rows": summary.reused,
         "options": opts.to_dict(),  # everything the scan was asked to do, as given
     }
-    summary.report = writer.finish(metadata)
+    # On resume, rows of files no longer among the inputs (deleted from a crawled folder since
+    # the interruption) are left out: the report is the one a clean scan would write now.
+    keep = pa.array([display_path(e.path) for e in entries], pa.string()) if opts.resume else None
+    summary.report = writer.finish(metadata, keep)
     return summary
 
 

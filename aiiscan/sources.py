@@ -98,34 +98,46 @@ def _walk(root: str, follow: bool, seen: set[tuple[int, int]]) -> Iterator[Entry
 
 
 def read_list(source: str) -> Iterator[str]:
-    """Paths from a list file, one per line (``-`` reads standard input); blank lines skipped."""
+    """Paths from a list file, one per line (``-`` reads standard input). Blank lines and
+    comments (first non-blank character ``#``) are skipped: name a file starting with ``#``
+    as ``./#name``."""
     stream = sys.stdin if source == "-" else open(source, encoding="utf-8",  # noqa: SIM115
                                                      errors="surrogateescape")
     try:
         for line in stream:
             line = line.rstrip("\r\n")
-            if line.strip():
+            if line.strip() and not line.lstrip().startswith("#"):
                 yield line
     finally:
         if stream is not sys.stdin:
             stream.close()
 
 
+def lexical_key(path: str) -> str:
+    """One spelling per file name, lexically: ``a.jpg``, ``./a.jpg`` and ``d//a.jpg`` vs
+    ``d/a.jpg`` agree. ``..`` is kept (after a symbolic link it is not the parent), and nothing
+    is resolved, so no file is touched."""
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    return ("/" if path.startswith("/") else "") + "/".join(parts) or "."
+
+
 def iter_inputs(paths: Iterable[str], from_list: str | None = None,
                 include: Sequence[str] = (), exclude: Sequence[str] = (),
                 follow_symlinks: bool = False) -> Iterator[Entry]:
-    """Every input once, in a stable order: given paths first (directories expanded), then the list."""
+    """Every input once, in a stable order: given paths first (directories expanded), then the
+    list. Spellings of one name (``lexical_key``) count once, in the form first met."""
     seen_paths: set[str] = set()
     seen_dirs: set[tuple[int, int]] = set()
 
     def admit(entry: Entry) -> Entry | None:
-        if entry.path in seen_paths:
+        key = lexical_key(entry.path)
+        if key in seen_paths:
             return None
         if not entry.explicit and include and not _matches(entry.path, include):
             return None
         if exclude and _matches(entry.path, exclude):
             return None
-        seen_paths.add(entry.path)
+        seen_paths.add(key)
         return entry
 
     sources: list[Iterable[str]] = [paths]

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from safetensors import SafetensorError
+import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from . import __version__
@@ -25,9 +27,11 @@ from .flow import MODES, FlowHead, HeadConfig
 
 CARD_FORMAT = "aiiscan-head/1"
 MAX_CARD_BYTES = 16 * 1024 * 1024
+MAX_CLAMP = 80.0  # exp(80) is near float32's largest value: a larger soft clamp can overflow
 WEIGHTS_DIR_ENV = "AIISCAN_WEIGHTS_DIR"
 DEFAULT_HEAD_ENV = "AIISCAN_WEIGHTS"
 DEFAULT_NAME = "default"
+_ST_DTYPES = {torch.float32: "F32", torch.int64: "I64"}  # the dtypes a head holds, as safetensors names them
 REPO_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
 
@@ -141,8 +145,12 @@ def validate_card(card: Any) -> dict:
         v = _require(head, key, int, "head")
         if not 1 <= v <= hi:
             raise WeightsError(f"model card head.{key}={v} is outside 1..{hi}")
-    _require(head, "clamp", (int, float), "head")
-    _require(head, "permutation_seed", int, "head")
+    clamp = _require(head, "clamp", (int, float), "head")
+    if not (math.isfinite(clamp) and 0 < clamp <= MAX_CLAMP):
+        raise WeightsError(f"model card head.clamp={clamp} is not a number in (0, {MAX_CLAMP}]")
+    seed = _require(head, "permutation_seed", int, "head")
+    if not -(2**63) <= seed < 2**64:  # torch.Generator.manual_seed's range
+        raise WeightsError(f"model card head.permutation_seed={seed} is outside -2**63..2**64-1")
     if head["feature_dim"] != backbone["feature_dim"]:
         raise WeightsError("model card head.feature_dim differs from backbone.feature_dim")
     training = _require(card, "training", dict)
@@ -152,7 +160,9 @@ def validate_card(card: Any) -> dict:
     if threshold is not None:
         if not isinstance(threshold, dict):
             raise WeightsError("model card threshold must be an object or null")
-        _require(threshold, "value", (int, float), "threshold")
+        value = _require(threshold, "value", (int, float), "threshold")
+        if not math.isfinite(value):
+            raise WeightsError(f"model card threshold.value={value} is not a finite number")
         _require(threshold, "policy", str, "threshold")
     return card
 
@@ -238,6 +248,8 @@ def read_card(prefix: str | Path) -> ModelCard:
         card = json.loads(card_path.read_bytes())
     except (OSError, ValueError) as exc:
         raise WeightsError(f"model card {card_path} is not valid JSON: {exc}") from None
+    except RecursionError:  # a small file can nest deeper than the parser's stack
+        raise WeightsError(f"model card {card_path} is nested too deeply to be a model card") from None
     return ModelCard.from_dict(card)
 
 
@@ -267,31 +279,57 @@ def save_head(prefix: str | Path, head: FlowHead, card: ModelCard) -> ModelCard:
     return card
 
 
+def _expected_tensors(config: HeadConfig) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """Names, shapes and dtypes of a head's tensors, from a head built on the meta device
+    (no memory): the card's sizes are known before one byte is allocated."""
+    with torch.device("meta"):
+        head = FlowHead(config)
+    return {k: (tuple(v.shape), v.dtype) for k, v in head.state_dict().items()}
+
+
+def _check_header(st_path: Path, expected: dict[str, tuple[tuple[int, ...], torch.dtype]]) -> None:
+    """Compare the card's tensors with the safetensors header (read, not loaded) and the file's
+    size, so that a card claiming a huge head fails here instead of allocating it."""
+    size = st_path.stat().st_size
+    need = sum(math.prod(shape) * dtype.itemsize for shape, dtype in expected.values())
+    if need > size:
+        raise WeightsError(f"{st_path} holds {size} bytes but its card implies {need} bytes of "
+                           "tensors: the card does not describe this file")
+    try:
+        with safe_open(str(st_path), framework="pt") as f:
+            slices = {k: f.get_slice(k) for k in f.keys()}
+            found = {k: (tuple(v.get_shape()), v.get_dtype()) for k, v in slices.items()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{st_path} is not a readable safetensors file: {exc}") from None
+    if set(found) != set(expected):
+        missing = sorted(set(expected) - set(found))[:3]
+        extra = sorted(set(found) - set(expected))[:3]
+        raise WeightsError(f"{st_path} does not fit its card: missing {missing}, unexpected {extra}")
+    for key, (shape, dtype) in expected.items():
+        if found[key] != (shape, _ST_DTYPES.get(dtype)):
+            raise WeightsError(f"{st_path}: tensor {key} is {found[key][0]}/{found[key][1]}, the card "
+                               f"implies {shape}/{_ST_DTYPES.get(dtype, dtype)}")
+
+
 def load_head(weights: str | Path | None, map_location: str = "cpu") -> tuple[FlowHead, ModelCard, Path]:
-    """Head, card and resolved prefix; refuses tampered, truncated or mismatched files."""
+    """Head, card and resolved prefix; refuses tampered, truncated or mismatched files, and
+    checks every size the card claims against the file before anything is allocated."""
     prefix = resolve_head(weights)
     card = read_card(prefix)
     st_path, _ = _paths(prefix)
-    raw = st_path.read_bytes()
+    _check_header(st_path, _expected_tensors(card.head))
     expected = card.tensors_sha256
-    if expected and hashlib.sha256(raw).hexdigest() != expected:
-        raise WeightsError(
-            f"{st_path} does not match the digest in its model card (modified or truncated)")
-    head = FlowHead(card.head)
+    if expected:
+        with open(st_path, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        if digest != expected:
+            raise WeightsError(
+                f"{st_path} does not match the digest in its model card (modified or truncated)")
     try:
         tensors = load_file(str(st_path), device=map_location)
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(f"{st_path} is not a readable safetensors file: {exc}") from None
-    own = head.state_dict()
-    if set(tensors) != set(own):
-        missing = sorted(set(own) - set(tensors))[:3]
-        extra = sorted(set(tensors) - set(own))[:3]
-        raise WeightsError(f"{st_path} does not fit its card: missing {missing}, unexpected {extra}")
-    for key, value in tensors.items():
-        if value.shape != own[key].shape or value.dtype != own[key].dtype:
-            raise WeightsError(
-                f"{st_path}: tensor {key} is {tuple(value.shape)}/{value.dtype}, the card implies "
-                f"{tuple(own[key].shape)}/{own[key].dtype}")
+    head = FlowHead(card.head)
     head.load_state_dict(tensors)
     return head.eval(), card, prefix
 
