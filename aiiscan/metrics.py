@@ -14,7 +14,7 @@ def check_threshold(threshold: float | None) -> float | None:
     """A user-given threshold, refused when not finite: NaN would label every file natural
     (every comparison with NaN is false) and still exit 0."""
     if threshold is not None and not math.isfinite(threshold):
-        raise UsageError(f"threshold {threshold} is not a finite number")
+        raise UsageError(f"the threshold must be a finite number, not {threshold}")
     return threshold
 
 

@@ -77,7 +77,7 @@ def test_vanished_and_replaced_files_between_crawl_and_decode(tmp_path, head_pre
     assert summary.exit_code == 3
     rows = {r["path"]: r for r in read_report(summary.report).to_pylist()}
     assert set(rows) == set(files)
-    assert rows[files[0]]["error"] == "file vanished before it could be read"
+    assert rows[files[0]]["error"] == "no such file (missing, or vanished before it could be read)"
     assert rows[files[1]]["error"] == "is a directory"
     assert "FIFO" in rows[files[2]]["error"]
     assert all(rows[f]["status"] == "ok" for f in files[3:])

@@ -165,7 +165,7 @@ def test_non_finite_threshold_is_refused_by_the_python_api(head_prefix, photos, 
         scan([photos[0]], tmp_path / "r.parquet", weights=str(head_prefix), threshold=float("nan"))
     assert not (tmp_path / "r.parquet").exists()
     det = Detector.load(head_prefix, device="cpu", quiet=True)
-    with pytest.raises(ValueError, match="threshold inf is not a finite number"):
+    with pytest.raises(ValueError, match="must be a finite number, not inf"):
         evaluate(det, None, threshold=float("inf"))
 
 
