@@ -191,7 +191,7 @@ def _check(path: str | None, overwrite: bool, what: str) -> None:
               epilog=_examples(
                   "aiiscan train --natural ~/photos/authentic --val-natural ~/photos/held-out -o mine",
                   "aiiscan train --natural-list photos.txt -o weights/mine --views 2 --install-default",
-                  "aiiscan train --natural ./photos --backbone tiny.json --pretrained none -o smoke"))
+                  "aiiscan train --natural ./photos --backbone ViT-B-32 --pretrained openai -o b32"))
 @click.option("--natural", multiple=True, type=click.Path(exists=True),
               help="Folder (recursive) or file of natural photos; repeatable.")
 @click.option("--natural-list", type=click.Path(exists=True, dir_okay=False, allow_dash=True),
