@@ -399,7 +399,7 @@ def calibrate(weights, natural, natural_list, policy, limit, seed, plot, overwri
     from .calibrate import CalibrationError
     from .calibrate import calibrate as run_calibrate
     from .metrics import parse_policy
-    from .sources import list_images
+    from .sources import FOUND_HOW, list_images
 
     if not natural and not natural_list:
         raise click.UsageError("give --natural DIR and/or --natural-list FILE (held-out authentic photos)")
@@ -408,7 +408,7 @@ def calibrate(weights, natural, natural_list, policy, limit, seed, plot, overwri
     photos = list_images(natural, natural_list)
     if len(photos) < 2:
         raise CalibrationError(f"calibration needs at least 2 natural photos, found {len(photos)} "
-                               f"in {', '.join(natural) or natural_list}")
+                               f"in {', '.join(natural) or natural_list}. {FOUND_HOW}")
     run, engine = _run_and_engine(model_params, quiet, progress)
     scorer = engine.open(weights, run)
     result = run_calibrate(scorer, photos, policy, limit=limit, seed=seed, batch_size=run.batch_size,

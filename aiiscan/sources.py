@@ -168,6 +168,10 @@ def _looks_like_image(entry: Entry) -> bool:
         return False
 
 
+FOUND_HOW = ("Folders are searched recursively for image files; symbolic links are not followed "
+             "(name such files in a list with --natural-list instead).")
+
+
 def list_images(paths: Iterable[str], from_list: str | None = None) -> list[str]:
     """Image files for training, calibration and evaluation: named files are kept as given
     (a bad one becomes a counted failure later); files found in folders must look like images."""

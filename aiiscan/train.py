@@ -29,6 +29,7 @@ from .flow import FlowHead, HeadConfig, clip_flow_loss
 from .metrics import roc_auc
 from .progress import bar
 from .proxies import ProxySpec
+from .sources import FOUND_HOW
 from .weights import ModelCard, atomic_write_bytes, now_iso, save_head
 
 # Paper defaults per mode (DESIGN §1): mask ratio and epochs.
@@ -182,7 +183,7 @@ def train(backbone: ClipBackbone, natural: Sequence[str], out: str | Path, cfg: 
     ``progress`` draws bars; ``echo`` receives one line per epoch (the CLI sends it to stderr)."""
     out = Path(out)
     if len(natural) < 2:
-        raise TrainingError(f"training needs at least 2 natural photos, got {len(natural)}")
+        raise TrainingError(f"training needs at least 2 natural photos, got {len(natural)}. {FOUND_HOW}")
     torch.manual_seed(cfg.seed)
     dev = backbone.device
     head_cfg = HeadConfig(backbone.identity.feature_dim, cfg.dim, cfg.blocks, cfg.hidden,

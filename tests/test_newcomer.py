@@ -353,3 +353,13 @@ def test_counts_name_rows_without_a_label_or_hint(tmp_path, folder, head_prefix)
     page = (tmp_path / "p.html").read_text()
     hints = page.split('id="count-provenance-hint"')[1].split("</table>")[0]
     assert "<td>none</td><td class=num>4</td>" in hints
+
+
+def test_a_folder_of_symlinks_says_why_it_holds_no_photos(tmp_path, folder, tiny_config):
+    links = tmp_path / "links"
+    links.mkdir()
+    for p in folder.glob("*.png"):
+        os.symlink(p, links / p.name)
+    res = CliRunner().invoke(main, ["train", "--natural", str(links), "-o", str(tmp_path / "h"),
+                                    "--backbone", tiny_config, "--pretrained", "none"])
+    assert res.exit_code == 2 and "got 0" in res.stderr and "symbolic links are not followed" in res.stderr
