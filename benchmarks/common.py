@@ -77,13 +77,16 @@ def detector_for(backbone_name: str, precision: str = "auto"):
     from aiiscan.backbone import TINY_CONFIG, build_backbone
     from aiiscan.detector import Detector
     from aiiscan.flow import FlowHead, HeadConfig
+    from aiiscan.weights import ModelCard
 
     name = str(TINY_CONFIG) if backbone_name == "tiny" else backbone_name
     bb = build_backbone(name, "none", device="cpu", quiet=True)
     bb.precision = precision
     torch.manual_seed(0)
-    head = FlowHead(HeadConfig(bb.identity.feature_dim))
-    card = {"backbone": {**bb.identity.to_dict(), "source": name}, "tensors_sha256": "bench"}
+    head_cfg = HeadConfig(bb.identity.feature_dim)
+    head = FlowHead(head_cfg)
+    card = ModelCard(backbone={**bb.identity.to_dict(), "source": name}, head=head_cfg,
+                     training={"mode": "N+P"}, tensors_sha256="bench")
     return Detector(bb, head, card, Path("bench"))
 
 
