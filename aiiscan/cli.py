@@ -341,7 +341,6 @@ def scan(paths, output, fmt, from_list, weights, threshold, resume, incremental,
 
     if not paths and not from_list:
         raise click.UsageError("give at least one PATH or --from-list FILE")
-    check_threshold(threshold)
     output = output or "report.parquet"
     if not fmt and Path(output).suffix.lower().lstrip(".") not in SUFFIXES:
         raise click.UsageError(f"cannot tell the report format of {Path(output).name!r}: end it in .parquet, "

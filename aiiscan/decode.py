@@ -31,6 +31,7 @@ from .preprocess import (
 from .provenance import extract as extract_provenance
 from .proxies import ProxySpec, radial_band_perturb
 from .sources import IMAGE_EXTENSIONS, sniff_format
+from .textsafe import clean_text
 
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 RADIAL = "radial"  # the calibration perturbation, band (30, 100)
@@ -105,16 +106,7 @@ def _oneline(exc: BaseException) -> str:
 # Lone surrogates (JSON "\ud800" escapes, surrogateescape'd bytes) cannot be written as UTF-8;
 # C0/C1 controls (NUL, ESC, ...) and bidirectional controls (U+202E ...) hide or reorder text in
 # a terminal, CSV or HTML view. Tab, newline and carriage return are ordinary text.
-_UNSAFE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e"
-                     r"\u2066-\u2069\ud800-\udfff]")
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")  # "<_io.BytesIO object at 0x7f...>" differs per run
-
-
-def clean_text(text: str) -> str:
-    """A file-derived string made safe for every report format: each unsafe character above
-    becomes a visible escape (``\\x00``, ``\\u202e``, ``\\ud800``), the rest is kept as is."""
-    return _UNSAFE.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}",
-                       text)
 
 
 def _clean(value: object) -> object:

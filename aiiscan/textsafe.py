@@ -1,8 +1,10 @@
-"""Text from files (names, error reasons, metadata) made safe to print on an analyst's terminal.
+"""Text from files (names, error reasons, metadata) made safe for where it goes.
 
-A file name is attacker-chosen: ``ESC[2J`` clears the screen, an OSC sequence sets the window
-title or writes to the clipboard, a bidi override makes ``gpj.exe`` read as ``exe.jpg``.
-Every path or file-derived string the CLI prints goes through ``for_terminal``.
+A file name or a metadata field is attacker-chosen: ``ESC[2J`` clears the screen, an OSC
+sequence sets the window title or writes to the clipboard, a bidi override makes ``gpj.exe``
+read as ``exe.jpg``, a lone surrogate cannot be written as UTF-8 at all. One escaping scheme
+serves both destinations: ``clean_text`` for every string a file puts into a report row (tab and
+line breaks kept), ``for_terminal`` for everything the CLI prints.
 """
 
 from __future__ import annotations
@@ -15,13 +17,27 @@ import re
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
                      "\ud800-\udfff]")
 _UNSAFE_KEEP_NEWLINES = re.compile(_UNSAFE.pattern.replace("\x00-\x1f", "\x00-\x09\x0b-\x1f"))
+# In report rows, tab and line breaks are data (a prompt's lines); the rest as for a terminal.
+_UNSAFE_IN_ROWS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e"
+                             "\u2066-\u2069\ud800-\udfff]")
+
+
+def _visible(match: re.Match) -> str:
+    o = ord(match.group())
+    return f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}"
 
 
 def _escape(match: re.Match) -> str:
     o = ord(match.group())
     if 0xDC80 <= o <= 0xDCFF:  # surrogateescape's stand-in for the undecodable byte o - 0xDC00
         return f"\\x{o - 0xDC00:02x}"
-    return f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}"
+    return _visible(match)
+
+
+def clean_text(text: str) -> str:
+    """A file-derived string made safe for every report format: each unsafe character becomes a
+    visible escape (``\\x00``, ``\\u202e``, ``\\ud800``), the rest is kept as is."""
+    return _UNSAFE_IN_ROWS.sub(_visible, text)
 
 
 def for_terminal(text: str, keep_newlines: bool = False) -> str:

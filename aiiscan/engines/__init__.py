@@ -49,6 +49,8 @@ class Engine(Protocol):
 
     def open(self, weights: str | None, run: RunOptions) -> Scorer: ...
 
+    def describe(self) -> dict: ...  # its name and options, for the report's metadata
+
 
 ENGINES: dict[str, type] = {
     "local": LocalEngine,
