@@ -12,7 +12,7 @@ import fnmatch
 import os
 import stat
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 IMAGE_EXTENSIONS = frozenset({
@@ -123,21 +123,32 @@ def lexical_key(path: str) -> str:
 
 def iter_inputs(paths: Iterable[str], from_list: str | None = None,
                 include: Sequence[str] = (), exclude: Sequence[str] = (),
-                follow_symlinks: bool = False) -> Iterator[Entry]:
+                follow_symlinks: bool = False, seen: Callable[[str], bool] | None = None) -> Iterator[Entry]:
     """Every input once, in a stable order: given paths first (directories expanded), then the
-    list. Spellings of one name (``lexical_key``) count once, in the form first met."""
-    seen_paths: set[str] = set()
+    list. Spellings of one name (``lexical_key``) count once, in the form first met.
+
+    ``seen(key)`` records a key and says whether it is new (default: a set in memory; a scan
+    passes its on-disk ``ledger.Ledger.add_new``, so that 100 million names cost no memory).
+    One root and no list cannot repeat a name, so nothing is recorded then."""
+    paths = list(paths)
+    if seen is None:
+        keys: set[str] = set()
+
+        def seen(key: str) -> bool:
+            new = key not in keys
+            keys.add(key)
+            return new
+
+    record = len(paths) > 1 or bool(from_list)
     seen_dirs: set[tuple[int, int]] = set()
 
     def admit(entry: Entry) -> Entry | None:
-        key = lexical_key(entry.path)
-        if key in seen_paths:
-            return None
         if not entry.explicit and include and not _matches(entry.path, include):
             return None
         if exclude and _matches(entry.path, exclude):
             return None
-        seen_paths.add(key)
+        if record and not seen(lexical_key(entry.path)):
+            return None
         return entry
 
     sources: list[Iterable[str]] = [paths]
