@@ -636,7 +636,8 @@ def report(report_file, output, top, no_thumbnails, thumb_budget, overwrite, qui
 @_common
 def selftest(keep, quiet, progress) -> None:  # noqa: ARG001
     """Check this installation offline: a tiny random backbone is trained, calibrated and used to
-    scan good and broken files through the real worker pipeline. Scores mean nothing.
+    scan good and broken files through the real worker pipeline, and an MPFT head must learn a
+    checkerboard planted in generated pictures. Scores mean nothing about real AI images.
 
     Prints PASS/FAIL per stage on stdout; exits 0 when every stage passed, 1 otherwise.
     """
