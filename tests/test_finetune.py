@@ -181,6 +181,8 @@ def test_scan_calibrate_and_evaluate_take_an_mpft_head(mpft_head, planted, tmp_p
     nat = [r["score"] for r in rows if "/natural/" in r["path"]]
     ai = [r["score"] for r in rows if "/planted/" in r["path"]]
     assert roc_auc(np.array(nat), np.array(ai)) >= 0.9
+    res = CliRunner().invoke(main, ["report", str(report), "-o", str(tmp_path / "r.html"), "-q"])
+    assert res.exit_code == 0 and (tmp_path / "r.html").stat().st_size > 0, res.output
     res = CliRunner().invoke(main, ["evaluate", "--real", str(root / "natural"),
                                     "--fake", str(root / "planted"), *common])
     assert res.exit_code == 0 and "planted" in res.output, res.output
