@@ -12,6 +12,7 @@ Adding a kind is a module plus one line in ``KINDS``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ from . import mpft
 from .flow import MODES, FlowHead, HeadConfig
 
 DEFAULT_KIND = "clip-flow"
+MAX_CLAMP = 80.0  # exp(80) is near float32's largest value: a larger soft clamp can overflow
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,16 @@ def _flow_check(card: dict) -> None:
             raise ValueError(f"field head.{key} has the wrong type ({type(v).__name__})")
         if not 1 <= v <= hi:
             raise ValueError(f"head.{key}={v} is outside 1..{hi}")
+    for key, kinds in (("clamp", (int, float)), ("permutation_seed", int)):
+        if key not in head:
+            raise ValueError(f"is missing head.{key}")
+        if not isinstance(head[key], kinds) or isinstance(head[key], bool):
+            raise ValueError(f"field head.{key} has the wrong type ({type(head[key]).__name__})")
+    clamp, seed = head["clamp"], head["permutation_seed"]
+    if not (math.isfinite(clamp) and 0 < clamp <= MAX_CLAMP):
+        raise ValueError(f"head.clamp={clamp} is not a number in (0, {MAX_CLAMP}]")
+    if not -(2**63) <= seed < 2**64:  # torch.Generator.manual_seed's range
+        raise ValueError(f"head.permutation_seed={seed} is outside -2**63..2**64-1")
     if head["feature_dim"] != card["backbone"]["feature_dim"]:
         raise ValueError("head.feature_dim differs from backbone.feature_dim")
     mode = card["training"].get("mode")

@@ -24,12 +24,11 @@ from . import __version__
 from .errors import AiiscanError
 from .files import atomic_write_bytes, file_mode, now_iso  # noqa: F401 (re-exported)
 from .flow import HeadConfig
-from .heads import DEFAULT_KIND, KINDS
+from .heads import DEFAULT_KIND, KINDS, MAX_CLAMP  # noqa: F401 (MAX_CLAMP re-exported)
 from .mpft import MpftConfig
 
 CARD_FORMAT = "aiiscan-head/1"
 MAX_CARD_BYTES = 16 * 1024 * 1024
-MAX_CLAMP = 80.0  # exp(80) is near float32's largest value: a larger soft clamp can overflow
 WEIGHTS_DIR_ENV = "AIISCAN_WEIGHTS_DIR"
 DEFAULT_HEAD_ENV = "AIISCAN_WEIGHTS"
 DEFAULT_NAME = "default"
@@ -151,14 +150,6 @@ def validate_card(card: Any) -> dict:
         KINDS[kind].check_card(card)
     except ValueError as exc:
         raise WeightsError(f"model card {exc}") from None
-    if kind == DEFAULT_KIND:
-        head = card["head"]
-        clamp = _require(head, "clamp", (int, float), "head")
-        if not (math.isfinite(clamp) and 0 < clamp <= MAX_CLAMP):
-            raise WeightsError(f"model card head.clamp={clamp} is not a number in (0, {MAX_CLAMP}]")
-        seed = _require(head, "permutation_seed", int, "head")
-        if not -(2**63) <= seed < 2**64:  # torch.Generator.manual_seed's range
-            raise WeightsError(f"model card head.permutation_seed={seed} is outside -2**63..2**64-1")
     threshold = card.get("threshold")
     if threshold is not None:
         if not isinstance(threshold, dict):
