@@ -22,7 +22,7 @@ import click
 from . import __version__, signals
 from . import progress as progress_bars
 from .decode import DEFAULT_MAX_BYTES
-from .defaults import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, MODES
+from .defaults import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, MASK_MODES, MODES, TEXTURES
 from .engines import ENGINES, make_engine
 from .errors import (
     EXIT_CHECK_FAILED,
@@ -288,6 +288,116 @@ def train(natural, natural_list, output, mode, backbone, pretrained, clip_weight
         click.echo(f"installed as the default head: {for_terminal(str(install(output)))}")
 
 
+@main.command(short_help="Fine-tune an MPFT detector on natural photos and some AI images you hold.",
+              epilog=_examples(
+                  "aiiscan finetune --natural ~/photos/authentic --ai ~/moderation/ai-flagged -o mpft",
+                  "aiiscan finetune --natural-list real.txt --ai-list ai.txt -o mpft --tune-blocks 4",
+                  "aiiscan finetune --natural real/ --ai ai/ -o mpft --views 2 --device cpu   # CPU",
+                  "aiiscan finetune --natural real/ --ai ai/ -o mpft --resume   # after an interruption"))
+@click.option("--natural", multiple=True, type=click.Path(exists=True),
+              help="Folder (recursive) or file of natural photos (label 0); repeatable.")
+@click.option("--natural-list", type=click.Path(exists=True, dir_okay=False, allow_dash=True),
+              help="File listing natural photos, one path per line ('-' = stdin).")
+@click.option("--ai", multiple=True, type=click.Path(exists=True),
+              help="Folder (recursive) or file of AI-generated images (label 1); repeatable.")
+@click.option("--ai-list", type=click.Path(exists=True, dir_okay=False),
+              help="File listing AI-generated images, one path per line.")
+@_output_option(True, "Output prefix W: writes W.safetensors + W.json (folders are created).")
+@click.option("--backbone", default=DEFAULT_BACKBONE,
+              help="open_clip ViT model name, or an open_clip model-config .json.")
+@click.option("--pretrained", default=DEFAULT_PRETRAINED,
+              help="open_clip pretrained tag, or 'none' for random init (smoke tests only).")
+@click.option("--clip-weights", type=click.Path(dir_okay=False),
+              help="Local CLIP checkpoint file (also $AIISCAN_CLIP_WEIGHTS).")
+@click.option("--tune-blocks", type=click.IntRange(1), default=2,
+              help="How many of the ViT's last transformer blocks are fine-tuned (with ln_post and proj).")
+@click.option("--tune-patch-embed", is_flag=True,
+              help="Also fine-tune the patch embedding (conv1), the ViT's pixel-level filters.")
+@click.option("--mask-ratio", type=click.FloatRange(0, 1, max_open=True), default=0.25,
+              help="Fraction of each crop's ViT patches masked per training step, most textured first "
+                   "(0: no masking). Never at scan time.")
+@click.option("--texture", type=click.Choice(TEXTURES), default="highpass",
+              help="Texture per patch: highpass = energy of image minus 3x3 blur; gradient = Sobel energy.")
+@click.option("--mask-mode", type=click.Choice(MASK_MODES), default="drop",
+              help="drop: remove the masked patches' tokens; zero: set their pixels to the mean.")
+@click.option("--epochs", type=click.IntRange(1), default=10,
+              help="Most epochs (early stopping may end sooner).")
+@click.option("--patience", type=click.IntRange(1), default=3,
+              help="Stop after this many epochs without a better held-out AUC.")
+@click.option("--val-fraction", type=click.FloatRange(0, 0.9, min_open=True), default=0.2,
+              help="Fraction of each class held out (seeded) for early stopping and the printed AUC.")
+@click.option("--batch-size", type=click.IntRange(2), default=32, help="Images per step.")
+@click.option("--lr", type=float, default=1e-5, help="AdamW learning rate of the tuned ViT blocks.")
+@click.option("--head-lr", type=float, default=1e-3, help="AdamW learning rate of the linear classifier.")
+@click.option("--weight-decay", type=click.FloatRange(0), default=0.01, help="AdamW weight decay.")
+@click.option("--views", type=click.IntRange(0), default=0,
+              help="0: fresh crops every epoch; K: decode K augmented views once (CPU-friendly).")
+@click.option("--seed", type=int, default=0, help="Seed for the split, crops, order and initialisation.")
+@click.option("--device", default="auto", help="auto, cpu, cuda or cuda:N.")
+@click.option("--workers", type=click.IntRange(0), default=None, show_default=False,
+              help="Decode worker processes [default: number of cores].")
+@click.option("--threads", type=click.IntRange(1), default=None, show_default=False,
+              help="Torch CPU threads [default: torch's, one per core].")
+@click.option("--exact-decode", is_flag=True,
+              help="Decode JPEGs at full resolution (default: DCT-domain downscaling first).")
+@click.option("--resume", is_flag=True, help="Continue from W.ckpt.* after an interruption.")
+@click.option("--loss-sign", type=float, default=1.0, hidden=True)  # tests: -1 must fail to learn
+@_overwrite
+@_common
+def finetune(natural, natural_list, ai, ai_list, output, backbone, pretrained, clip_weights, tune_blocks,
+             tune_patch_embed, mask_ratio, texture, mask_mode, epochs, patience, val_fraction, batch_size,
+             lr, head_lr, weight_decay, views, seed, device, workers, threads, exact_decode, resume,
+             loss_sign, overwrite, quiet, progress) -> None:
+    """Fine-tune an MPFT detector (our reading of Niu et al., arXiv 2601.03586): the last blocks of a
+    CLIP ViT and a binary head, trained on natural photos and AI images with texture-aware
+    masking (the most-textured patches of each crop are masked while training, never at scan time).
+
+    Holds out --val-fraction of each class, keeps the epoch with the best held-out AUC and prints
+    it. Writes W.safetensors (tuned tensors and head only) and W.json (its model card); scan,
+    calibrate, evaluate and report take it like any head. Scores are logits: higher = more likely AI.
+    """
+    import torch
+
+    from .backbone import build_backbone
+    from .finetune import FinetuneConfig
+    from .finetune import finetune as run_finetune
+    from .masking import MaskSpec
+    from .outputs import check_output
+    from .sources import list_images
+
+    if not natural and not natural_list:
+        raise click.UsageError("give --natural DIR and/or --natural-list FILE")
+    if not ai and not ai_list:
+        raise click.UsageError("give --ai DIR and/or --ai-list FILE (AI-generated images you hold); "
+                               "with no AI image at all, train a CLIP-Flow head: aiiscan train")
+    for suffix in (".safetensors", ".json"):
+        check_output(output + suffix, overwrite=overwrite, companions=(".ckpt",), what="head file")
+    cfg = FinetuneConfig(
+        tune_blocks=tune_blocks, tune_patch_embed=tune_patch_embed,
+        mask=MaskSpec(mask_ratio, texture, mask_mode), epochs=epochs, batch_size=batch_size, lr=lr,
+        head_lr=head_lr, weight_decay=weight_decay, val_fraction=val_fraction, patience=patience,
+        views=views, seed=seed, loss_sign=loss_sign, workers=workers, exact_decode=exact_decode)
+    if threads:
+        torch.set_num_threads(threads)
+    bb = build_backbone(backbone, pretrained, clip_weights, device, quiet=quiet)
+    photos = list_images(natural, natural_list)
+    fakes = list_images(ai, ai_list)
+    try:
+        card = run_finetune(bb, photos, fakes, output, cfg, resume=resume, own_backbone=True,
+                            progress=progress_bars.wanted(quiet, progress), echo=_info(quiet))
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: the last finished epoch is kept in {output}.ckpt.*; continue with the "
+                   "same command plus --resume", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    t, auc = card.training, card.metrics["heldout_auc"]
+    click.echo(f"wrote {for_terminal(output)}.safetensors and {for_terminal(output)}.json: MPFT, "
+               f"{t['natural_count']} natural + {t['ai_count']} AI images, kept epoch {t['kept_epoch']}")
+    click.echo(f"held-out AUC {auc:.4f} ({t['heldout_natural']} natural + {t['heldout_ai']} AI images "
+               "held out; it chose the kept epoch, so it is slightly optimistic)")
+    if card.random_init:
+        click.echo("random-init backbone: this AUC is about the images given, not about real AI images")
+
+
 @main.command(short_help="Score images in files, folders and lists into a report, one row per file.",
               epilog=_examples(
                   "aiiscan scan ./photos -o report.parquet",
@@ -527,7 +637,8 @@ def report(report_file, output, top, no_thumbnails, thumb_budget, overwrite, qui
 @_common
 def selftest(keep, quiet, progress) -> None:  # noqa: ARG001
     """Check this installation offline: a tiny random backbone is trained, calibrated and used to
-    scan good and broken files through the real worker pipeline. Scores mean nothing.
+    scan good and broken files through the real worker pipeline, and an MPFT head must learn a
+    checkerboard planted in generated pictures. Scores mean nothing about real AI images.
 
     Prints PASS/FAIL per stage on stdout; exits 0 when every stage passed, 1 otherwise.
     """

@@ -18,7 +18,7 @@ from .backbone import (
     resolve_device,
 )
 from .decode import DecodeJob, DecodeResult
-from .flow import FlowHead
+from .heads import KINDS
 from .pipeline import DEFAULT_TIMEOUT, decode_stream
 from .preprocess import prepare
 from .weights import ModelCard, check_backbone, load_head, model_id
@@ -116,10 +116,21 @@ def needs_features(res: DecodeResult) -> bool:
 
 
 class Detector:
-    """A trained head on its backbone: load once, score PIL images, paths or crops."""
+    """A trained head on its backbone: load once, score PIL images, paths or crops.
 
-    def __init__(self, backbone: ClipBackbone, head: FlowHead, card: ModelCard, prefix: Path):
+    Any kind of head (``heads.KINDS``: CLIP-Flow, MPFT) scores through this one interface; the
+    kind binds the head to the backbone (MPFT installs its tuned tensors into a copy of the
+    backbone's image tower, so a backbone passed in is never changed). Scores: higher = more
+    likely AI-generated, for every kind.
+    """
+
+    def __init__(self, backbone: ClipBackbone, head: torch.nn.Module, card: ModelCard, prefix: Path,
+                 owned: bool = False):
+        """``owned``: the backbone was built for this detector alone, so a kind that tunes the
+        backbone may change it in place instead of copying it."""
         check_backbone(card, backbone.identity.to_dict())
+        self.kind = KINDS[card.kind]
+        backbone, head = self.kind.bind(backbone, head, owned)
         self.backbone = backbone
         self.head = head.to(backbone.device).eval()
         self.card = card
@@ -143,7 +154,7 @@ class Detector:
         bb = build_backbone(backbone or spec["source"], tag, clip_weights=clip_weights,
                             device=resolve_device(device), quiet=quiet)
         bb.precision = precision
-        return cls(bb, head, card, prefix)
+        return cls(bb, head, card, prefix, owned=True)
 
     @property
     def image_size(self) -> int:

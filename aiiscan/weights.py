@@ -23,11 +23,12 @@ from safetensors.torch import load_file, save_file
 from . import __version__
 from .errors import AiiscanError
 from .files import atomic_write_bytes, file_mode, now_iso  # noqa: F401 (re-exported)
-from .flow import MODES, FlowHead, HeadConfig
+from .flow import HeadConfig
+from .heads import DEFAULT_KIND, KINDS, MAX_CLAMP  # noqa: F401 (MAX_CLAMP re-exported)
+from .mpft import MpftConfig
 
 CARD_FORMAT = "aiiscan-head/1"
 MAX_CARD_BYTES = 16 * 1024 * 1024
-MAX_CLAMP = 80.0  # exp(80) is near float32's largest value: a larger soft clamp can overflow
 WEIGHTS_DIR_ENV = "AIISCAN_WEIGHTS_DIR"
 DEFAULT_HEAD_ENV = "AIISCAN_WEIGHTS"
 DEFAULT_NAME = "default"
@@ -139,23 +140,16 @@ def validate_card(card: Any) -> dict:
     for key in ("name", "pretrained", "source"):
         _require(backbone, key, str, "backbone")
     _require(backbone, "feature_dim", int, "backbone")
-    head = _require(card, "head", dict)
-    limits = {"feature_dim": 16384, "dim": 4096, "blocks": 64, "hidden": 16384}
-    for key, hi in limits.items():
-        v = _require(head, key, int, "head")
-        if not 1 <= v <= hi:
-            raise WeightsError(f"model card head.{key}={v} is outside 1..{hi}")
-    clamp = _require(head, "clamp", (int, float), "head")
-    if not (math.isfinite(clamp) and 0 < clamp <= MAX_CLAMP):
-        raise WeightsError(f"model card head.clamp={clamp} is not a number in (0, {MAX_CLAMP}]")
-    seed = _require(head, "permutation_seed", int, "head")
-    if not -(2**63) <= seed < 2**64:  # torch.Generator.manual_seed's range
-        raise WeightsError(f"model card head.permutation_seed={seed} is outside -2**63..2**64-1")
-    if head["feature_dim"] != backbone["feature_dim"]:
-        raise WeightsError("model card head.feature_dim differs from backbone.feature_dim")
-    training = _require(card, "training", dict)
-    if training.get("mode") not in MODES:
-        raise WeightsError(f"model card training.mode {training.get('mode')!r} is not one of {MODES}")
+    _require(card, "head", dict)
+    _require(card, "training", dict)
+    kind = card.get("kind", DEFAULT_KIND)
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise WeightsError(f"model card kind {kind!r} is not one of {', '.join(KINDS)}: "
+                           "a head of a kind this aiiscan version does not know")
+    try:
+        KINDS[kind].check_card(card)
+    except ValueError as exc:
+        raise WeightsError(f"model card {exc}") from None
     threshold = card.get("threshold")
     if threshold is not None:
         if not isinstance(threshold, dict):
@@ -178,7 +172,7 @@ class ModelCard:
     """
 
     backbone: dict
-    head: HeadConfig
+    head: HeadConfig | MpftConfig  # the kind's config: flow.HeadConfig or mpft.MpftConfig
     training: dict
     threshold: dict | None = None
     calibration_history: tuple[dict, ...] = ()
@@ -187,17 +181,16 @@ class ModelCard:
     aiiscan_version: str = __version__
     tensors_sha256: str | None = None
     extra: dict = field(default_factory=dict)  # fields of newer cards, kept as they are
+    kind: str = DEFAULT_KIND  # heads.KINDS: "clip-flow" (cards without the field) or "mpft"
 
     @classmethod
     def from_dict(cls, raw: Any) -> ModelCard:
         card = dict(validate_card(raw))
         known = {f.name for f in fields(cls)} - {"extra"}
-        h = card["head"]
+        kind = card.get("kind", DEFAULT_KIND)
         return cls(
-            backbone=card["backbone"], training=card["training"], threshold=card.get("threshold"),
-            head=HeadConfig(feature_dim=h["feature_dim"], dim=h["dim"], blocks=h["blocks"],
-                            hidden=h["hidden"], clamp=float(h["clamp"]),
-                            permutation_seed=h["permutation_seed"]),
+            kind=kind, backbone=card["backbone"], training=card["training"], threshold=card.get("threshold"),
+            head=KINDS[kind].config_from_dict(card["head"]),
             calibration_history=tuple(card.get("calibration_history") or ()),
             metrics=card.get("metrics") or {}, created=card.get("created", ""),
             aiiscan_version=card.get("aiiscan_version", __version__),
@@ -205,8 +198,9 @@ class ModelCard:
             extra={k: v for k, v in card.items() if k not in known and k != "format"})
 
     def to_dict(self) -> dict:
-        out = {**self.extra, "format": CARD_FORMAT, "aiiscan_version": self.aiiscan_version,
-               "created": self.created, "backbone": self.backbone, "head": self.head.to_dict(),
+        out = {**self.extra, "format": CARD_FORMAT, "kind": self.kind,
+               "aiiscan_version": self.aiiscan_version, "created": self.created,
+               "backbone": self.backbone, "head": self.head.to_dict(),
                "training": self.training, "threshold": self.threshold,
                "calibration_history": list(self.calibration_history), "metrics": self.metrics}
         if self.tensors_sha256 is not None:
@@ -258,11 +252,12 @@ def write_card(prefix: str | Path, card: ModelCard) -> None:
     atomic_write_bytes(card_path, (json.dumps(card.to_dict(), indent=2, sort_keys=True) + "\n").encode())
 
 
-def save_head(prefix: str | Path, head: FlowHead, card: ModelCard) -> ModelCard:
-    """Write tensors then card, both atomically; the card records the tensors' digest."""
+def save_head(prefix: str | Path, head: torch.nn.Module, card: ModelCard) -> ModelCard:
+    """Write tensors (those the card's kind keeps) then card, both atomically; the card records
+    the tensors' digest."""
     st_path, _ = _paths(prefix)
     st_path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in KINDS[card.kind].tensors(head).items()}
     fd, tmp = tempfile.mkstemp(prefix=f".{st_path.name}.", dir=st_path.parent)
     os.close(fd)
     os.chmod(tmp, file_mode())
@@ -279,12 +274,10 @@ def save_head(prefix: str | Path, head: FlowHead, card: ModelCard) -> ModelCard:
     return card
 
 
-def _expected_tensors(config: HeadConfig) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
-    """Names, shapes and dtypes of a head's tensors, from a head built on the meta device
-    (no memory): the card's sizes are known before one byte is allocated."""
-    with torch.device("meta"):
-        head = FlowHead(config)
-    return {k: (tuple(v.shape), v.dtype) for k, v in head.state_dict().items()}
+def _expected_tensors(card: ModelCard) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """Names, shapes and dtypes of a head's tensors, from its card alone (no memory): the
+    card's sizes are known before one byte is allocated."""
+    return KINDS[card.kind].expected(card.head)
 
 
 def _check_header(st_path: Path, expected: dict[str, tuple[tuple[int, ...], torch.dtype]]) -> None:
@@ -311,13 +304,14 @@ def _check_header(st_path: Path, expected: dict[str, tuple[tuple[int, ...], torc
                                f"implies {shape}/{_ST_DTYPES.get(dtype, dtype)}")
 
 
-def load_head(weights: str | Path | None, map_location: str = "cpu") -> tuple[FlowHead, ModelCard, Path]:
+def load_head(weights: str | Path | None, map_location: str = "cpu"
+              ) -> tuple[torch.nn.Module, ModelCard, Path]:
     """Head, card and resolved prefix; refuses tampered, truncated or mismatched files, and
     checks every size the card claims against the file before anything is allocated."""
     prefix = resolve_head(weights)
     card = read_card(prefix)
     st_path, _ = _paths(prefix)
-    _check_header(st_path, _expected_tensors(card.head))
+    _check_header(st_path, _expected_tensors(card))
     expected = card.tensors_sha256
     if expected:
         with open(st_path, "rb") as f:
@@ -329,8 +323,7 @@ def load_head(weights: str | Path | None, map_location: str = "cpu") -> tuple[Fl
         tensors = load_file(str(st_path), device=map_location)
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(f"{st_path} is not a readable safetensors file: {exc}") from None
-    head = FlowHead(card.head)
-    head.load_state_dict(tensors)
+    head = KINDS[card.kind].from_tensors(card.head, tensors)
     return head.eval(), card, prefix
 
 
