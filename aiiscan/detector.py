@@ -53,7 +53,8 @@ Reuse = Callable[[DecodeResult], "np.ndarray | None"]
 
 def feature_batches(backbone: ClipBackbone, jobs: Iterable[DecodeJob], batch_size: int = 64,
                     workers: int | None = None, timeout: float = DEFAULT_TIMEOUT,
-                    reuse: Reuse | None = None
+                    reuse: Reuse | None = None,
+                    encode: Callable[[list[np.ndarray]], torch.Tensor] | None = None,
                     ) -> Iterator[tuple[list[DecodeResult], torch.Tensor | None]]:
     """The one decode -> features loop behind training, calibration, evaluation and scans.
 
@@ -67,8 +68,11 @@ def feature_batches(backbone: ClipBackbone, jobs: Iterable[DecodeJob], batch_siz
     bad files never piles up behind one good one. A scan saves backbone passes by giving
     ``reuse``, its lookup of content it scored before, which may answer for a decoded result;
     with ``reuse`` given, files with the same content (sha256) in one batch also share one pass
-    (only then: training's jobs differ per file in crops and proxies).
+    (only then: training's jobs differ per file in crops and proxies). ``encode`` replaces the
+    one backbone's pass over a batch of crops (``multihead``: several backbones, features side by
+    side); the crops are decoded once either way.
     """
+    encode = encode or (lambda arrays: features(backbone, arrays))
     pending: list[DecodeResult] = []
     ok = 0
 
@@ -86,7 +90,7 @@ def feature_batches(backbone: ClipBackbone, jobs: Iterable[DecodeJob], batch_siz
                 unique.append(r)
             index.append(first[key])
         n = len(unique[0].arrays)
-        feats = features(backbone, [a for r in unique for a in r.arrays]).reshape(len(unique), n, -1)
+        feats = encode([a for r in unique for a in r.arrays]).reshape(len(unique), n, -1)
         for r in good:
             r.arrays = []  # the crops are no longer needed; keep memory flat
         if len(unique) < len(good):
@@ -108,6 +112,23 @@ def feature_batches(backbone: ClipBackbone, jobs: Iterable[DecodeJob], batch_siz
             pending, ok = [], 0
     if pending:
         yield flush()
+
+
+def backbone_for(card: ModelCard, prefix: Path, device: str = "auto", clip_weights: str | None = None,
+                 backbone: str | None = None, quiet: bool = False, precision: str = "auto") -> ClipBackbone:
+    """The backbone a head's card names, built (``backbone`` overrides the card's path)."""
+    spec = card.backbone
+    tag = spec["pretrained"]
+    if tag == "file":
+        if not (clip_weights or os.environ.get(CLIP_WEIGHTS_ENV)):
+            raise BackboneError(
+                f"head {prefix.name} was trained on CLIP weights from a file "
+                f"(sha256 {spec.get('weights_sha256')}); pass --clip-weights FILE")
+        tag = "none"
+    bb = build_backbone(backbone or spec["source"], tag, clip_weights=clip_weights,
+                        device=resolve_device(device), quiet=quiet)
+    bb.precision = precision
+    return bb
 
 
 def needs_features(res: DecodeResult) -> bool:
@@ -143,17 +164,7 @@ class Detector:
         """Load a head (``None``: the default head) and the backbone its card names
         (``backbone`` overrides the card's path)."""
         head, card, prefix = load_head(weights)
-        spec = card.backbone
-        tag = spec["pretrained"]
-        if tag == "file":
-            if not (clip_weights or os.environ.get(CLIP_WEIGHTS_ENV)):
-                raise BackboneError(
-                    f"head {prefix.name} was trained on CLIP weights from a file "
-                    f"(sha256 {spec.get('weights_sha256')}); pass --clip-weights FILE")
-            tag = "none"
-        bb = build_backbone(backbone or spec["source"], tag, clip_weights=clip_weights,
-                            device=resolve_device(device), quiet=quiet)
-        bb.precision = precision
+        bb = backbone_for(card, prefix, device, clip_weights, backbone, quiet, precision)
         return cls(bb, head, card, prefix, owned=True)
 
     @property

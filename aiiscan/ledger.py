@@ -46,10 +46,14 @@ def failure(path: Path, exc: sqlite3.Error) -> LedgerError:
 class Ledger:
     """SQLite tables of one scan: ``seen`` (crawl de-duplication), ``old`` (the --incremental
     report's reusable rows), ``done`` (rows an interrupted run wrote) and ``scored`` (content
-    scored in this scan, by sha256)."""
+    scored in this scan, by sha256: every head's score, ``score`` then ``score_2``...)."""
 
     def __init__(self, path: str | Path, schema: pa.Schema):
         self.path = Path(path)
+        self.scores = ["score", *(c for c in schema.names if c.startswith("score_"))]  # one per head
+        scores = ", ".join(f"{c} REAL" for c in self.scores)
+        marks = ", ".join("?" * len(self.scores))
+        self._insert_scored = f"INSERT OR IGNORE INTO scored VALUES (?, ?, {marks})"
         self.path.unlink(missing_ok=True)  # a leftover of an interrupted run: rebuilt from the parts
         self.columns = schema.names
         self._bools = [i for i, f in enumerate(schema) if pa.types.is_boolean(f.type)]  # SQLite: 0/1
@@ -65,7 +69,7 @@ class Ledger:
                 CREATE TABLE done (path TEXT PRIMARY KEY, part INTEGER, row INTEGER, status TEXT,
                                    label TEXT, provenance_hint TEXT, size INTEGER, mtime INTEGER,
                                    kept INTEGER DEFAULT 0);
-                CREATE TABLE scored (sha256 TEXT PRIMARY KEY, path TEXT, score REAL) WITHOUT ROWID;
+                CREATE TABLE scored (sha256 TEXT PRIMARY KEY, path TEXT, {scores}) WITHOUT ROWID;
             """)
         except sqlite3.Error as exc:
             self.path.unlink(missing_ok=True)
@@ -112,12 +116,20 @@ class Ledger:
             row[i] = None if row[i] is None else bool(row[i])
         return dict(zip(self.columns, row, strict=True))
 
-    def old_content(self, sha256: str) -> tuple[str, float] | None:
-        """(path, score) of an old row with this content, the first by path."""
+    def old_content(self, sha256: str) -> tuple[str, tuple[float, ...]] | None:
+        """(path, scores: one per head) of an old row with this content, the first by path."""
         if not self._old_indexed:
             return None
-        return self.db.execute("SELECT path, score FROM old WHERE sha256 = ? ORDER BY path LIMIT 1",
-                               (sha256,)).fetchone()
+        return self._split(self.db.execute(f"SELECT path, {self._cols} FROM old WHERE sha256 = ? "
+                                           "ORDER BY path LIMIT 1", (sha256,)).fetchone())
+
+    @property
+    def _cols(self) -> str:
+        return ", ".join(self.scores)
+
+    @staticmethod
+    def _split(row: tuple | None) -> tuple[str, tuple[float, ...]] | None:
+        return None if row is None else (row[0], tuple(row[1:]))
 
     # -- --resume ---------------------------------------------------------------------------------
     def load_done(self, part: int, batch: pa.RecordBatch, first_row: int) -> None:
@@ -127,9 +139,9 @@ class Ledger:
         rows = ((r[0], part, first_row + i, *r[1:]) for i, r in enumerate(_rows(cols)))
         self.db.executemany("INSERT OR REPLACE INTO done (path, part, row, status, label, provenance_hint, "
                             "size, mtime) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        ok = batch.select(["sha256", "path", "score", "status"])
-        self.db.executemany("INSERT OR IGNORE INTO scored VALUES (?, ?, ?)",
-                            (r[:3] for r in _rows(ok) if r[3] == "ok" and r[0] and r[2] is not None))
+        ok = batch.select(["status", "sha256", "path", *self.scores])
+        self.db.executemany(self._insert_scored,
+                            (r[1:] for r in _rows(ok) if r[0] == "ok" and r[1] and r[3] is not None))
 
     def done_row(self, path: str) -> dict | None:
         row = self.db.execute("SELECT status, label, provenance_hint, size, mtime FROM done WHERE path = ?",
@@ -148,12 +160,14 @@ class Ledger:
                                               (part,))]
 
     # -- content already scored -------------------------------------------------------------------
-    def add_scored(self, sha256: str, path: str, score: float) -> None:
-        self.db.execute("INSERT OR IGNORE INTO scored VALUES (?, ?, ?)", (sha256, path, score))
+    def add_scored(self, sha256: str, path: str, scores: tuple[float, ...]) -> None:
+        """``scores``: one per head, in the order of the report's score columns."""
+        self.db.execute(self._insert_scored, (sha256, path, *scores))
 
-    def scored(self, sha256: str) -> tuple[str, float] | None:
-        """(path, score) of the first file of this scan with this content."""
-        return self.db.execute("SELECT path, score FROM scored WHERE sha256 = ?", (sha256,)).fetchone()
+    def scored(self, sha256: str) -> tuple[str, tuple[float, ...]] | None:
+        """(path, scores: one per head) of the first file of this scan with this content."""
+        return self._split(self.db.execute(f"SELECT path, {self._cols} FROM scored WHERE sha256 = ?",
+                                           (sha256,)).fetchone())
 
     def close(self) -> None:
         try:

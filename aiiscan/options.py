@@ -38,7 +38,8 @@ class ScanOptions:
     """What to scan and how to write it, beyond ``RunOptions``."""
 
     run: RunOptions = field(default_factory=RunOptions)
-    weights: str | None = None  # head prefix or name; None: the default head
+    # head prefix or name; None: the default head; a tuple of two or more: a multi-head scan
+    weights: str | tuple[str, ...] | None = None
     fmt: str | None = None  # report format; None: from the output's extension
     from_list: str | None = None
     threshold: float | None = None  # overrides the card's calibrated threshold
@@ -54,6 +55,10 @@ class ScanOptions:
     prompts: bool = True
     overwrite: bool = False
     command: str | None = None  # the command line, for the report's metadata
+    combine: str = "any"  # a multi-head scan's verdict: any or all (multihead.combine)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not isinstance(self.weights, tuple):
+            d.pop("combine")  # one head: no verdict, and the metadata of one-head scans as before
+        return d

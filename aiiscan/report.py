@@ -9,6 +9,7 @@ the parts folder stops two scans from writing the same output.
 
 from __future__ import annotations
 
+import csv
 import fcntl
 import json
 import os
@@ -80,16 +81,39 @@ SCHEMA = pa.schema([
 ])
 COLUMNS = SCHEMA.names
 OPTIONAL = ("reused", "reused_from")  # newer than some reports: read as null when absent
+HEAD_FIELDS = (("score", pa.float64()), ("label", pa.string()), ("threshold", pa.float64()),
+               ("model_id", pa.string()))
 
 
-# CSV/JSONL: mtime is read as text and parsed by _conform, which accepts our spelling (a Z) and
-# earlier or foreign ones (a +00:00 offset, a space instead of the T, no zone at all).
-_TEXT_SCHEMA = SCHEMA.set(SCHEMA.get_field_index("mtime"), pa.field("mtime", pa.string()))
+def report_schema(heads: int = 1) -> pa.Schema:
+    """The report's schema for a scan with ``heads`` heads (``multihead``). One head: ``SCHEMA``,
+    exactly. Each further head k adds ``score_k``, ``label_k``, ``threshold_k``, ``model_id_k``,
+    and a multi-head report adds ``verdict`` (the combined label), all after ``model_id``."""
+    if heads <= 1:
+        return SCHEMA
+    at = SCHEMA.get_field_index("model_id") + 1
+    extra = [pa.field(f"{name}_{k}", kind) for k in range(2, heads + 1) for name, kind in HEAD_FIELDS]
+    return pa.schema([*SCHEMA][:at] + extra + [pa.field("verdict", pa.string())] + [*SCHEMA][at:])
 
 
-def _conform(table: pa.Table) -> pa.Table:
-    """A table with the report schema. mtime from any earlier spelling (nanoseconds, zoned)
-    is truncated to microseconds; everything else must cast exactly."""
+def heads_in(names: list[str]) -> int:
+    """How many heads a report with these columns holds."""
+    n = 1
+    while f"score_{n + 1}" in names:
+        n += 1
+    return n
+
+
+def _text_schema(schema: pa.Schema) -> pa.Schema:
+    # CSV/JSONL: mtime is read as text and parsed by _conform, which accepts our spelling (a Z) and
+    # earlier or foreign ones (a +00:00 offset, a space instead of the T, no zone at all).
+    return schema.set(schema.get_field_index("mtime"), pa.field("mtime", pa.string()))
+
+
+
+def _conform(table: pa.Table, schema: pa.Schema = SCHEMA) -> pa.Table:
+    """A table with the report schema (``schema``: a multi-head report's). mtime from any earlier
+    spelling (nanoseconds, zoned) is truncated to microseconds; everything else must cast exactly."""
     i = table.schema.get_field_index("mtime")
     col = table.column(i)
     if pa.types.is_string(col.type):
@@ -98,7 +122,7 @@ def _conform(table: pa.Table) -> pa.Table:
     for name in OPTIONAL:
         if name not in table.column_names:
             table = table.append_column(name, pa.nulls(len(table), pa.string()))
-    return table.select(COLUMNS).cast(SCHEMA)
+    return table.select(schema.names).cast(schema)
 
 
 class ReportError(AiiscanError):
@@ -151,7 +175,8 @@ def _unguard(table: pa.Table) -> pa.Table:
 
 def iter_report(path: str | Path, batch_rows: int = 8192) -> Iterator[pa.Table]:
     """Any report aiiscan wrote, as tables of about ``batch_rows`` rows with the report schema,
-    read as a stream: memory is set by ``batch_rows``, not by the report's length."""
+    read as a stream: memory is set by ``batch_rows``, not by the report's length. A multi-head
+    report keeps its further heads' columns (``report_schema``)."""
     path = Path(path)
     fmt = format_for(path)
     try:
@@ -160,15 +185,18 @@ def iter_report(path: str | Path, batch_rows: int = 8192) -> Iterator[pa.Table]:
             # with million-row row groups does not land in memory whole
             source = pq.ParquetFile(path, buffer_size=1 << 20, pre_buffer=False)
             names = source.schema_arrow.names
+            schema = report_schema(heads_in(names))
             reader = source.iter_batches(batch_size=batch_rows)
-        elif fmt == "csv":
-            reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 24),
-                                    convert_options=pacsv.ConvertOptions(column_types=_TEXT_SCHEMA,
-                                                                         strings_can_be_null=True))
-            names = reader.schema.names
         else:
-            reader = pajson.open_json(path, read_options=pajson.ReadOptions(block_size=1 << 24),
-                                      parse_options=pajson.ParseOptions(explicit_schema=_TEXT_SCHEMA))
+            schema = report_schema(_text_heads(path, fmt))
+            text = _text_schema(schema)
+            if fmt == "csv":
+                reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 24),
+                                        convert_options=pacsv.ConvertOptions(column_types=text,
+                                                                             strings_can_be_null=True))
+            else:
+                reader = pajson.open_json(path, read_options=pajson.ReadOptions(block_size=1 << 24),
+                                          parse_options=pajson.ParseOptions(explicit_schema=text))
             names = reader.schema.names
         missing = [c for c in COLUMNS if c not in names and c not in OPTIONAL]
         if missing:
@@ -177,11 +205,25 @@ def iter_report(path: str | Path, batch_rows: int = 8192) -> Iterator[pa.Table]:
         for batch in reader:
             table = pa.Table.from_batches([batch])
             empty = False
-            yield _conform(_unguard(table) if fmt == "csv" else table)
+            yield _conform(_unguard(table) if fmt == "csv" else table, schema)
         if empty:
-            yield SCHEMA.empty_table()
+            yield schema.empty_table()
     except (OSError, pa.ArrowInvalid) as exc:
         raise ReportError(f"cannot read report {path}: {exc}") from None
+
+
+def _text_heads(path: Path, fmt: str) -> int:
+    """Heads of a CSV or JSONL report: from its header line, or its first row's keys."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        first = f.readline()
+    if fmt == "csv":
+        names = next(csv.reader([first]), [])
+    else:
+        try:
+            names = list(json.loads(first)) if first.strip() else []
+        except (ValueError, TypeError):
+            names = []
+    return heads_in(names)
 
 
 def read_report(path: str | Path) -> pa.Table:
@@ -203,8 +245,9 @@ class ReportWriter:
     """Streams rows to parts, then finishes atomically. Use as a context manager."""
 
     def __init__(self, out: str | Path, fmt: str | None = None, resume: bool = False,
-                 rows_per_part: int = 1024):
+                 rows_per_part: int = 1024, schema: pa.Schema = SCHEMA):
         self.out = Path(out)
+        self.schema = schema  # ``report_schema(heads)``
         self.fmt = format_for(self.out, fmt)
         self.parts = self.out.with_name(self.out.name + ".parts")
         self.rows_per_part = rows_per_part
@@ -275,7 +318,7 @@ class ReportWriter:
             first = 0
             source = pq.ParquetFile(file, buffer_size=1 << 20, pre_buffer=False)
             for batch in source.iter_batches(batch_size=8192):
-                table = _conform(pa.Table.from_batches([batch]))
+                table = _conform(pa.Table.from_batches([batch]), self.schema)
                 yield number, first, table
                 first += len(table)
 
@@ -287,7 +330,7 @@ class ReportWriter:
     def flush(self) -> None:
         if not self.buffer:
             return
-        table = pa.Table.from_pylist(self.buffer, schema=SCHEMA)
+        table = pa.Table.from_pylist(self.buffer, schema=self.schema)
         final = self.parts / f"part-{self.next_part:05d}.parquet"
         tmp = self.parts / f".tmp-{self.next_part:05d}.parquet"
         try:
@@ -323,7 +366,7 @@ class ReportWriter:
         DuckDB already is."""
         files = self._part_files()
         if not files:
-            yield from SCHEMA.empty_table().to_batches()
+            yield from self.schema.empty_table().to_batches()
             return
         import duckdb  # a second to import: only when a report is finished
 
@@ -338,7 +381,8 @@ class ReportWriter:
             stream = getattr(rel, "to_arrow_reader", None) or rel.fetch_arrow_reader  # duckdb 2.x, 1.x
             for batch in stream(FINISH_BATCH):
                 if batch.num_rows:
-                    yield from pa.Table.from_batches([batch]).select(COLUMNS).cast(SCHEMA).to_batches()
+                    table = pa.Table.from_batches([batch])
+                    yield from table.select(self.schema.names).cast(self.schema).to_batches()
         except duckdb.OutOfMemoryException as exc:
             why = str(exc).splitlines()[0]
             raise ReportError(f"sorting the report ran out of its memory ({SORT_MEMORY}): {why}. Every "
@@ -389,17 +433,17 @@ class ReportWriter:
     def _write_sorted(self, tmp: Path, meta: bytes) -> None:
         batches = self._sorted()
         if self.fmt == "parquet":
-            with pq.ParquetWriter(tmp, SCHEMA.with_metadata({META_KEY: meta})) as w:
+            with pq.ParquetWriter(tmp, self.schema.with_metadata({META_KEY: meta})) as w:
                 for batch in batches:
                     w.write_batch(batch)
         elif self.fmt == "csv":
-            with pacsv.CSVWriter(tmp, _TEXT_SCHEMA) as w:
+            with pacsv.CSVWriter(tmp, _text_schema(self.schema)) as w:
                 for batch in batches:
-                    w.write_table(_text_columns(pa.Table.from_batches([batch], SCHEMA), neutralise=True))
+                    w.write_table(_text_columns(pa.Table.from_batches([batch], self.schema), neutralise=True))
         else:
             with open(tmp, "w", encoding="utf-8") as f:
                 for batch in batches:
-                    text = _text_columns(pa.Table.from_batches([batch], SCHEMA), neutralise=False)
+                    text = _text_columns(pa.Table.from_batches([batch], self.schema), neutralise=False)
                     f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in text.to_pylist())
 
     def close(self) -> None:

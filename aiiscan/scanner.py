@@ -29,9 +29,10 @@ from .files import now_iso
 from .ledger import Ledger
 from .ledger import failure as ledger_failure
 from .metrics import check_threshold
+from .multihead import as_weights, combine, heads_of, open_scorer
 from .options import RunOptions, ScanOptions
 from .outputs import check_output
-from .report import COLUMNS, SCHEMA, ReportWriter, format_for, iter_report
+from .report import ReportWriter, format_for, heads_in, iter_report, report_schema
 from .sources import iter_inputs
 from .textsafe import display_path
 
@@ -55,6 +56,12 @@ class ScanSummary:
     threshold_source: str = "none"
     interrupted: bool = False
     hints: Counter = field(default_factory=Counter)
+    # multi-head scans only: each further head (model id, threshold, its source), the
+    # (head k >= 2, label) counts, the way the verdict combines labels and the verdict counts
+    more_heads: list[tuple[str, float | None, str]] = field(default_factory=list)
+    head_labels: Counter = field(default_factory=Counter)
+    combine: str | None = None
+    verdicts: Counter = field(default_factory=Counter)
 
     def count(self, row: dict) -> None:
         self.status[row["status"]] += 1
@@ -62,6 +69,11 @@ class ScanSummary:
             self.labels[row["label"]] += 1
         if row.get("provenance_hint"):
             self.hints[row["provenance_hint"]] += 1
+        for k in range(2, len(self.more_heads) + 2):
+            if row.get(f"label_{k}"):
+                self.head_labels[k, row[f"label_{k}"]] += 1
+        if row.get("verdict"):
+            self.verdicts[row["verdict"]] += 1
 
     @property
     def exit_code(self) -> int:
@@ -82,6 +94,7 @@ class ScanSummary:
             "labels: " + labels,
             f"threshold: {'none' if self.threshold is None else format(self.threshold, '.6g')} "
             f"({self.threshold_source})",
+            *self._head_lines(),
             "provenance: " + (", ".join(f"{k} {v}" for k, v in sorted(self.hints.items())) or "no hints")
             + " (file metadata: evidence beside the score, not part of it)",
             f"scored {_n(self.scored, 'file')} in {self.seconds:.1f}s ({rate:.1f} files/s); "
@@ -98,6 +111,18 @@ class ScanSummary:
                        "add --follow-symlinks to scan their targets")
         if self.report:
             out.append(f"report: {self.report}")
+        return out
+
+    def _head_lines(self) -> list[str]:
+        """Multi-head scans: each further head's labels and threshold, and the verdict."""
+        out = []
+        for k, (mid, thr, source) in enumerate(self.more_heads, start=2):
+            labels = ", ".join(f"{lab} {n}" for (h, lab), n in sorted(self.head_labels.items()) if h == k)
+            out.append(f"head {k} ({mid}): labels " + (labels or "none") + "; threshold "
+                       + ("none" if thr is None else format(thr, ".6g")) + f" ({source})")
+        if self.combine:
+            out.append(f"verdict (--combine {self.combine}): "
+                       + (", ".join(f"{k} {v}" for k, v in sorted(self.verdicts.items())) or "none"))
         return out
 
 
@@ -117,11 +142,18 @@ def _mtime_int(table: pa.Table) -> pa.Table:
                             table.column("mtime").cast(pa.int64()))
 
 
-def _load_old(ledger: Ledger, incremental: str | Path, model: str) -> int:
-    """The --incremental report's reusable rows (scored by this model) into the ledger, streamed."""
+def _load_old(ledger: Ledger, incremental: str | Path, models: Sequence[str]) -> int:
+    """The --incremental report's reusable rows into the ledger, streamed: scored by this scan's
+    heads (the same number of heads, the same model ids in the same order; else none is reused)."""
+    ids = ["model_id", *(f"model_id_{k}" for k in range(2, len(models) + 1))]
+
     def reusable() -> Iterator[pa.Table]:
         for table in iter_report(incremental):
-            keep = pc.and_(pc.equal(table.column("status"), "ok"), pc.equal(table.column("model_id"), model))
+            if heads_in(table.column_names) != len(models):
+                return  # another set of heads: every file is scored again
+            keep = pc.equal(table.column("status"), "ok")
+            for col, model in zip(ids, models, strict=True):
+                keep = pc.and_(keep, pc.equal(table.column(col), model))
             yield _mtime_int(table.filter(pc.fill_null(keep, False)))
     return ledger.load_old(reusable())
 
@@ -151,6 +183,8 @@ def options_from(*, detector: Detector | None = None, engine: str = "local", ray
     """
     run_keys = {f.name for f in fields(RunOptions)}
     run = RunOptions(**{k: v for k, v in kwargs.items() if k in run_keys})
+    if "weights" in kwargs:
+        kwargs["weights"] = as_weights(kwargs["weights"])
     scan_opts = ScanOptions(run=run, **{k: (tuple(v) if k in ("include", "exclude") else v)
                                         for k, v in kwargs.items() if k not in run_keys})
     own = {k: v for k, v in (("ray_address", ray_address), ("gpus_per_worker", gpus_per_worker),
@@ -183,8 +217,12 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
     check_output(output, overwrite=opts.overwrite, companions=side, what="report")
     check_threshold(opts.threshold)
     ReportWriter.check(output, opts.resume)
-    model = engine.open(opts.weights, run)
+    model = open_scorer(engine, opts.weights, run)
     card, mid, crop = model.card, model.model_id, model.image_size
+    heads = heads_of(model)
+    multi = len(heads) > 1
+    mids = [h.model_id for h in heads]
+    schema = report_schema(len(heads))
     threshold, keep_gps, prompts = opts.threshold, opts.keep_gps, opts.prompts
     if threshold is not None:
         thr, thr_source = float(threshold), "--threshold"
@@ -194,11 +232,18 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
     else:
         thr, thr_source = None, "none"
     summary = ScanSummary(report=None, threshold=thr, threshold_source=thr_source)
+    thrs = [thr, *(h.card.threshold_value for h in heads[1:])]  # --threshold is head 1's only
+    if multi:
+        combine([], opts.combine)  # an unknown way to combine: refused before any part exists
+        summary.combine = opts.combine
+        summary.more_heads = [
+            (h.model_id, t, "none" if t is None else f"model card ({h.card.threshold_policy})")
+            for h, t in zip(heads[1:], thrs[1:], strict=True)]
     if opts.incremental:
         next(iter_report(opts.incremental, batch_rows=1))  # unreadable: say so before any part exists
-    writer = ReportWriter(output, opts.fmt, resume=opts.resume, rows_per_part=opts.part_rows)
+    writer = ReportWriter(output, opts.fmt, resume=opts.resume, rows_per_part=opts.part_rows, schema=schema)
     try:
-        ledger = Ledger(writer.parts / "index.sqlite", SCHEMA)
+        ledger = Ledger(writer.parts / "index.sqlite", schema)
     except AiiscanError:
         writer.close()
         raise
@@ -206,7 +251,7 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
     bar = progress_bars.bar(unit="file", show=run.progress)  # no total: the crawl streams
     try:
         if opts.incremental:
-            _load_old(ledger, opts.incremental, mid)
+            _load_old(ledger, opts.incremental, mids)
         if opts.resume:
             for part, first, table in writer.done_batches():
                 ledger.load_done(part, _mtime_int(table), first)
@@ -215,12 +260,24 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
             summary.count(row)
             writer.write(row)
             if row["status"] == "ok" and row["sha256"] and row["score"] is not None:
-                ledger.add_scored(row["sha256"], row["path"], row["score"])
+                ledger.add_scored(row["sha256"], row["path"], tuple(row[c] for c in ledger.scores))
             bar.update(1)
 
+        ids = {f"model_id_{k}": m for k, m in enumerate(mids[1:], start=2)}
+
         def base_row(path: str, status: str, error: str | None) -> dict:
-            return dict.fromkeys(COLUMNS, None) | {
-                "path": display_path(path), "status": status, "error": error, "model_id": mid}
+            return dict.fromkeys(schema.names, None) | {
+                "path": display_path(path), "status": status, "error": error, "model_id": mid} | ids
+
+        def judged(scores: Sequence[float | None]) -> dict:
+            """Every head's score, threshold and label, and (several heads) the verdict."""
+            out = {"score": scores[0], "threshold": thr, "label": _label(scores[0], thr)}
+            for k, (s, t) in enumerate(zip(scores[1:], thrs[1:], strict=True), start=2):
+                out |= {f"score_{k}": s, f"threshold_{k}": t, f"label_{k}": _label(s, t)}
+            if multi:
+                labels = [out["label"], *(out[f"label_{k}"] for k in range(2, len(heads) + 1))]
+                out["verdict"] = combine(labels, opts.combine)
+            return out
 
         def jobs() -> Iterator[DecodeJob]:
             for entry in iter_inputs(paths, opts.from_list, opts.include, opts.exclude, opts.follow_symlinks,
@@ -239,7 +296,7 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
                     continue
                 prior = ledger.old_row(shown) if opts.incremental else None
                 if prior and _unchanged(entry.path, prior):
-                    emit(prior | {"threshold": thr, "label": _label(prior["score"], thr),
+                    emit(prior | judged([prior[c] for c in ledger.scores]) | {
                                   "gps": prior["gps"] if keep_gps else None,
                                   "gen_prompt": prior["gen_prompt"] if prompts else None,
                                   "reused": "unchanged", "reused_from": shown})
@@ -249,8 +306,8 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
                                 explicit=entry.explicit, fast_decode=not run.exact_decode, provenance=True,
                                 keep_gps=keep_gps, prompts=prompts)
 
-        def known(sha: str | None) -> tuple[str, str, float] | None:
-            """A score this scan already has for this content: (how, from which path, score)."""
+        def known(sha: str | None) -> tuple[str, str, tuple[float, ...]] | None:
+            """Scores this scan already has for this content: (how, from which path, one per head)."""
             if not sha:
                 return None
             hit = ledger.scored(sha)
@@ -261,23 +318,29 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
 
         def reuse(res: DecodeResult) -> np.ndarray | None:
             hit = known(res.info.get("sha256"))
-            return None if hit is None else np.array([hit[2]])
+            return None if hit is None else np.array([hit[2] if multi else hit[2][0]])
 
-        def scored(res: DecodeResult, s: float) -> dict:
+        def scored(res: DecodeResult, scores: np.ndarray) -> dict:
             row = base_row(res.path, "ok", None) | _info(res)
+            s = [float(x) for x in np.atleast_1d(scores)]  # one per head
             hit = known(row["sha256"])
             if hit is not None:  # the decision is made here, so every engine writes the same rows
                 row |= {"reused": hit[0], "reused_from": hit[1]}
-                s = hit[2]
+                s = list(hit[2])
                 if hit[0] == "duplicate":
                     summary.duplicates += 1
                 else:
                     summary.same_content += 1
             else:
                 summary.scored += 1
-            row |= {"score": s, "threshold": thr, "label": _label(s, thr)}
-            if s != s or s in (float("inf"), float("-inf")):
-                row |= {"status": "error", "error": "non-finite score", "score": None, "label": None}
+            row |= judged(s)
+            bad = [k for k, x in enumerate(s, start=1) if x != x or x in (float("inf"), float("-inf"))]
+            if bad:
+                which = f" (head {', '.join(map(str, bad))})" if multi else ""
+                row |= {"status": "error", "score": None, "label": None, "error": "non-finite score" + which}
+                if multi:
+                    row |= {f"{c}_{k}": None for k in range(2, len(heads) + 1) for c in ("score", "label")}
+                    row["verdict"] = None
             return row
 
         for res, scores in model.score_stream(jobs(), run.batch_size, run.workers, run.timeout, reuse=reuse):
@@ -287,7 +350,7 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
             elif scores is None:
                 emit(base_row(res.path, "error", res.error) | _info(res))
             else:
-                emit(scored(res, float(scores[0])))
+                emit(scored(res, scores[0]))
         summary.seconds = time.perf_counter() - t0
         metadata = _metadata(summary, opts, engine, model, paths, started)
         # On resume, rows of the interrupted run stand only where the file was found unchanged:
@@ -312,6 +375,14 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
 def _metadata(summary: ScanSummary, opts: ScanOptions, engine: Engine, model: Scorer, paths: Sequence[str],
               started: str) -> dict:
     card, run = model.card, opts.run
+    heads = heads_of(model)
+    more = {} if len(heads) == 1 else {
+        "heads": [{"model_id": h.model_id, "kind": h.card.kind, "model_card_sha256": h.card.digest(),
+                   "backbone": h.card.backbone, "threshold_block": h.card.threshold} for h in heads],
+        "head_thresholds": [summary.threshold, *(t for _, t, _ in summary.more_heads)],
+        "combine": summary.combine,
+        "backbone_passes": getattr(model, "passes", None),
+    }
     return {
         "aiiscan_version": __version__,
         "model_id": model.model_id,
@@ -340,6 +411,7 @@ def _metadata(summary: ScanSummary, opts: ScanOptions, engine: Engine, model: Sc
         "same_content_rows": summary.same_content,
         "duplicate_rows": summary.duplicates,
         "options": opts.to_dict(),  # everything the scan was asked to do, as given
+        **more,
     }
 
 
@@ -359,6 +431,7 @@ def _info(res: DecodeResult) -> dict:
 
 def scan(paths: Sequence[str], output: str | Path, **kwargs) -> Path | None:
     """Python API: scan and return the report path (None if interrupted). Keywords are the
-    fields of ``ScanOptions`` and ``RunOptions``, ``detector=`` (a loaded ``Detector``),
+    fields of ``ScanOptions`` and ``RunOptions``, ``detector=`` (a loaded ``Detector``, or a
+    ``multihead.MultiHead``), ``weights=[A, B]`` (a multi-head scan; ``combine=`` "any" or "all"),
     ``engine=`` ("local" or "ray") and the engine's own options."""
     return run_scan(paths, output, *options_from(**kwargs)).report

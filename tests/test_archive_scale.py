@@ -110,10 +110,10 @@ def test_ledger_lookups(tmp_path):
     row = led.old_row("/x/1.jpg")
     assert row["has_exif"] is True and row["score"] == 0.5 and set(row) == set(COLUMNS)
     assert led.old_row("/x/3.jpg") is None
-    assert led.old_content("bb") == ("/x/2.jpg", 1.5) and led.old_content("cc") is None
-    led.add_scored("aa", "/y/1.jpg", 0.5)
-    led.add_scored("aa", "/y/2.jpg", 0.5)  # the first file with a content stays its source
-    assert led.scored("aa") == ("/y/1.jpg", 0.5)
+    assert led.old_content("bb") == ("/x/2.jpg", (1.5,)) and led.old_content("cc") is None
+    led.add_scored("aa", "/y/1.jpg", (0.5,))
+    led.add_scored("aa", "/y/2.jpg", (0.5,))  # the first file with a content stays its source
+    assert led.scored("aa") == ("/y/1.jpg", (0.5,))
     led.close()
     assert not (tmp_path / "i.sqlite").exists()
 
