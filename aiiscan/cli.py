@@ -34,6 +34,7 @@ from .errors import (
     AiiscanError,
 )
 from .metrics import check_threshold
+from .multihead import COMBINE
 from .options import RunOptions, ScanOptions
 from .preprocess import DEFAULT_MAX_PIXELS
 from .proxies import BANDS, PROXY_KINDS
@@ -128,13 +129,16 @@ def _overwrite(f: Callable) -> Callable:
                         help="Replace existing output files (refused otherwise).")(f)
 
 
-def _model_options(f: Callable) -> Callable:
-    """What every command that loads a trained head shares."""
+def _model_options(f: Callable, many: bool = False) -> Callable:
+    """What every command that loads a trained head shares (``many``: --weights repeatable)."""
+    weights_help = ("Head: path prefix W (W.safetensors + W.json) or a name in the weights folders "
+                    "[default: $AIISCAN_WEIGHTS, else the installed default head].")
+    if many:
+        weights_help += (" Repeat for a multi-head run: each file is decoded once and scored by every head "
+                         "(heads on the same frozen backbone share its pass).")
     for opt in reversed([
-        click.option("--weights", default=None, show_default=False,
-                     help="Head: path prefix W (W.safetensors + W.json) or a name in the weights folders "
-                          "[default: $AIISCAN_WEIGHTS, else the installed default head].",
-                     metavar="W"),
+        click.option("--weights", default=None, show_default=False, help=weights_help, metavar="W",
+                     multiple=many),
         click.option("--clip-weights", type=click.Path(dir_okay=False),
                      help="Local CLIP checkpoint for the backbone the head's card names "
                           "(also $AIISCAN_CLIP_WEIGHTS)."),
@@ -161,6 +165,11 @@ def _model_options(f: Callable) -> Callable:
     ]):
         f = opt(f)
     return f
+
+
+def _heads_options(f: Callable) -> Callable:
+    """``_model_options`` with a repeatable --weights (scan, evaluate: multi-head runs)."""
+    return _model_options(f, many=True)
 
 
 def _run_and_engine(params: dict, quiet: bool, progress: bool | None) -> tuple[RunOptions, object]:
@@ -403,7 +412,8 @@ def finetune(natural, natural_list, ai, ai_list, output, backbone, pretrained, c
                   "aiiscan scan ./photos -o report.parquet",
                   "aiiscan scan /archive -o night.parquet --incremental last.parquet --html night.html",
                   "find /srv -name '*.jpg' | aiiscan scan --from-list - -o r.csv --weights mine",
-                  "aiiscan scan /archive -o report.parquet --resume      # after an interruption"))
+                  "aiiscan scan /archive -o report.parquet --resume      # after an interruption",
+                  "aiiscan scan ./photos -o both.parquet --weights flow --weights mpft --combine any"))
 @click.argument("paths", nargs=-1, type=click.Path())
 @_output_option(False, "Report file; its format from the extension (.parquet, .csv, .jsonl) "
                 "[default: report.parquet].")
@@ -411,9 +421,13 @@ def finetune(natural, natural_list, ai, ai_list, output, backbone, pretrained, c
               help="Report format, overriding the extension.")
 @click.option("--from-list", type=click.Path(exists=True, dir_okay=False, allow_dash=True),
               help="File with one path per line ('-' = stdin; lines starting with # are comments).")
-@_model_options
+@_heads_options
 @click.option("--threshold", type=float, default=None, show_default=False,
-              help="Score threshold for label=ai, overriding the card's calibration.")
+              help="Score threshold for label=ai, overriding the card's calibration (with several "
+                   "--weights: head 1's only; the other heads use their cards' thresholds).")
+@click.option("--combine", type=click.Choice(COMBINE), default="any",
+              help="Several --weights: the verdict column. any: ai if any head labels ai, natural if all "
+                   "label natural; all: ai only if every head labels ai.")
 @click.option("--threads", type=click.IntRange(1), default=None, show_default=False,
               help="Torch threads for scoring (local engine) [default: torch's, one per core]. "
                    "Fewer leaves cores to the decode workers when decoding is the bottleneck.")
@@ -439,7 +453,7 @@ def finetune(natural, natural_list, ai, ai_list, output, backbone, pretrained, c
 @click.option("--no-prompts", is_flag=True, help="Leave generator prompts out of the report.")
 @_overwrite
 @_common
-def scan(paths, output, fmt, from_list, weights, threshold, resume, incremental, include, exclude,
+def scan(paths, output, fmt, from_list, weights, threshold, combine, resume, incremental, include, exclude,
          follow_symlinks, max_pixels, max_bytes, part_rows, html_out, keep_gps, no_prompts, overwrite,
          quiet, progress, **model_params) -> None:
     """Score images in files and folders (recursive) into a report, one row per file.
@@ -447,7 +461,12 @@ def scan(paths, output, fmt, from_list, weights, threshold, resume, incremental,
     Without --weights the default head is used ($AIISCAN_WEIGHTS, else the head installed by
     `aiiscan train --install-default`, else ./weights/default). Labels use the card's calibrated
     threshold or --threshold. The summary goes to stdout; progress and warnings to stderr.
+
+    With several --weights every head scores every file from one decode: the report's score, label,
+    threshold and model_id are head 1's, score_2, label_2, ... head 2's, and verdict combines the
+    labels (--combine).
     """
+    from .multihead import as_weights
     from .scanner import run_scan
 
     if not paths and not from_list:
@@ -459,11 +478,11 @@ def scan(paths, output, fmt, from_list, weights, threshold, resume, incremental,
     _check(html_out, overwrite, "HTML report")
     run, engine = _run_and_engine(model_params, quiet, progress)
     options = ScanOptions(
-        run=run, weights=weights, fmt=fmt, from_list=from_list, threshold=threshold, resume=resume,
-        incremental=incremental, include=tuple(include), exclude=tuple(exclude),
+        run=run, weights=as_weights(weights), fmt=fmt, from_list=from_list, threshold=threshold,
+        resume=resume, incremental=incremental, include=tuple(include), exclude=tuple(exclude),
         follow_symlinks=follow_symlinks, max_pixels=max_pixels, max_bytes=max_bytes, part_rows=part_rows,
         keep_gps=keep_gps, prompts=not no_prompts, overwrite=overwrite,
-        command=shlex.join(["aiiscan", *sys.argv[1:]]))
+        command=shlex.join(["aiiscan", *sys.argv[1:]]), combine=combine)
     summary = run_scan(list(paths), output, options, engine)
     if summary.interrupted:
         click.echo(f"interrupted: the rows written so far are kept in {for_terminal(output)}.parts; "
@@ -537,8 +556,9 @@ def calibrate(weights, natural, natural_list, policy, limit, seed, plot, overwri
               epilog=_examples(
                   "aiiscan evaluate --dataset ~/benchmarks/univfd -o table.md",
                   "aiiscan evaluate --weights mine --real real/ --fake sd15/ --perturb jpeg:90",
-                  "aiiscan evaluate --dataset ./eval-dev --plots plots/ -o table.csv"))
-@_model_options
+                  "aiiscan evaluate --dataset ./eval-dev --plots plots/ -o table.csv",
+                  "aiiscan evaluate --dataset ./eval-dev --weights flow --weights mpft   # side by side"))
+@_heads_options
 @click.option("--dataset", type=click.Path(exists=True, file_okay=False),
               help="Labelled set: MANIFEST.tsv, real/ + fake/<generator>/, or UnivFD layout.")
 @click.option("--real", multiple=True, type=click.Path(exists=True), help="Folder of real images.")
@@ -551,7 +571,8 @@ def calibrate(weights, natural, natural_list, policy, limit, seed, plot, overwri
               help="Also evaluate under a laundering condition: jpeg:Q, webp:Q, resize:S, blur:SIGMA, "
                    "crop:F (repeatable; one table each).")
 @click.option("--threshold", type=float, default=None, show_default=False,
-              help="Threshold for the accuracies, overriding the card's calibration.")
+              help="Threshold for the accuracies, overriding the card's calibration (with several "
+                   "--weights: head 1's only).")
 @_overwrite
 @_common
 def evaluate(weights, dataset, real, fake, output, plots_dir, perturb, threshold, overwrite, quiet, progress,
@@ -559,12 +580,15 @@ def evaluate(weights, dataset, real, fake, output, plots_dir, perturb, threshold
     """Per-generator AP, ROC-AUC and accuracies on a labelled set (the paper's Tables I/II).
 
     The tables go to stdout (and to -o); unreadable files and written files are listed on stderr.
+    With several --weights the heads are scored from one decode per file and printed side by side
+    per generator (h1, h2...); --plots then writes one subfolder per head (head1/, head2/...).
     """
     from . import plots
     from .datasets import from_folders, load_dataset
     from .evaluate import evaluate as run_evaluate
-    from .evaluate import to_csv, to_markdown, write_plots
+    from .evaluate import evaluate_heads, to_csv, to_csv_heads, to_markdown, to_markdown_heads, write_plots
     from .launder import Condition
+    from .multihead import as_weights, open_scorer
     from .outputs import OutputError
     from .weights import atomic_write_bytes
 
@@ -579,25 +603,39 @@ def evaluate(weights, dataset, real, fake, output, plots_dir, perturb, threshold
     conditions = [None, *(Condition.parse(p) for p in perturb)]
     evalset = load_dataset(dataset) if dataset else from_folders(real, fake)
     run, engine = _run_and_engine(model_params, quiet, progress)
-    det = engine.open(weights, run)
-    tables = run_evaluate(det, evalset, conditions, threshold, batch_size=run.batch_size, workers=run.workers,
-                          progress=run.progress, exact_decode=run.exact_decode)
+    weights = as_weights(weights)
+    det = open_scorer(engine, weights, run)
+    heads = list(getattr(det, "heads", None) or [det])
+    args = dict(batch_size=run.batch_size, workers=run.workers, progress=run.progress,
+                exact_decode=run.exact_decode)
     caveat = ("random-init backbone: these numbers say nothing about detection quality"
-              if det.card.random_init else None)
-    text = to_markdown(tables, f"aiiscan evaluate: {det.model_id} on {evalset.root} ({evalset.layout})",
-                       caveat)
+              if any(h.card.random_init for h in heads) else None)
+    names = [h.model_id for h in heads]
+    if len(heads) == 1:
+        per_head = [run_evaluate(det, evalset, conditions, threshold, **args)]
+        title = f"aiiscan evaluate: {det.model_id} on {evalset.root} ({evalset.layout})"
+        text = to_markdown(per_head[0], title, caveat)
+    else:
+        per_head = evaluate_heads(det, evalset, conditions, threshold, **args)
+        text = to_markdown_heads(per_head, names, f"aiiscan evaluate: {len(heads)} heads on {evalset.root} "
+                                 f"({evalset.layout})", caveat)
+    tables = per_head[0]
     click.echo(for_terminal(text, keep_newlines=True))
     info = _info(quiet)
     for t in tables:
         for path, reason in t.failed[:5]:
             info(f"[{t.condition}] unreadable: {path}: {reason}")
     if output:
-        body = to_csv(tables) if output.lower().endswith(".csv") else text
+        csv_body = to_csv(tables) if len(heads) == 1 else to_csv_heads(per_head, names)
+        body = csv_body if output.lower().endswith(".csv") else text
         atomic_write_bytes(Path(output), body.encode("utf-8"))
         info(f"tables written to {output}")
     if plots_dir:
         if plots.available():
-            written = write_plots(tables, evalset, plots_dir)
+            written = []
+            for k, head_tables in enumerate(per_head, start=1):
+                folder = Path(plots_dir) if len(heads) == 1 else Path(plots_dir) / f"head{k}"
+                written += write_plots(head_tables, evalset, folder)
             info(f"{len(written)} plots written to {plots_dir}")
         else:
             info(f"no plots: {plots.MISSING}")

@@ -1,7 +1,9 @@
 """Per-generator tables in the layout of the paper's Tables I and II (AP, AUC, accuracies).
 
 Scores come from ``Detector.score_stream``, the scan's own decode-and-score loop. Each file is
-scored once per condition even when several generators share it (a shared real pool).
+scored once per condition even when several generators share it (a shared real pool). Several
+heads (``multihead.MultiHead``) are scored from the same decode and shown side by side
+(``evaluate_heads``, ``to_markdown_heads``).
 """
 
 from __future__ import annotations
@@ -56,21 +58,48 @@ class Table:
         return Row("mean", self.n_real, self.n_fake, *(avg(k) for k in METRICS))
 
 
-def score_files(detector: Scorer, paths: Sequence[str], condition: Condition | None = None,
+def score_heads(detector: Scorer, paths: Sequence[str], condition: Condition | None = None,
                 batch_size: int = 64, workers: int | None = None, progress: bool = True,
-                exact_decode: bool = False) -> tuple[dict[str, float], list[tuple[str, str]]]:
+                exact_decode: bool = False) -> list[tuple[dict[str, float], list[tuple[str, str]]]]:
+    """Per head of ``detector`` (one, or a ``MultiHead``'s): (scores by path, failed files), from
+    one decode per file."""
     size = detector.image_size
     jobs = (DecodeJob(p, size, condition=condition, fast_decode=not exact_decode) for p in paths)
-    scores: dict[str, float] = {}
-    failed: list[tuple[str, str]] = []
+    per_head: list[tuple[dict[str, float], list[tuple[str, str]]]] = []
     stream = detector.score_stream(jobs, batch_size=batch_size, workers=workers)
     for res, s in bar(stream, total=len(paths), unit="img", show=progress,
                       desc=f"evaluate ({condition or 'as is'})"):
-        if s is None or not np.isfinite(s[0]):
-            failed.append((res.path, res.error or "non-finite score"))
-        else:
-            scores[res.path] = float(s[0])
-    return scores, failed
+        values = [None] if s is None else np.atleast_1d(s[0])
+        while len(per_head) < len(values):
+            per_head.append(({}, []))
+        for (scores, failed), v in zip(per_head, values, strict=False):
+            if v is None or not np.isfinite(v):
+                failed.append((res.path, res.error or "non-finite score"))
+            else:
+                scores[res.path] = float(v)
+    return per_head or [({}, [])]
+
+
+def score_files(detector: Scorer, paths: Sequence[str], condition: Condition | None = None,
+                batch_size: int = 64, workers: int | None = None, progress: bool = True,
+                exact_decode: bool = False) -> tuple[dict[str, float], list[tuple[str, str]]]:
+    return score_heads(detector, paths, condition, batch_size, workers, progress, exact_decode)[0]
+
+
+def _table(evalset: EvalSet, cond: Condition | None, thr: float | None, scores: dict[str, float],
+           failed: list[tuple[str, str]]) -> Table:
+    rows = []
+    for gen, reals, fakes in evalset.groups():
+        neg = np.array([scores[p] for p in reals if p in scores])
+        pos = np.array([scores[p] for p in fakes if p in scores])
+        if len(neg) == 0 or len(pos) == 0:
+            continue  # every file of one side failed; listed in ``failed``
+        acc = rates_at(neg, pos, thr) if thr is not None else None
+        rows.append(Row(gen, len(neg), len(pos), average_precision(neg, pos), roc_auc(neg, pos),
+                        acc and acc.accuracy, acc and acc.real_accuracy, acc and acc.fake_accuracy))
+    used_reals = {p for _, reals, _ in evalset.groups() for p in reals if p in scores}
+    used_fakes = {p for _, _, fakes in evalset.groups() for p in fakes if p in scores}
+    return Table(str(cond) if cond else "none", thr, rows, failed, scores, len(used_reals), len(used_fakes))
 
 
 def evaluate(detector: Scorer, evalset: EvalSet, conditions: Sequence[Condition | None] = (None,),
@@ -82,20 +111,25 @@ def evaluate(detector: Scorer, evalset: EvalSet, conditions: Sequence[Condition 
     tables = []
     for cond in conditions:
         scores, failed = score_files(detector, files, cond, batch_size, workers, progress, exact_decode)
-        rows = []
-        for gen, reals, fakes in evalset.groups():
-            neg = np.array([scores[p] for p in reals if p in scores])
-            pos = np.array([scores[p] for p in fakes if p in scores])
-            if len(neg) == 0 or len(pos) == 0:
-                continue  # every file of one side failed; listed in ``failed``
-            acc = rates_at(neg, pos, thr) if thr is not None else None
-            rows.append(Row(gen, len(neg), len(pos), average_precision(neg, pos), roc_auc(neg, pos),
-                            acc and acc.accuracy, acc and acc.real_accuracy, acc and acc.fake_accuracy))
-        used_reals = {p for _, reals, _ in evalset.groups() for p in reals if p in scores}
-        used_fakes = {p for _, _, fakes in evalset.groups() for p in fakes if p in scores}
-        tables.append(Table(str(cond) if cond else "none", thr, rows, failed, scores,
-                            len(used_reals), len(used_fakes)))
+        tables.append(_table(evalset, cond, thr, scores, failed))
     return tables
+
+
+def evaluate_heads(detector: Scorer, evalset: EvalSet, conditions: Sequence[Condition | None] = (None,),
+                   threshold: float | None = None, *, batch_size: int = 64, workers: int | None = None,
+                   progress: bool = True, exact_decode: bool = False) -> list[list[Table]]:
+    """``evaluate`` for every head of ``detector`` (a ``MultiHead``), one decode per file for all:
+    ``[head][condition]``. ``threshold`` is head 1's; the other heads use their cards'."""
+    heads = list(getattr(detector, "heads", None) or [detector])
+    thrs = [detector.card.threshold_value if threshold is None else check_threshold(threshold),
+            *(h.card.threshold_value for h in heads[1:])]
+    files = evalset.files()
+    out: list[list[Table]] = [[] for _ in heads]
+    for cond in conditions:
+        per_head = score_heads(detector, files, cond, batch_size, workers, progress, exact_decode)
+        for k, (scores, failed) in enumerate(per_head):
+            out[k].append(_table(evalset, cond, thrs[k], scores, failed))
+    return out
 
 
 def _pct(v: float | None) -> str:
@@ -125,6 +159,52 @@ def to_markdown(tables: Sequence[Table], title: str, caveat: str | None = None) 
                    "the mean row averages generators and counts distinct files.")
         out.append("")
     return "\n".join(out)
+
+
+def to_markdown_heads(per_head: Sequence[Sequence[Table]], names: Sequence[str], title: str,
+                      caveat: str | None = None) -> str:
+    """Several heads side by side: per condition, one row per generator with each head's AP,
+    AUC and accuracy (``h1``, ``h2``...: the heads in the order given)."""
+    out = [f"# {title}", ""]
+    if caveat:
+        out += [f"> {caveat}", ""]
+    out += ["Heads: " + "; ".join(f"h{k} = {n}" for k, n in enumerate(names, start=1)), ""]
+    ks = range(1, len(per_head) + 1)
+    for c, first in enumerate(per_head[0]):
+        out.append(f"## Condition: {first.condition}")
+        out.append("")
+        thr = ", ".join(f"h{k} " + ("none" if t[c].threshold is None else f"{t[c].threshold:.6g}")
+                        for k, t in zip(ks, per_head, strict=True))
+        fails = ", ".join(f"h{k} {len(t[c].failed)}" for k, t in zip(ks, per_head, strict=True))
+        out.append(f"Thresholds: {thr}; files failed: {fails}.")
+        out.append("")
+        cols = [f"{m} h{k}" for m in ("AP", "AUC", "Acc") for k in ks]
+        out.append("| generator | real | fake | " + " | ".join(cols) + " |")
+        out.append("|---|---:|---:|" + "---:|" * len(cols))
+        rows = [{r.generator: r for r in t[c].rows} | {"\0mean": t[c].mean()} for t in per_head]
+        for gen in [*(r.generator for r in first.rows), "\0mean"]:
+            mine = [h.get(gen) for h in rows]
+            ref = mine[0]
+            if ref is None:
+                continue
+            name = "**mean**" if gen == "\0mean" else gen.replace("|", "\\|")
+            cells = [_pct(getattr(r, m) if r else None) for m in ("ap", "auc", "acc") for r in mine]
+            out.append(f"| {name} | {ref.n_real} | {ref.n_fake} | " + " | ".join(cells) + " |")
+        out.append("")
+        out.append("AP, AUC and Acc in %, per head (h1 = the first --weights); counts are head 1's.")
+        out.append("")
+    return "\n".join(out)
+
+
+def to_csv_heads(per_head: Sequence[Sequence[Table]], names: Sequence[str]) -> str:
+    """``to_csv`` of every head, with a ``head`` column (its model id) first."""
+    parts = []
+    for k, (name, tables) in enumerate(zip(names, per_head, strict=True)):
+        lines = to_csv(tables).splitlines()
+        if k == 0:
+            parts.append("head," + lines[0])
+        parts += [f"{name}," + line for line in lines[1:]]
+    return "\n".join(parts) + "\n"
 
 
 def to_csv(tables: Sequence[Table]) -> str:
