@@ -23,7 +23,7 @@ from PIL import Image
 from . import __version__
 from .files import atomic_write_bytes, now_iso
 from .preprocess import DEFAULT_MAX_PIXELS, open_image, to_rgb
-from .report import read_report, report_metadata
+from .report import heads_in, read_report, report_metadata
 from .textsafe import path_from_display
 
 THUMB_PX = 160
@@ -233,6 +233,8 @@ def render(report: str | Path, top: int = 50, thumbnails: bool = True,
     status = Counter(r["status"] for r in rows)
     labels = Counter(r.get("label") or "none" for r in rows)
     hints = Counter(r.get("provenance_hint") or "none" for r in rows)
+    more = range(2, heads_in(table.column_names) + 1)  # a multi-head scan's further heads
+    verdicts = Counter(r.get("verdict") or "none" for r in rows) if len(more) else None
     backbone = meta.get("backbone") or {}
     block = meta.get("threshold_block") or {}
 
@@ -257,6 +259,10 @@ def render(report: str | Path, top: int = 50, thumbnails: bool = True,
         ("threshold", None if thr is None else f"{thr:.6g} ({meta.get('threshold_source', '')})"),
         ("calibration", (f"policy {block.get('policy')}, {block.get('validation', {}).get('natural_count')} "
                          f"natural photos, on {block.get('created')}") if block else "none"),
+        *((f"head {k}", next((f"{r[f'model_id_{k}']} (threshold {_fmt(r[f'threshold_{k}'])})"
+                              for r in rows if r.get(f"model_id_{k}")), None)) for k in more),
+        *((("verdict", f"--combine {meta.get('combine', 'any')}: the heads' labels combined"),)
+          if len(more) else ()),
         ("roots", ", ".join(meta.get("roots") or [])),
         ("command", meta.get("command")),
         ("started", meta.get("started")), ("finished", meta.get("finished")),
@@ -267,7 +273,10 @@ def render(report: str | Path, top: int = 50, thumbnails: bool = True,
     out.append("</tbody></table>")
 
     out.append('<h2 id="counts">Counts</h2><div class="counts">')
-    for title, counter in (("status", status), ("label", labels), ("provenance hint", hints)):
+    counters = [("status", status), ("label", labels), ("provenance hint", hints)]
+    if verdicts is not None:
+        counters.insert(2, ("verdict", verdicts))
+    for title, counter in counters:
         body = "".join(f"<tr><td>{_e(k)}</td><td class=num>{v}</td></tr>" for k, v in sorted(counter.items()))
         out.append(f'<table class="count" id="count-{escape(title.replace(" ", "-"))}">'
                    f"<thead><tr><th>{escape(title)}</th><th class=num>files</th></tr></thead>"
@@ -295,8 +304,13 @@ def render(report: str | Path, top: int = 50, thumbnails: bool = True,
                 img = f'<div class="noimg">{_e(why or "thumbnail budget spent")}</div>'
         label = r.get("label") or "unlabelled"
         evidence = "".join(f"<li>{_e(b)}</li>" for b in card_evidence(r))
+        others = "".join(f"<div>head {k}: score {_fmt(r[f'score_{k}'])} · "
+                         f"{_e(r[f'label_{k}'] or 'unlabelled')}</div>" for k in more)
+        if len(more):
+            others += f"<div>verdict: {_e(r.get('verdict') or 'none')}</div>"
         out.append(f'<div class="card">{img}<div class="score{" ai" if label == "ai" else ""}">'
-                   f"score {_fmt(r['score'])} · {_e(label)}</div><div class=\"path\">{_e(r['path'])}</div>"
+                   f"score {_fmt(r['score'])} · {_e(label)}</div>{others}"
+                   f"<div class=\"path\">{_e(r['path'])}</div>"
                    f"<ul>{evidence}</ul></div>")
     out.append("</div>")
 
