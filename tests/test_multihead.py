@@ -1,0 +1,285 @@
+"""Issue 18, item 4: multi-head scans. One decode per file, one backbone pass per distinct frozen
+backbone, one score column per head, a combined verdict; every report format, --resume,
+--incremental and evaluate with several heads. Random-init tiny backbones: plumbing only.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from aiiscan import pipeline
+from aiiscan.backbone import TINY_CONFIG
+from aiiscan.cli import main
+from aiiscan.datasets import from_folders
+from aiiscan.detector import Detector
+from aiiscan.errors import UsageError
+from aiiscan.evaluate import evaluate, evaluate_heads, to_markdown_heads
+from aiiscan.multihead import MultiHead, combine
+from aiiscan.report import ReportWriter, read_report, report_metadata, report_schema
+from aiiscan.scanner import options_from, run_scan
+from aiiscan.weights import load_head
+
+from .conftest import write_photos
+
+
+@pytest.fixture(scope="module")
+def head2_prefix(tmp_path_factory, backbone, photos) -> Path:
+    """A second CLIP-Flow head on the same tiny backbone (P mode, another seed)."""
+    from aiiscan.proxies import ProxySpec
+    from aiiscan.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("head2") / "tiny2"
+    cfg = TrainConfig(mode="P", proxy=ProxySpec(ratio=0.1), epochs=1, batch_size=8, lr=1e-3,
+                      views=1, workers=0, seed=1)
+    train(backbone, photos, out, cfg, progress=False, backbone_source=str(TINY_CONFIG))
+    return out
+
+
+@pytest.fixture(scope="module")
+def mpft_prefix(tmp_path_factory, backbone) -> Path:
+    """An MPFT head tuned (one short epoch) from the same tiny backbone: its own backbone pass."""
+    from aiiscan.finetune import FinetuneConfig, finetune
+
+    root = tmp_path_factory.mktemp("mpft")
+    natural = write_photos(root / "natural", 8, seed=31)
+    ai = write_photos(root / "ai", 8, seed=32)
+    out = root / "mpft"
+    cfg = FinetuneConfig(tune_blocks=1, epochs=1, batch_size=8, val_fraction=0.25, workers=0, patience=1)
+    finetune(backbone, natural, ai, out, cfg, backbone_source=str(TINY_CONFIG), progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("scan")
+    paths = write_photos(root, 6, seed=41)
+    shutil.copy(paths[0], root / "copy_of_0.png")  # a duplicate: scored once, reused
+    return root
+
+
+def _det(backbone, prefix) -> Detector:
+    return Detector(backbone, *load_head(prefix))
+
+
+def _calibrated(prefix: Path, value: float, dst: Path) -> Path:
+    """A copy of a head whose card carries ``value`` as its threshold."""
+    card = json.loads(Path(str(prefix) + ".json").read_text())
+    card["threshold"] = {"value": value, "policy": "test"}
+    Path(str(dst) + ".json").write_text(json.dumps(card))
+    shutil.copy(str(prefix) + ".safetensors", str(dst) + ".safetensors")
+    return dst
+
+
+def _scan(out, scorer, root, **kw):
+    return run_scan([str(root)], out, *options_from(detector=scorer, workers=0, quiet=True, **kw))
+
+
+def _rows(report) -> dict[str, dict]:
+    return {Path(r["path"]).name: r for r in read_report(report).to_pylist()}
+
+
+class Encodes:
+    """Counts the crops each backbone encodes (one per backbone pass over a file)."""
+
+    def __init__(self, monkeypatch, *backbones):
+        self.n = [0] * len(backbones)
+        for i, bb in enumerate(backbones):
+            encode = bb.encode
+
+            def counted(batch, i=i, encode=encode):
+                self.n[i] += len(batch)
+                return encode(batch)
+
+            monkeypatch.setattr(bb, "encode", counted)
+
+
+# -- the report: one score column per head, each equal to that head's own scan ---------------------
+def test_two_heads_one_decode_one_backbone_pass(backbone, head_prefix, head2_prefix, folder, tmp_path,
+                                                monkeypatch):
+    d1, d2 = _det(backbone, head_prefix), _det(backbone, head2_prefix)
+    _scan(tmp_path / "one.parquet", d1, folder)
+    _scan(tmp_path / "two.parquet", d2, folder)
+    multi = MultiHead([d1, d2])
+    assert multi.passes == 1  # two CLIP-Flow heads on one frozen backbone share its pass
+
+    decodes = [0]
+    decode = pipeline.decode_job
+
+    def counted(job):
+        decodes[0] += 1
+        return decode(job)
+
+    monkeypatch.setattr(pipeline, "decode_job", counted)
+    passes = Encodes(monkeypatch, backbone)
+    summary = _scan(tmp_path / "both.parquet", multi, folder)
+    assert summary.exit_code == 0
+    assert decodes[0] == 7  # one decode per file, for both heads
+    assert passes.n == [6]  # the backbone once per distinct content (the copy is reused)
+
+    table = read_report(tmp_path / "both.parquet")
+    assert table.schema == report_schema(2)
+    assert table.column_names[10:20] == ["score", "label", "threshold", "model_id", "score_2", "label_2",
+                                         "threshold_2", "model_id_2", "verdict", "reused"]
+    one, two, both = (_rows(tmp_path / f"{n}.parquet") for n in ("one", "two", "both"))
+    assert set(both) == set(one) and len(both) == 7
+    for name, row in both.items():
+        assert row["score"] == pytest.approx(one[name]["score"], abs=1e-6)
+        assert row["score_2"] == pytest.approx(two[name]["score"], abs=1e-6)
+        assert row["model_id"] == d1.model_id and row["model_id_2"] == d2.model_id
+        assert row["reused"] == one[name]["reused"]
+    dup = [n for n, r in both.items() if r["reused"] == "duplicate"]
+    assert len(dup) == 1 and dup[0] in ("copy_of_0.png", "img_000.png")
+    assert both["copy_of_0.png"]["score_2"] == both["img_000.png"]["score_2"]  # every head's score reused
+    meta = report_metadata(tmp_path / "both.parquet")
+    assert [h["model_id"] for h in meta["heads"]] == [d1.model_id, d2.model_id]
+    assert meta["backbone_passes"] == 1 and meta["combine"] == "any"
+    assert "combine" not in report_metadata(tmp_path / "one.parquet")["options"]  # one head: as before
+    assert any(line.startswith("head 2 (") for line in summary.lines())
+
+
+def test_clip_flow_and_mpft_heads_take_two_passes(backbone, head_prefix, mpft_prefix, folder, tmp_path,
+                                                  monkeypatch):
+    d1, d2 = _det(backbone, head_prefix), _det(backbone, mpft_prefix)
+    assert d2.backbone is not backbone  # MPFT binds its tuned copy of the image tower
+    _scan(tmp_path / "flow.parquet", d1, folder)
+    _scan(tmp_path / "mpft.parquet", d2, folder)
+    multi = MultiHead([d1, d2])
+    assert multi.passes == 2
+    passes = Encodes(monkeypatch, backbone, d2.backbone)
+    assert _scan(tmp_path / "both.parquet", multi, folder).exit_code == 0
+    assert passes.n == [6, 6]
+    flow, mpft, both = (_rows(tmp_path / f"{n}.parquet") for n in ("flow", "mpft", "both"))
+    for name, row in both.items():
+        assert row["score"] == pytest.approx(flow[name]["score"], abs=1e-6)
+        assert row["score_2"] == pytest.approx(mpft[name]["score"], abs=1e-6)
+
+
+def test_the_cli_loads_the_backbone_once_for_two_heads(head_prefix, head2_prefix, folder, tmp_path):
+    out = tmp_path / "cli.parquet"
+    res = CliRunner().invoke(main, ["scan", str(folder), "-o", str(out), "--weights", str(head_prefix),
+                                    "--weights", str(head2_prefix), "--workers", "0", "--device", "cpu",
+                                    "--threshold", "0", "--combine", "all", "-q"])
+    assert res.exit_code == 0, res.output
+    meta = report_metadata(out)
+    assert meta["backbone_passes"] == 1 and meta["options"]["combine"] == "all"
+    assert meta["options"]["weights"] == [str(head_prefix), str(head2_prefix)]
+    assert "verdict (--combine all)" in res.output
+    one = CliRunner().invoke(main, ["scan", str(folder), "-o", str(tmp_path / "one.parquet"),
+                                    "--weights", str(head_prefix), "--workers", "0", "--device", "cpu", "-q"])
+    assert one.exit_code == 0
+    assert read_report(tmp_path / "one.parquet").column_names == list(report_schema(1).names)
+
+
+def test_heads_of_different_crop_sizes_are_refused():
+    heads = [SimpleNamespace(image_size=s, model_id=f"h{s}", kind=None) for s in (224, 64)]
+    with pytest.raises(UsageError, match="crop size"):
+        MultiHead(heads)
+
+
+# -- the verdict ------------------------------------------------------------------------------------
+def test_combine_rules():
+    assert combine(["ai", "natural"], "any") == "ai" and combine(["ai", "natural"], "all") == "natural"
+    assert combine(["natural", "natural"], "any") == "natural" and combine(["ai", "ai"], "all") == "ai"
+    assert combine(["natural", None], "any") is None and combine(["ai", None], "all") is None
+    assert combine(["ai", None], "any") == "ai" and combine(["natural", None], "all") == "natural"
+
+
+@pytest.mark.parametrize("how", ["any", "all"])
+def test_verdict_any_and_all(backbone, head_prefix, head2_prefix, folder, tmp_path, how):
+    d1 = _det(backbone, head_prefix)
+    _scan(tmp_path / "two.parquet", _det(backbone, head2_prefix), folder)
+    s1 = sorted(r["score"] for r in _rows(_scan(tmp_path / "one.parquet", d1, folder).report).values())
+    s2 = sorted(r["score"] for r in _rows(tmp_path / "two.parquet").values())
+    d2 = _det(backbone, _calibrated(head2_prefix, float(np.median(s2)), tmp_path / "cal2"))
+    out = tmp_path / f"{how}.parquet"
+    _scan(out, MultiHead([d1, d2]), folder, threshold=float(np.median(s1)), combine=how)
+    rows = _rows(out).values()
+    for r in rows:
+        assert r["label"] is not None and r["label_2"] is not None
+        assert r["threshold_2"] == d2.card.threshold_value
+        want = ("ai" if "ai" in (r["label"], r["label_2"]) else "natural") if how == "any" else \
+               ("ai" if r["label"] == r["label_2"] == "ai" else "natural")
+        assert r["verdict"] == want
+    assert {r["verdict"] for r in rows} == {"ai", "natural"}
+
+
+# -- formats, resume, incremental -------------------------------------------------------------------
+def test_csv_and_jsonl_round_trip(backbone, head_prefix, head2_prefix, folder, tmp_path):
+    multi = MultiHead([_det(backbone, head_prefix), _det(backbone, head2_prefix)])
+    ref = read_report(_scan(tmp_path / "r.parquet", multi, folder, threshold=0.0).report)
+    for ext in ("csv", "jsonl"):
+        got = read_report(_scan(tmp_path / f"r.{ext}", multi, folder, threshold=0.0).report)
+        assert got.schema == ref.schema
+        assert got.drop_columns(["mtime"]).to_pylist() == ref.drop_columns(["mtime"]).to_pylist(), ext
+
+
+def test_resume_with_two_heads(backbone, head_prefix, head2_prefix, folder, tmp_path, monkeypatch):
+    multi = MultiHead([_det(backbone, head_prefix), _det(backbone, head2_prefix)])
+    clean = _rows(_scan(tmp_path / "clean.parquet", multi, folder).report)
+    finish = ReportWriter.finish
+
+    def interrupted(self, *a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ReportWriter, "finish", interrupted)
+    out = tmp_path / "r.parquet"
+    assert _scan(out, multi, folder, part_rows=2).interrupted
+    monkeypatch.setattr(ReportWriter, "finish", finish)
+    assert not _scan(out, multi, folder, part_rows=2, resume=True).interrupted
+    assert report_metadata(out)["resumed_rows"] == 7
+    assert _rows(out) == clean | {k: v | {"mtime": _rows(out)[k]["mtime"]} for k, v in clean.items()}
+
+
+def test_incremental_reuses_only_rows_of_the_same_heads(backbone, head_prefix, head2_prefix, folder,
+                                                        tmp_path):
+    d1, d2 = _det(backbone, head_prefix), _det(backbone, head2_prefix)
+    multi = MultiHead([d1, d2])
+    old = _scan(tmp_path / "old.parquet", multi, folder).report
+    s = _scan(tmp_path / "new.parquet", multi, folder, incremental=str(old))
+    assert s.reused == 7 and s.scored == 0
+    new, before = _rows(tmp_path / "new.parquet"), _rows(old)
+    assert all(new[n]["score_2"] == before[n]["score_2"] and new[n]["reused"] == "unchanged" for n in new)
+    single = _scan(tmp_path / "single.parquet", d1, folder).report
+    s = _scan(tmp_path / "again.parquet", multi, folder, incremental=str(single))
+    assert s.reused == 0 and s.same_content == 0 and s.scored == 6  # other heads: rescored
+    swapped = _scan(tmp_path / "swapped.parquet", MultiHead([d2, d1]), folder, incremental=str(old))
+    assert swapped.reused == 0 and swapped.scored == 6
+
+
+# -- evaluate ------------------------------------------------------------------------------------------
+def test_evaluate_prints_heads_side_by_side(backbone, head_prefix, head2_prefix, tmp_path, monkeypatch):
+    real = write_photos(tmp_path / "real", 4, seed=51)
+    write_photos(tmp_path / "fake" / "gen_a", 4, seed=52)
+    evalset = from_folders([str(Path(real[0]).parent)], [str(tmp_path / "fake" / "gen_a")])
+    d1, d2 = _det(backbone, head_prefix), _det(backbone, head2_prefix)
+    decodes = [0]
+    decode = pipeline.decode_job
+
+    def counted(job):
+        decodes[0] += 1
+        return decode(job)
+
+    monkeypatch.setattr(pipeline, "decode_job", counted)
+    per_head = evaluate_heads(MultiHead([d1, d2]), evalset, workers=0, progress=False)
+    assert decodes[0] == 8
+    for det, tables in zip((d1, d2), per_head, strict=True):
+        alone = evaluate(det, evalset, workers=0, progress=False)
+        assert tables[0].rows[0].auc == pytest.approx(alone[0].rows[0].auc)
+    text = to_markdown_heads(per_head, [d1.model_id, d2.model_id], "t")
+    assert "| AP h1 | AP h2 | AUC h1 | AUC h2 |" in text and "gen_a" in text
+
+    res = CliRunner().invoke(main, ["evaluate", "--real", str(Path(real[0]).parent), "--fake",
+                                    str(tmp_path / "fake" / "gen_a"), "--weights", str(head_prefix),
+                                    "--weights", str(head2_prefix), "--workers", "0", "--device", "cpu",
+                                    "-q", "-o", str(tmp_path / "t.csv")])
+    assert res.exit_code == 0, res.output
+    assert "AUC h1 | AUC h2" in res.output and f"h2 = {d2.model_id}" in res.output
+    csv_lines = (tmp_path / "t.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("head,condition") and len(csv_lines) == 5  # 2 heads x (gen_a + mean)
