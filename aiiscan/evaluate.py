@@ -65,19 +65,18 @@ def score_heads(detector: Scorer, paths: Sequence[str], condition: Condition | N
     one decode per file."""
     size = detector.image_size
     jobs = (DecodeJob(p, size, condition=condition, fast_decode=not exact_decode) for p in paths)
-    per_head: list[tuple[dict[str, float], list[tuple[str, str]]]] = []
+    n = len(getattr(detector, "heads", None) or [detector])
+    per_head: list[tuple[dict[str, float], list[tuple[str, str]]]] = [({}, []) for _ in range(n)]
     stream = detector.score_stream(jobs, batch_size=batch_size, workers=workers)
     for res, s in bar(stream, total=len(paths), unit="img", show=progress,
                       desc=f"evaluate ({condition or 'as is'})"):
-        values = [None] if s is None else np.atleast_1d(s[0])
-        while len(per_head) < len(values):
-            per_head.append(({}, []))
-        for (scores, failed), v in zip(per_head, values, strict=False):
+        values = [None] * n if s is None else np.atleast_1d(s[0])
+        for (scores, failed), v in zip(per_head, values, strict=True):
             if v is None or not np.isfinite(v):
                 failed.append((res.path, res.error or "non-finite score"))
             else:
                 scores[res.path] = float(v)
-    return per_head or [({}, [])]
+    return per_head
 
 
 def score_files(detector: Scorer, paths: Sequence[str], condition: Condition | None = None,

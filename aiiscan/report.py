@@ -317,6 +317,11 @@ class ReportWriter:
         for number, file in enumerate(self._part_files()[:self.first_new]):
             first = 0
             source = pq.ParquetFile(file, buffer_size=1 << 20, pre_buffer=False)
+            had, has = heads_in(source.schema_arrow.names), heads_in(self.schema.names)
+            if had != has:
+                raise ReportError(f"{self.parts} holds an interrupted scan with {had} head(s), this one "
+                                  f"has {has}: resume with the same --weights, or delete that folder to "
+                                  "start over")
             for batch in source.iter_batches(batch_size=8192):
                 table = _conform(pa.Table.from_batches([batch]), self.schema)
                 yield number, first, table

@@ -22,7 +22,7 @@ from aiiscan.detector import Detector
 from aiiscan.errors import UsageError
 from aiiscan.evaluate import evaluate, evaluate_heads, to_markdown_heads
 from aiiscan.multihead import MultiHead, combine
-from aiiscan.report import ReportWriter, read_report, report_metadata, report_schema
+from aiiscan.report import ReportError, ReportWriter, read_report, report_metadata, report_schema
 from aiiscan.scanner import options_from, run_scan
 from aiiscan.weights import load_head
 
@@ -234,6 +234,11 @@ def test_resume_with_two_heads(backbone, head_prefix, head2_prefix, folder, tmp_
     monkeypatch.setattr(ReportWriter, "finish", finish)
     assert not _scan(out, multi, folder, part_rows=2, resume=True).interrupted
     assert report_metadata(out)["resumed_rows"] == 7
+    monkeypatch.setattr(ReportWriter, "finish", interrupted)
+    assert _scan(tmp_path / "h.parquet", multi, folder).interrupted
+    with pytest.raises(ReportError, match="with 2 head"):  # resumed with other heads: refused
+        _scan(tmp_path / "h.parquet", multi.heads[0], folder, resume=True)
+    monkeypatch.setattr(ReportWriter, "finish", finish)
     assert _rows(out) == clean | {k: v | {"mtime": _rows(out)[k]["mtime"]} for k, v in clean.items()}
 
 

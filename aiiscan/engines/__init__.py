@@ -7,6 +7,8 @@ which decodes each ``DecodeJob`` (its variants, condition and seed included) and
 ``reuse(result)``, when given, may answer with scores the scan already has for that content
 (an engine that can skips the backbone pass for it).
 ``scan``, ``calibrate`` and ``evaluate`` consume only that, so they run on any engine.
+A multi-head scorer (``multihead.MultiHead``, local engine) has the same shape, with ``heads``
+(head 1 first) and ``(result, [variant, head])`` scores.
 
 Adding an engine is a module with such a class and one line in ``ENGINES``; nothing in the
 scan driver changes. Engine modules import their heavy dependencies (torch, Ray) inside
