@@ -167,7 +167,7 @@ def classify(exc: BaseException) -> tuple[str, bool, str]:
         if isinstance(e, ConnectionError) or any(c in n for n in names for c in _CONNECTION_NAMES):
             return "connection", True, type(e).__name__
         if isinstance(e, OSError) and e.errno == errno.EBUSY:  # s3fs's SlowDown translation
-            return "throttled", True, "busy"
+            return "throttled", True, "HTTP 503"  # s3fs maps only 503 answers to EBUSY
     return "other", False, f"{type(exc).__name__}: {exc}"
 
 
@@ -224,7 +224,7 @@ def filesystem(url: str) -> Any:
     pol = RetryPolicy.from_env()
     kwargs: dict[str, Any] = {"use_listings_cache": False}
     if protocol == "s3":
-        kwargs |= {"retries": 1, "config_kwargs": {
+        kwargs |= {"config_kwargs": {
             "connect_timeout": pol.timeout, "read_timeout": pol.timeout,
             "retries": {"max_attempts": 1, "mode": "standard"}}}
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
@@ -238,9 +238,12 @@ def filesystem(url: str) -> Any:
         kwargs["client_kwargs"] = {"timeout": aiohttp.ClientTimeout(total=pol.timeout)}
     try:
         with _FS_LOCK:
-            return fsspec.filesystem(protocol, **kwargs)
+            fs = fsspec.filesystem(protocol, **kwargs)
     except (ImportError, ValueError) as exc:
         raise StoreError(hint, "config") from exc
+    if protocol == "s3":
+        fs.retries = 1  # s3fs's own retry loop (a class attribute, not an argument): one attempt
+    return fs
 
 
 def _mtime_us(info: dict) -> int | None:
@@ -337,8 +340,10 @@ def read_object(url: str, max_bytes: int) -> tuple[bytes, EntryStat]:
         raise StoreError(f"object of {st.size} bytes exceeds the size cap {max_bytes}", "too-big")
 
     def fetch() -> bytes:
-        if st.size is not None:
-            return fs.cat_file(url)
+        if st.size == 0:
+            return b""
+        if st.size is not None:  # a ranged GET: no second HEAD, never past the listed size
+            return fs.cat_file(url, start=0, end=st.size)
         with fs.open(url, "rb") as f:  # no length known (some HTTP servers): read under the cap
             return f.read(max_bytes + 1)
 
