@@ -309,7 +309,8 @@ def train(natural, natural_list, output, mode, backbone, pretrained, clip_weight
                    "Fewer leaves cores to the decode workers when decoding is the bottleneck.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted scan of the same output.")
 @click.option("--incremental", type=click.Path(exists=True, dir_okay=False),
-              help="Reuse rows of an older report for files whose size and mtime are unchanged.")
+              help="Reuse rows of an older report for files whose size and mtime are unchanged, and "
+                   "its scores for files moved or copied since (same sha256); see the reused column.")
 @click.option("--include", multiple=True, help="Only files matching this glob (repeatable).")
 @click.option("--exclude", multiple=True, help="Skip files matching this glob (repeatable).")
 @click.option("--follow-symlinks", is_flag=True, help="Follow symbolic links (loops are cut).")

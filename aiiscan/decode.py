@@ -66,6 +66,7 @@ class DecodeResult:
     error: str | None = None
     info: dict = field(default_factory=dict)
     arrays: list[np.ndarray] = field(default_factory=list)
+    reused: np.ndarray | None = None  # scores the scan already knew for this content (no backbone pass)
 
 
 def read_file(path: str, max_bytes: int) -> tuple[bytes, os.stat_result]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -48,42 +48,71 @@ def features(backbone: ClipBackbone, arrays: Sequence[np.ndarray] | np.ndarray) 
     return backbone.encode(normalize(batch, backbone.mean, backbone.std, backbone.device))
 
 
+Reuse = Callable[[DecodeResult], "np.ndarray | None"]
+
+
 def feature_batches(backbone: ClipBackbone, jobs: Iterable[DecodeJob], batch_size: int = 64,
-                    workers: int | None = None, timeout: float = DEFAULT_TIMEOUT
+                    workers: int | None = None, timeout: float = DEFAULT_TIMEOUT,
+                    reuse: Reuse | None = None
                     ) -> Iterator[tuple[list[DecodeResult], torch.Tensor | None]]:
     """The one decode -> features loop behind training, calibration, evaluation and scans.
 
     Decodes ``jobs`` in worker processes (in input order) and runs the frozen backbone over the
     crops of every variant, ``batch_size`` files at a time. Yields ``(results, features)``: the
-    results in input order and, for those with ``status == "ok"`` in that order, features of
-    shape ``[n_ok, n_variants, D]`` (None when none decoded). A file that did not decode with no
-    decoded file ahead of it is yielded at once: a long run of bad files never piles up waiting
-    for a batch to fill.
+    results in input order and, for those that need features (``needs_features``) in that
+    order, features of shape ``[n, n_variants, D]`` (None when none does).
+
+    Memory and pace: a result that needs no features with none pending ahead of it is yielded
+    at once, and a batch is also flushed when ``4 * batch_size`` results wait, so a long run of
+    bad files never piles up behind one good one. A scan saves backbone passes by giving
+    ``reuse``, its lookup of content it scored before, which may answer for a decoded result;
+    with ``reuse`` given, files with the same content (sha256) in one batch also share one pass
+    (only then: training's jobs differ per file in crops and proxies).
     """
     pending: list[DecodeResult] = []
     ok = 0
 
     def flush() -> tuple[list[DecodeResult], torch.Tensor | None]:
-        good = [r for r in pending if r.status == "ok"]
+        good = [r for r in pending if needs_features(r)]
         if not good:
             return pending, None
-        n = len(good[0].arrays)
-        feats = features(backbone, [a for r in good for a in r.arrays])
+        first: dict[str, int] = {}  # content -> its row among the unique crops
+        unique: list[DecodeResult] = []
+        index = []
+        for r in good:
+            key = (r.info.get("sha256") if reuse is not None else None) or id(r)
+            if key not in first:
+                first[key] = len(unique)
+                unique.append(r)
+            index.append(first[key])
+        n = len(unique[0].arrays)
+        feats = features(backbone, [a for r in unique for a in r.arrays]).reshape(len(unique), n, -1)
         for r in good:
             r.arrays = []  # the crops are no longer needed; keep memory flat
-        return pending, feats.reshape(len(good), n, -1)
+        if len(unique) < len(good):
+            feats = feats[torch.as_tensor(index, device=feats.device)]
+        return pending, feats
 
     for res in decode_stream(jobs, workers, timeout=timeout, window=max(2 * batch_size, 64)):
-        if res.status != "ok" and not ok:
+        if res.status == "ok" and reuse is not None:
+            res.reused = reuse(res)
+            if res.reused is not None:
+                res.arrays = []
+        if not needs_features(res) and not ok:
             yield [res], None
             continue
         pending.append(res)
-        ok += res.status == "ok"
-        if ok >= batch_size:
+        ok += needs_features(res)
+        if ok >= batch_size or len(pending) >= 4 * batch_size:
             yield flush()
             pending, ok = [], 0
     if pending:
         yield flush()
+
+
+def needs_features(res: DecodeResult) -> bool:
+    """Decoded, and not answered by a reused score."""
+    return res.status == "ok" and res.reused is None
 
 
 class Detector:
@@ -140,21 +169,26 @@ class Detector:
         return self.score_arrays([prepare(img, size) for img in images])
 
     def score_stream(self, jobs: Iterable[DecodeJob], batch_size: int = 64,
-                     workers: int | None = None, timeout: float = DEFAULT_TIMEOUT
-                     ) -> Iterator[tuple[DecodeResult, np.ndarray | None]]:
+                     workers: int | None = None, timeout: float = DEFAULT_TIMEOUT,
+                     reuse: Reuse | None = None) -> Iterator[tuple[DecodeResult, np.ndarray | None]]:
         """Decode in worker processes and score in batches, yielding in input order:
         ``(result, one score per job variant)``, or ``(result, None)`` when it did not decode.
+        ``reuse(result)``: scores known for a decoded file's content (its backbone pass is
+        skipped), or None.
 
         What scan, calibrate and evaluate consume; the features come from ``feature_batches``.
         """
-        for results, feats in feature_batches(self.backbone, jobs, batch_size, workers, timeout):
+        for results, feats in feature_batches(self.backbone, jobs, batch_size, workers, timeout, reuse):
             scores: Iterator[np.ndarray] = iter(())
             if feats is not None:
                 n, v, d = feats.shape
                 with torch.inference_mode():
                     scores = iter(self.head(feats.reshape(n * v, d)).float().cpu().numpy().reshape(n, v))
             for r in results:
-                yield r, (next(scores) if r.status == "ok" else None)
+                if r.status != "ok":
+                    yield r, None
+                else:
+                    yield r, (r.reused if r.reused is not None else next(scores))
 
     def score_paths(self, paths: Iterable[str | Path], workers: int = 0) -> list[float | None]:
         """Scores in input order; None where a file could not be decoded."""

@@ -8,6 +8,7 @@ One direction, no back and forth. Files that fail anywhere become rows with
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -15,18 +16,22 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from . import __version__, signals
 from . import progress as progress_bars
 from .decode import DecodeJob, DecodeResult
-from .engines import Engine, make_engine
-from .errors import EXIT_FILE_ERRORS, EXIT_INTERRUPTED, EXIT_OK, UsageError
+from .engines import Engine, Scorer, make_engine
+from .errors import EXIT_FILE_ERRORS, EXIT_INTERRUPTED, EXIT_OK, AiiscanError, UsageError
 from .files import now_iso
+from .ledger import Ledger
+from .ledger import failure as ledger_failure
 from .metrics import check_threshold
 from .options import RunOptions, ScanOptions
 from .outputs import check_output
-from .report import COLUMNS, ReportWriter, format_for, read_report
+from .report import COLUMNS, SCHEMA, ReportWriter, format_for, iter_report
 from .sources import iter_inputs
 from .textsafe import display_path
 
@@ -41,6 +46,8 @@ class ScanSummary:
     labels: Counter = field(default_factory=Counter)
     scored: int = 0
     reused: int = 0
+    same_content: int = 0
+    duplicates: int = 0
     resumed: int = 0
     not_images: int = 0
     seconds: float = 0.0
@@ -78,7 +85,9 @@ class ScanSummary:
             "provenance: " + (", ".join(f"{k} {v}" for k, v in sorted(self.hints.items())) or "no hints")
             + " (file metadata: evidence beside the score, not part of it)",
             f"scored {_n(self.scored, 'file')} in {self.seconds:.1f}s ({rate:.1f} files/s); "
-            f"reused {self.reused} unchanged, {self.resumed} from the interrupted run; "
+            f"reused {self.reused} unchanged, {self.same_content} moved or copied (same content), "
+            f"{_n(self.duplicates, 'duplicate')} of files scored in this scan (column reused); "
+            f"{self.resumed} from the interrupted run; "
             f"{_n(self.not_images, 'non-image file')} in folders ignored",
         ]
         if self.status.get("error"):
@@ -108,13 +117,13 @@ def _mtime_int(table: pa.Table) -> pa.Table:
                             table.column("mtime").cast(pa.int64()))
 
 
-def _old_rows(incremental: str | Path | None, model: str) -> dict[str, dict]:
-    if not incremental:
-        return {}
-    table = _mtime_int(read_report(incremental))
-    blank = dict.fromkeys(COLUMNS)  # an older report may lack newer columns
-    return {r["path"]: blank | r for r in table.to_pylist()
-            if r["status"] == "ok" and r["model_id"] == model}
+def _load_old(ledger: Ledger, incremental: str | Path, model: str) -> int:
+    """The --incremental report's reusable rows (scored by this model) into the ledger, streamed."""
+    def reusable() -> Iterator[pa.Table]:
+        for table in iter_report(incremental):
+            keep = pc.and_(pc.equal(table.column("status"), "ok"), pc.equal(table.column("model_id"), model))
+            yield _mtime_int(table.filter(pc.fill_null(keep, False)))
+    return ledger.load_old(reusable())
 
 
 def _still_true(path: str, row: dict) -> bool:
@@ -185,57 +194,93 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
     else:
         thr, thr_source = None, "none"
     summary = ScanSummary(report=None, threshold=thr, threshold_source=thr_source)
-    old = _old_rows(opts.incremental, mid)
-
+    if opts.incremental:
+        next(iter_report(opts.incremental, batch_rows=1))  # unreadable: say so before any part exists
     writer = ReportWriter(output, opts.fmt, resume=opts.resume, rows_per_part=opts.part_rows)
-    done = {r["path"]: r for r in _mtime_int(writer.done_table().select(
-        ["path", "status", "label", "provenance_hint", "size", "mtime"])).to_pylist()} if opts.resume else {}
-    entries = list(iter_inputs(paths, opts.from_list, opts.include, opts.exclude, opts.follow_symlinks))
-    todo = []
-    for e in entries:
-        row = done.get(display_path(e.path))
-        if row is not None and _still_true(e.path, row):
-            summary.resumed += 1
-            summary.count(row)  # the summary and exit code describe the whole report
-        else:  # new, or changed or deleted since the interruption: (re)scanned, the new row wins
-            todo.append(e)
-    bar = progress_bars.bar(total=len(todo), unit="file", show=run.progress)
-
-    def emit(row: dict) -> None:
-        summary.count(row)
-        writer.write(row)
-        bar.update(1)
-
-    def base_row(path: str, status: str, error: str | None) -> dict:
-        return dict.fromkeys(COLUMNS, None) | {
-            "path": display_path(path), "status": status, "error": error, "model_id": mid}
-
-    def jobs() -> Iterator[DecodeJob]:
-        for entry in todo:
-            if entry.skip:
-                emit(base_row(entry.path, "error" if entry.explicit else "skipped", entry.skip))
-                continue
-            prior = old.get(display_path(entry.path))
-            if prior and _unchanged(entry.path, prior):
-                emit(prior | {"threshold": thr, "label": _label(prior["score"], thr),
-                              "gps": prior["gps"] if keep_gps else None,
-                              "gen_prompt": prior["gen_prompt"] if prompts else None})
-                summary.reused += 1
-                continue
-            yield DecodeJob(entry.path, crop, max_pixels=opts.max_pixels, max_bytes=opts.max_bytes,
-                            explicit=entry.explicit, fast_decode=not run.exact_decode, provenance=True,
-                            keep_gps=keep_gps, prompts=prompts)
-
-    def scored(res: DecodeResult, s: float) -> dict:
-        row = base_row(res.path, "ok", None) | _info(res) | {
-            "score": s, "threshold": thr, "label": _label(s, thr)}
-        if s != s or s in (float("inf"), float("-inf")):
-            row |= {"status": "error", "error": "non-finite score", "score": None, "label": None}
-        return row
-
-    restore = signals.install()  # SIGTERM (docker stop) and Ctrl-C both stop here, resumably
     try:
-        for res, scores in model.score_stream(jobs(), run.batch_size, run.workers, run.timeout):
+        ledger = Ledger(writer.parts / "index.sqlite", SCHEMA)
+    except AiiscanError:
+        writer.close()
+        raise
+    restore = signals.install()  # SIGTERM (docker stop) and Ctrl-C both stop here, resumably
+    bar = progress_bars.bar(unit="file", show=run.progress)  # no total: the crawl streams
+    try:
+        if opts.incremental:
+            _load_old(ledger, opts.incremental, mid)
+        if opts.resume:
+            for part, first, table in writer.done_batches():
+                ledger.load_done(part, _mtime_int(table), first)
+
+        def emit(row: dict) -> None:
+            summary.count(row)
+            writer.write(row)
+            if row["status"] == "ok" and row["sha256"] and row["score"] is not None:
+                ledger.add_scored(row["sha256"], row["path"], row["score"])
+            bar.update(1)
+
+        def base_row(path: str, status: str, error: str | None) -> dict:
+            return dict.fromkeys(COLUMNS, None) | {
+                "path": display_path(path), "status": status, "error": error, "model_id": mid}
+
+        def jobs() -> Iterator[DecodeJob]:
+            for entry in iter_inputs(paths, opts.from_list, opts.include, opts.exclude, opts.follow_symlinks,
+                                     seen=ledger.add_new):
+                shown = display_path(entry.path)
+                if opts.resume:
+                    row = ledger.done_row(shown)
+                    if row is not None and _still_true(entry.path, row):
+                        ledger.keep(shown)
+                        summary.resumed += 1
+                        summary.count(row)  # the summary and exit code describe the whole report
+                        continue
+                    # else new, or changed since the interruption: (re)scanned, the new row wins
+                if entry.skip:
+                    emit(base_row(entry.path, "error" if entry.explicit else "skipped", entry.skip))
+                    continue
+                prior = ledger.old_row(shown) if opts.incremental else None
+                if prior and _unchanged(entry.path, prior):
+                    emit(prior | {"threshold": thr, "label": _label(prior["score"], thr),
+                                  "gps": prior["gps"] if keep_gps else None,
+                                  "gen_prompt": prior["gen_prompt"] if prompts else None,
+                                  "reused": "unchanged", "reused_from": shown})
+                    summary.reused += 1
+                    continue
+                yield DecodeJob(entry.path, crop, max_pixels=opts.max_pixels, max_bytes=opts.max_bytes,
+                                explicit=entry.explicit, fast_decode=not run.exact_decode, provenance=True,
+                                keep_gps=keep_gps, prompts=prompts)
+
+        def known(sha: str | None) -> tuple[str, str, float] | None:
+            """A score this scan already has for this content: (how, from which path, score)."""
+            if not sha:
+                return None
+            hit = ledger.scored(sha)
+            if hit is not None:
+                return "duplicate", hit[0], hit[1]
+            hit = ledger.old_content(sha) if opts.incremental else None
+            return None if hit is None else ("same_content", hit[0], hit[1])
+
+        def reuse(res: DecodeResult) -> np.ndarray | None:
+            hit = known(res.info.get("sha256"))
+            return None if hit is None else np.array([hit[2]])
+
+        def scored(res: DecodeResult, s: float) -> dict:
+            row = base_row(res.path, "ok", None) | _info(res)
+            hit = known(row["sha256"])
+            if hit is not None:  # the decision is made here, so every engine writes the same rows
+                row |= {"reused": hit[0], "reused_from": hit[1]}
+                s = hit[2]
+                if hit[0] == "duplicate":
+                    summary.duplicates += 1
+                else:
+                    summary.same_content += 1
+            else:
+                summary.scored += 1
+            row |= {"score": s, "threshold": thr, "label": _label(s, thr)}
+            if s != s or s in (float("inf"), float("-inf")):
+                row |= {"status": "error", "error": "non-finite score", "score": None, "label": None}
+            return row
+
+        for res, scores in model.score_stream(jobs(), run.batch_size, run.workers, run.timeout, reuse=reuse):
             if res.status == "skipped":
                 summary.not_images += 1
                 bar.update(1)
@@ -243,25 +288,37 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
                 emit(base_row(res.path, "error", res.error) | _info(res))
             else:
                 emit(scored(res, float(scores[0])))
-                summary.scored += 1
+        summary.seconds = time.perf_counter() - t0
+        metadata = _metadata(summary, opts, engine, model, paths, started)
+        # On resume, rows of the interrupted run stand only where the file was found unchanged:
+        # the report is the one a clean scan would write now.
+        summary.report = writer.finish(metadata, ledger.kept_rows if opts.resume else None)
     except BaseException as exc:
         writer.close()
+        if isinstance(exc, sqlite3.Error):
+            raise ledger_failure(ledger.path, exc) from None
         if not (isinstance(exc, KeyboardInterrupt) or signals.received()):
             raise
         summary.interrupted = True  # also when a library failed on the way out of the interrupt
         summary.seconds = time.perf_counter() - t0
         return summary
     finally:
+        ledger.close()
         restore()
         bar.close()
-    summary.seconds = time.perf_counter() - t0
-    metadata = {
+    return summary
+
+
+def _metadata(summary: ScanSummary, opts: ScanOptions, engine: Engine, model: Scorer, paths: Sequence[str],
+              started: str) -> dict:
+    card, run = model.card, opts.run
+    return {
         "aiiscan_version": __version__,
-        "model_id": mid,
+        "model_id": model.model_id,
         "model_card_sha256": card.digest(),
         "backbone": card.backbone,
-        "threshold": thr,
-        "threshold_source": thr_source,
+        "threshold": summary.threshold,
+        "threshold_source": summary.threshold_source,
         "threshold_block": card.threshold,
         "command": opts.command,
         "roots": [display_path(p) for p in paths],
@@ -271,22 +328,19 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
         "counts": dict(summary.status),
         "labels": dict(summary.labels),
         "provenance_hints": dict(summary.hints),
-        "keep_gps": keep_gps,
+        "keep_gps": opts.keep_gps,
         "decode": "exact" if run.exact_decode else "fast (JPEG DCT scaling)",
         "precision": model.precision,
         "engine": engine.name,
         "engine_options": engine.describe(),
         "torch_threads": run.threads,
-        "prompts": prompts,
+        "prompts": opts.prompts,
         "resumed_rows": summary.resumed,
         "reused_rows": summary.reused,
+        "same_content_rows": summary.same_content,
+        "duplicate_rows": summary.duplicates,
         "options": opts.to_dict(),  # everything the scan was asked to do, as given
     }
-    # On resume, rows of files no longer among the inputs (deleted from a crawled folder since
-    # the interruption) are left out: the report is the one a clean scan would write now.
-    keep = pa.array([display_path(e.path) for e in entries], pa.string()) if opts.resume else None
-    summary.report = writer.finish(metadata, keep)
-    return summary
 
 
 def _info(res: DecodeResult) -> dict:

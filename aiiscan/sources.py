@@ -17,7 +17,7 @@ import fnmatch
 import os
 import stat
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 IMAGE_EXTENSIONS = frozenset({
@@ -173,25 +173,45 @@ def _remote(raw: str, archives: bool, in_list: bool) -> Iterator[Entry]:
 
 def iter_inputs(paths: Iterable[str], from_list: str | None = None,
                 include: Sequence[str] = (), exclude: Sequence[str] = (),
-                follow_symlinks: bool = False, archives: bool = False) -> Iterator[Entry]:
+                follow_symlinks: bool = False, seen: Callable[[str], bool] | None = None,
+                archives: bool = False) -> Iterator[Entry]:
     """Every input once, in a stable order: given paths first (directories expanded), then the
     list. Spellings of one name (``lexical_key``) count once, in the form first met.
 
+    ``seen(key)`` records a key and says whether it is new (default: a set in memory; a scan
+    passes its on-disk ``ledger.Ledger.add_new``, so that 100 million names cost no memory).
+    One root and no list cannot repeat a name, so nothing is recorded then, except archive
+    members (a tar may hold one name twice; the first is scanned).
+
     URLs (``s3://b/prefix/``) are listed, archives named as inputs are expanded into
-    ``SHARD::MEMBER`` entries; with ``archives=True`` so are archives found while crawling."""
-    seen_paths: set[str] = set()
+    ``SHARD::MEMBER`` entries; with ``archives=True`` so are archives found while crawling.
+    URLs and members are keyed as written: ``a//b`` and ``a/b`` are two objects in a store."""
+    paths = list(paths)
+    if seen is None:
+        keys: set[str] = set()
+
+        def seen(key: str) -> bool:
+            new = key not in keys
+            keys.add(key)
+            return new
+
+    record = len(paths) > 1 or bool(from_list)
     seen_dirs: set[tuple[int, int]] = set()
 
     def admit(entry: Entry) -> Entry | None:
-        # URLs and members are keyed as written: "a//b" and "a/b" are two objects in a store.
-        key = entry.path if "::" in entry.path or "://" in entry.path else lexical_key(entry.path)
-        if key in seen_paths:
-            return None
         if not entry.explicit and include and not _matches(entry.path, include):
             return None
         if exclude and _matches(entry.path, exclude):
             return None
-        seen_paths.add(key)
+        path = entry.path
+        if "::" in path or "://" in path:
+            from .stores import is_indirect
+            if is_indirect(path):
+                if (record or "::" in path) and not seen(path):
+                    return None
+                return entry
+        if record and not seen(lexical_key(path)):
+            return None
         return entry
 
     sources: list[Iterable[str]] = [paths]

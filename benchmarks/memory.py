@@ -1,83 +1,216 @@
-"""Peak RSS of a whole scan against the number of files: memory must not grow with the listing.
+"""Peak RSS of a whole scan against the size of the archive: memory must not grow with it.
 
-    python benchmarks/memory.py --files 10000 100000
+    python benchmarks/memory.py                       # the figures of issue 16 (about 25 min)
+    python benchmarks/memory.py --files 10000 100000 --rows 10000 100000   # a quick look
 
-Each scan runs in its own process (tiny random-init backbone, generated 64x48 JPEGs) and reports
-its peak RSS (ru_maxrss of the scanning process) and throughput.
+Three scenarios, each run in its own process (tiny random-init backbone: the process starts with
+torch and the model loaded, as a real scan does), reporting that process's peak RSS
+(``ru_maxrss``; the decode workers are small processes of their own, and their ``ru_maxrss``
+would report the parent's size at fork), the wall time, and when the first report part appeared:
+
+- ``scan``: N empty files named ``.jpg`` (undecodable: every one is an error row) to a CSV
+  report: the crawl, the error path, the parts and the streamed, sorted finish.
+- ``incremental``: the 10,000-file tree against an old report of R rows (the tree's 10,000 as
+  unchanged, the rest elsewhere in the archive): the old report is indexed on disk, not in dicts.
+- ``resume``: the same tree, resumed from parts that hold R rows of an interrupted run.
+
+Ratios are against the first size of each scenario. Synthetic reports are made with pyarrow in
+one-million-row slices; the empty-file trees are cached under ``--cache``.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
+import json
+import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import command, detector_for  # noqa: E402
 
+TREE = 10_000  # files in the tree that incremental and resume rescan
 
-def make_files(folder: Path, n: int, size=(64, 48)) -> None:
-    from aiiscan.selftest import synthetic_photo
 
+def make_empty_files(folder: Path, n: int) -> None:
+    """``n`` empty ``.jpg`` files, 1,000 per folder (created once, then cached)."""
+    done = folder / ".complete"
+    if done.exists():
+        return
     folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    base = []
-    for _ in range(16):
-        buf = io.BytesIO()
-        synthetic_photo(rng, size).save(buf, "JPEG", quality=92)
-        base.append(buf.getvalue())
-    for i in range(n):
-        p = folder / f"{i // 1000:03d}" / f"img_{i:06d}.jpg"
-        if i % 1000 == 0:
-            p.parent.mkdir(exist_ok=True)
-        if not p.exists():
-            p.write_bytes(base[i % 16])
+    for d in range((n + 999) // 1000):
+        sub = folder / f"{d:05d}"
+        sub.mkdir(exist_ok=True)
+        for i in range(d * 1000, min(n, (d + 1) * 1000)):
+            open(sub / f"img_{i:08d}.jpg", "wb").close()  # noqa: SIM115
+    done.touch()
+
+
+def _hex(rng: np.random.Generator, n: int) -> pa.Array:
+    digits = np.frombuffer(b"0123456789abcdef", np.uint8)
+    raw = digits[rng.integers(0, 16, size=(n, 64), dtype=np.uint8)]
+    return pa.array(raw.view("S64").ravel()).cast(pa.string())
+
+
+def synthetic_rows(tree: Path, total: int, model_id: str, seed: int = 0):
+    """Tables of ``total`` report rows: the tree's files as they are on disk (size, mtime), then
+    rows for files elsewhere in the archive, in one-million-row slices."""
+    from aiiscan.report import SCHEMA
+
+    rng = np.random.default_rng(seed)
+    real = sorted(str(p) for p in tree.rglob("*.jpg"))
+    mtimes = [os.stat(p).st_mtime_ns // 1000 for p in real]
+    made = 0
+    while made < total:
+        n = min(1_000_000, total - made)
+        k = max(0, min(n, len(real) - made))
+        paths = real[made:made + k] + [f"/archive/{(made + i) // 1000:06d}/photo_{made + i:09d}.jpg"
+                                       for i in range(k, n)]
+        cols = {
+            "path": pa.array(paths, pa.string()),
+            "status": pa.array(["ok"] * n, pa.string()),
+            "size": pa.array([0] * k + list(rng.integers(50_000, 9_000_000, n - k)), pa.int64()),
+            "mtime": pa.array(mtimes[made:made + k] + [1_700_000_000_000_000 + i for i in range(n - k)],
+                              pa.int64()).cast(pa.timestamp("us")),
+            "sha256": _hex(rng, n),
+            "format": pa.array(["JPEG"] * n, pa.string()),
+            "width": pa.array(np.full(n, 4000, np.int32)),
+            "height": pa.array(np.full(n, 3000, np.int32)),
+            "mode": pa.array(["RGB"] * n, pa.string()),
+            "score": pa.array(rng.normal(size=n)),
+            "model_id": pa.array([model_id] * n, pa.string()),
+            "has_exif": pa.array(rng.random(n) < 0.5),
+            "exif_make": pa.array(["Canon"] * n, pa.string()),
+            "exif_model": pa.array(["Canon EOS R5"] * n, pa.string()),
+        }
+        yield pa.table({f.name: cols.get(f.name, pa.nulls(n, f.type)) for f in SCHEMA}, schema=SCHEMA)
+        made += n
+
+
+def _watch_parts(parts: Path, t0: float, box: dict) -> None:
+    while "first_part" not in box and not box.get("stop"):
+        if parts.is_dir() and any(parts.glob("part-*.parquet")):
+            box["first_part"] = time.perf_counter() - t0
+        time.sleep(0.05)
+
+
+def prepare(kind: str, tree: Path, rows: int, cache: Path, model_id: str) -> Path:
+    """The old report (incremental) or the interrupted run's parts (resume), made once."""
+    from aiiscan.report import SCHEMA
+
+    target = cache / (f"old-{rows}.parquet" if kind == "incremental" else f"parts-{rows}")
+    if target.exists():
+        return target
+    tmp = target.with_name(target.name + ".tmp")
+    if kind == "incremental":
+        with pq.ParquetWriter(tmp, SCHEMA) as w:
+            for t in synthetic_rows(tree, rows, model_id):
+                w.write_table(t)
+    else:  # parts of 100,000 rows (a scan writes --part-rows, 1,024 by default: fewer files here)
+        tmp.mkdir(parents=True, exist_ok=True)
+        number = 0
+        for t in synthetic_rows(tree, rows, model_id):
+            for part in t.to_batches(100_000):
+                pq.write_table(pa.Table.from_batches([part]), tmp / f"part-{number:05d}.parquet")
+                number += 1
+    os.replace(tmp, target)
+    return target
 
 
 def inner(args) -> None:
     from aiiscan.scanner import options_from, run_scan
 
     det = detector_for("tiny")
-    with tempfile.TemporaryDirectory() as tmp:
-        s = run_scan([args.folder], Path(tmp) / "r.parquet", *options_from(detector=det, workers=args.workers,
-                     batch_size=args.batch_size, quiet=True))
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+        out = Path(tmp) / ("r.csv" if args.inner == "scan" else "r.parquet")
+        kw = {"detector": det, "workers": args.workers, "quiet": True}
+        if args.inner == "incremental":
+            kw["incremental"] = args.source
+        elif args.inner == "resume":
+            shutil.copytree(args.source, out.with_name(out.name + ".parts"))
+            kw["resume"] = True
+        box: dict = {}
+        t0 = time.perf_counter()
+        threading.Thread(target=_watch_parts, args=(out.with_name(out.name + ".parts"), t0, box),
+                         daemon=True).start()
+        s = run_scan([args.folder], out, *options_from(**kw))
+        box["stop"] = True
+        seconds = time.perf_counter() - t0
+        if out.suffix == ".csv":
+            rows = sum(1 for _ in open(out)) - 1
+        else:
+            rows = pq.ParquetFile(out).metadata.num_rows
     me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"RESULT {s.scored} {s.seconds:.3f} {me:.1f}")
+    print("RESULT " + json.dumps({"rows": rows, "seconds": seconds, "rss": me,
+                                  "first_part": box.get("first_part"), "reused": s.reused,
+                                  "resumed": s.resumed}))
+
+
+def run_inner(kind: str, folder: Path, source: Path | None, args) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--inner", kind, "--folder", str(folder),
+                          "--source", str(source), "--workers", str(args.workers),
+                          *(["--tmp", args.tmp] if args.tmp else [])],
+                         capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"{kind} {source} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.split("RESULT ")[1])
+
+
+def table(title: str, size_name: str, results: list[tuple[int, dict]]) -> None:
+    print(f"\n### {title}\n")
+    print(f"| {size_name} | report rows | seconds | first part (s) | peak RSS (MiB) | vs first |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    first = results[0][1]["rss"]
+    for n, r in results:
+        fp = "-" if r["first_part"] is None else f"{r['first_part']:.1f}"
+        print(f"| {n:,} | {r['rows']:,} | {r['seconds']:.1f} | {fp} | {r['rss']:.0f} | "
+              f"{r['rss'] / first:.3f}x |")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--files", type=int, nargs="+", default=[10000, 100000])
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--files", type=int, nargs="+", default=[10_000, 100_000, 1_000_000],
+                    help="scan: numbers of empty files")
+    ap.add_argument("--rows", type=int, nargs="+", default=[10_000, 1_000_000, 10_000_000],
+                    help="incremental and resume: rows of the old report / interrupted run")
+    ap.add_argument("--only", choices=("scan", "incremental", "resume"), nargs="+",
+                    default=("scan", "incremental", "resume"))
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--cache", default="/tmp/aiiscan-bench")
-    ap.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--tmp", default=None, help="where reports and parts go (default: the system's)")
+    ap.add_argument("--inner", help=argparse.SUPPRESS)
     ap.add_argument("--folder", help=argparse.SUPPRESS)
+    ap.add_argument("--source", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.inner:
         inner(args)
         return
-    rows = []
-    for n in args.files:
-        folder = Path(args.cache) / f"tiny{n}"
-        make_files(folder, n)
-        out = subprocess.run([sys.executable, __file__, "--inner", "--folder", str(folder), "--batch-size",
-                              str(args.batch_size), "--workers", str(args.workers)],
-                             capture_output=True, text=True, check=True).stdout
-        scored, secs, rss = out.split("RESULT ")[1].split()
-        assert int(scored) == n, (scored, n)
-        rows.append((n, int(scored) / float(secs), float(rss)))
-    print(f"command: {command()}\n")
-    print("| files | end-to-end img/s | peak RSS of the scan process (MiB) | vs first row |")
-    print("|---:|---:|---:|---:|")
-    for n, rate, rss in rows:
-        print(f"| {n} | {rate:.1f} | {rss:.0f} | {rss / rows[0][2] - 1:+.1%} |")
+    print(f"command: {command()}")
+    if "scan" in args.only:
+        results = []
+        for n in args.files:
+            folder = Path(args.cache) / f"empty{n}"
+            make_empty_files(folder, n)
+            results.append((n, run_inner("scan", folder, None, args)))
+        table("scan: empty (undecodable) files to CSV", "files", results)
+    tree = Path(args.cache) / f"empty{TREE}"
+    make_empty_files(tree, TREE)
+    model_id = detector_for("tiny").model_id
+    for kind, title in (("incremental", f"--incremental: the {TREE:,}-file tree against an old report"),
+                        ("resume", f"--resume: the {TREE:,}-file tree after an interrupted run")):
+        if kind in args.only:
+            made = [(r, prepare(kind, tree, r, Path(args.cache), model_id)) for r in args.rows]
+            table(title, "rows", [(r, run_inner(kind, tree, source, args)) for r, source in made])
 
 
 if __name__ == "__main__":

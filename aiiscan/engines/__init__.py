@@ -3,7 +3,9 @@
 An engine is a small dataclass of its own options whose ``open(weights, run)`` loads the head
 and returns a ``Scorer``: the card, the model id, the crop size, and ``score_stream(jobs)``,
 which decodes each ``DecodeJob`` (its variants, condition and seed included) and yields
-``(result, one score per variant)`` in input order, ``None`` for a file that did not decode.
+``(result, one score per variant)`` in input order, ``None`` for a file that did not decode;
+``reuse(result)``, when given, may answer with scores the scan already has for that content
+(an engine that can skips the backbone pass for it).
 ``scan``, ``calibrate`` and ``evaluate`` consume only that, so they run on any engine.
 
 Adding an engine is a module with such a class and one line in ``ENGINES``; nothing in the
@@ -13,7 +15,7 @@ scan driver changes. Engine modules import their heavy dependencies (torch, Ray)
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import fields
 from pathlib import Path
 from typing import Protocol
@@ -41,7 +43,8 @@ class Scorer(Protocol):
     def precision(self) -> str: ...
 
     def score_stream(self, jobs: Iterable[DecodeJob], batch_size: int = 64, workers: int | None = None,
-                     timeout: float = ...) -> Iterator[tuple[DecodeResult, np.ndarray | None]]: ...
+                     timeout: float = ..., reuse: Callable[[DecodeResult], np.ndarray | None] | None = None,
+                     ) -> Iterator[tuple[DecodeResult, np.ndarray | None]]: ...
 
 
 class Engine(Protocol):

@@ -14,7 +14,7 @@ crashing stops the run with an error, and ``--resume`` continues a scan.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -24,6 +24,7 @@ from ..decode import DecodeJob, DecodeResult, decode_job
 from ..errors import UsageError
 from ..options import RunOptions
 
+CHUNK = 16384  # jobs per Ray dataset: the driver's share of the listing at any time
 DECODE_MEMORY = 768 * 1024 * 1024  # RGB at the default pixel cap (~537 MB) plus working copies
 
 
@@ -110,15 +111,26 @@ class RayScorer:
 
     def score_stream(self, jobs: Iterable[DecodeJob], batch_size: int | None = None,
                      workers: int | None = None, timeout: float | None = None,  # noqa: ARG002
+                     reuse: Callable[[DecodeResult], np.ndarray | None] | None = None,
                      ) -> Iterator[tuple[DecodeResult, np.ndarray | None]]:
         """Like ``Detector.score_stream``; ``workers`` and ``timeout`` are the local pool's and do
-        not apply (Ray schedules decode tasks itself)."""
+        not apply (Ray schedules decode tasks itself). Jobs go to Ray ``CHUNK`` at a time, so the
+        driver never holds the whole listing. ``reuse`` is asked after scoring (rows equal the
+        local engine's; the backbone pass is not saved on Ray)."""
+        chunk: list[DecodeJob] = []
+        for job in jobs:
+            chunk.append(job)
+            if len(chunk) >= CHUNK:
+                yield from self._score_chunk(chunk, batch_size, reuse)
+                chunk = []
+        if chunk:
+            yield from self._score_chunk(chunk, batch_size, reuse)
+
+    def _score_chunk(self, jobs: list[DecodeJob], batch_size: int | None, reuse
+                     ) -> Iterator[tuple[DecodeResult, np.ndarray | None]]:
         import ray
         from ray.data import ActorPoolStrategy, TaskPoolStrategy
 
-        jobs = list(jobs)
-        if not jobs:
-            return
         ray.data.DataContext.get_current().enable_progress_bars = self.run.progress
         if self.run.quiet:
             logging.getLogger("ray.data").setLevel(logging.WARNING)
@@ -136,5 +148,8 @@ class RayScorer:
                             num_gpus=self.engine.gpus_per_worker or None)
         for batch in ds.iter_batches(batch_format="numpy", batch_size=256):
             for res, score in zip(batch["result"], batch["score"], strict=True):
-                yield res, (np.asarray(score) if res.status == "ok" else None)
-
+                if res.status != "ok":
+                    yield res, None
+                    continue
+                known = reuse(res) if reuse is not None else None
+                yield res, (np.asarray(score) if known is None else known)
