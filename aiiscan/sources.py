@@ -20,6 +20,8 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+from .errors import AiiscanError
+
 IMAGE_EXTENSIONS = frozenset({
     ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".dib", ".tif", ".tiff",
     ".mpo", ".heic", ".heif", ".avif",
@@ -136,8 +138,15 @@ def _members(shard: str) -> Iterator[Entry]:
         yield Entry(path, explicit=explicit, skip=problem)
 
 
+class ListingLost(AiiscanError):
+    """A prefix's listing failed for good mid-way (throttling, a timeout, a lost connection,
+    after the retries): what is left of the prefix is unknown, so the scan must not finish as
+    if it were complete. The scan driver stops resumably."""
+
+
 def _remote(raw: str, archives: bool, in_list: bool) -> Iterator[Entry]:
-    """Entries for a URL or an ``archive::member`` input named by the user."""
+    """Entries for a URL or an ``archive::member`` input named by the user. A listing that is
+    cut off by a transient failure raises ``ListingLost``; denied or missing is an error entry."""
     from . import stores
     from .shards import is_archive, split_member
     if split_member(raw) is not None:
@@ -154,6 +163,8 @@ def _remote(raw: str, archives: bool, in_list: bool) -> Iterator[Entry]:
         else:
             kind = "file" if in_list else stores.url_kind(raw)
     except stores.StoreError as exc:
+        if exc.kind in stores.TRANSIENT:
+            raise ListingLost(f"cannot reach {raw}: {exc}") from None
         yield Entry(raw, explicit=True, skip=str(exc))
         return
     if kind == "missing":
@@ -168,6 +179,8 @@ def _remote(raw: str, archives: bool, in_list: bool) -> Iterator[Entry]:
                 else:
                     yield Entry(url)
         except stores.StoreError as exc:
+            if exc.kind in stores.TRANSIENT:
+                raise ListingLost(f"the listing of {raw} was cut off: {exc}") from None
             yield Entry(raw, explicit=True, skip=f"cannot list the prefix: {exc}")
 
 

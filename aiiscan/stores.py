@@ -71,6 +71,9 @@ class EntryStat(NamedTuple):
     etag: str | None
 
 
+TRANSIENT = frozenset({"throttled", "timeout", "connection", "server"})  # retried, then given up
+
+
 class StoreError(OSError):
     """A store request that failed for good. ``str(exc)`` is the one-line reason for the row;
     ``kind``: missing, denied, throttled, timeout, connection, server, too-big, changed,
@@ -329,6 +332,18 @@ def url_kind(url: str) -> str:
     return "directory" if info.get("type") == "directory" else "file"
 
 
+def put_file(local: str | os.PathLike, url: str) -> None:
+    """Upload the local file ``local`` to ``url`` whole, with bounded retries. On S3 this is one
+    PUT, or for a large file a multipart upload that becomes visible only when completed: the
+    object appears complete or not at all, never half-written."""
+    if scheme(url) not in LISTABLE:
+        raise StoreError(f"cannot write to {scheme(url)}:// URLs (s3, gs, az/abfs only)", "config")
+    fs = filesystem(url)
+    call(lambda: fs.put_file(os.fspath(local), url))
+    with _FS_LOCK:
+        _LISTED.pop(url, None)
+
+
 def read_object(url: str, max_bytes: int) -> tuple[bytes, EntryStat]:
     """An object's bytes (at most ``max_bytes``) and its stat, with bounded retries."""
     fs = filesystem(url)
@@ -363,11 +378,13 @@ def open_object(url: str) -> Any:
     return call(lambda: fs.open(url, "rb"))
 
 
-def iter_prefix(url: str, page: int = 1000) -> Iterator[str]:
+def iter_prefix(url: str, page: int | None = None) -> Iterator[str]:
     """Every object under a prefix, as URLs, streaming: one page of the store's listing in
     memory at a time. S3: one flat paginated ListObjectsV2 in key order (UTF-8 binary order,
     the same for every run); other stores: a walk that sorts each level, like the local crawl.
-    A page that fails after the retries raises ``StoreError``."""
+    A page that fails after the retries raises ``StoreError``. ``page``: keys per request
+    (default ``$AIISCAN_STORE_PAGE`` or 1000)."""
+    page = page or int(os.environ.get("AIISCAN_STORE_PAGE", "1000"))
     s = scheme(url)
     if s not in LISTABLE:
         raise StoreError(f"{s}:// cannot be listed: name each object in a list (--from-list)",

@@ -8,16 +8,11 @@ keys. Nothing leaves loopback.
 from __future__ import annotations
 
 import hashlib
-import http.client
 import io
 import os
 import tarfile
-import threading
 import time
-from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 import numpy as np
 import pytest
@@ -25,8 +20,9 @@ from PIL import Image
 
 from aiiscan import shards, stores
 from aiiscan.decode import DecodeJob, decode_job
-from aiiscan.sources import iter_inputs
+from aiiscan.sources import ListingLost, iter_inputs
 from tests.hostile import plain_png
+from tests.s3server import s3_environment
 
 BUCKET = "archive"
 
@@ -74,98 +70,6 @@ def assert_same_results(expected, actual):
 # The loopback server and the fault proxy
 
 @pytest.fixture(scope="module")
-def moto_endpoint():
-    pytest.importorskip("s3fs")
-    server_mod = pytest.importorskip("moto.server")
-    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-class FaultProxy:
-    """Forwards to the server, except for keys with queued faults: "503" (SlowDown), "429",
-    "403" (AccessDenied), "drop" (close without a response), "stall" (sleep, then forward).
-    A fault named with a trailing "*" repeats for ever. ``hits`` counts requests per key."""
-
-    def __init__(self, upstream: str):
-        self.upstream = urlsplit(upstream)
-        self.faults: dict[str, list[str]] = {}
-        self.hits: Counter = Counter()
-        self.lists = 0
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):  # quiet
-                pass
-
-            def _handle(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                parts = urlsplit(self.path)
-                key = unquote(parts.path).split("/", 2)[-1] if parts.path.count("/") >= 2 else ""
-                if "list-type=2" in parts.query:
-                    proxy.lists += 1
-                proxy.hits[key] += 1
-                fault = proxy._next_fault(key)
-                if fault == "drop":
-                    self.close_connection = True
-                    self.connection.shutdown(2)
-                    return
-                if fault == "stall":
-                    time.sleep(3)
-                if fault in ("503", "429", "403"):
-                    code = {"503": "SlowDown", "429": "TooManyRequests", "403": "AccessDenied"}[fault]
-                    payload = (f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code>"
-                               f"<Message>injected</Message></Error>").encode()
-                    self.send_response(int(fault))
-                    self.send_header("Content-Type", "application/xml")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    if self.command != "HEAD":
-                        self.wfile.write(payload)
-                    return
-                conn = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port,
-                                                  timeout=30)
-                headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
-                conn.request(self.command, self.path, body=body, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
-                self.send_response(resp.status)
-                for k, v in resp.getheaders():
-                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
-                        self.send_header(k, v)
-                length = resp.getheader("Content-Length") if self.command == "HEAD" else None
-                self.send_header("Content-Length", length or str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-                conn.close()
-
-            do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _handle
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def _next_fault(self, key: str) -> str | None:
-        queue = self.faults.get(key)
-        if not queue:
-            return None
-        if queue[0].endswith("*"):
-            return queue[0][:-1]
-        return queue.pop(0)
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture(scope="module")
 def bucket(moto_endpoint, tmp_path_factory):
     """The bucket: images under imgs/, a tar shard, and 23 small objects under many/."""
     import boto3
@@ -191,19 +95,9 @@ def bucket(moto_endpoint, tmp_path_factory):
 
 
 @pytest.fixture
-def proxy(moto_endpoint):
-    p = FaultProxy(moto_endpoint)
-    yield p
-    p.close()
-
-
-@pytest.fixture
 def s3env(bucket, proxy, monkeypatch):
     """Point the S3 backend at the proxy, with fast, short retries."""
-    for var, value in {"AWS_ENDPOINT_URL": proxy.url, "AWS_ACCESS_KEY_ID": "testing",
-                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-                       "AIISCAN_STORE_ATTEMPTS": "3", "AIISCAN_STORE_BACKOFF": "0.01",
-                       "AIISCAN_STORE_TIMEOUT": "1"}.items():
+    for var, value in s3_environment(proxy.url).items():
         monkeypatch.setenv(var, value)
     for var in ("AWS_PROFILE", "AWS_ENDPOINT_URL_S3"):
         monkeypatch.delenv(var, raising=False)
@@ -338,11 +232,14 @@ def test_denied_dropped_and_timeouts(s3env):
     assert res.error == "store request timed out after 3 attempts"
 
 
-def test_listing_failure_becomes_an_entry(s3env):
+def test_listing_failure_stops_or_becomes_an_entry(s3env):
     s3env.faults[""] = ["503*"]  # list requests name no key
-    entries = list(iter_inputs([f"s3://{BUCKET}/imgs/"]))
+    with pytest.raises(ListingLost, match="cut off: store throttled"):  # transient: the scan stops
+        list(iter_inputs([f"s3://{BUCKET}/imgs/"]))
+    s3env.faults[""] = ["403*"]
+    entries = list(iter_inputs([f"s3://{BUCKET}/imgs/"]))  # denied: an error row, the scan goes on
     assert len(entries) == 1 and entries[0].explicit
-    assert entries[0].skip.startswith("cannot list the prefix: store throttled")
+    assert entries[0].skip.startswith("cannot list the prefix: access denied")
 
 
 def test_missing_backend_is_one_line(monkeypatch):
