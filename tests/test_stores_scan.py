@@ -276,3 +276,27 @@ def test_report_to_the_bucket_appears_whole_and_resumes(world, clean, tmp_path):
     assert not list(parts_dir.glob("*/night.parquet*"))  # the local copy and parts are gone
     again = _scan(*args, env=env)
     assert again.returncode == 2 and "already exists" in again.stderr and "--overwrite" in again.stderr
+
+
+# -- Ray: decode tasks read the bucket by URL, no shared filesystem ----------------------------------
+
+def test_ray_engine_scans_a_bucket_like_the_local_engine(world, clean, tmp_path, monkeypatch):
+    """Workers get the backend's settings from their environment (here: inherited from the
+    driver that starts the local cluster); the files are never on a shared disk."""
+    ray = pytest.importorskip("ray")
+    from aiiscan import stores
+    from aiiscan.scanner import options_from, run_scan
+    for var, value in s3_environment(world["endpoint"]).items():
+        monkeypatch.setenv(var, value)
+    stores._LISTED.clear()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
+             configure_logging=False)
+    try:
+        s = run_scan([f"s3://{BUCKET}/photos/"], tmp_path / "ray.parquet",
+                     *options_from(weights=world["base"][1], device="cpu", engine="ray", batch_size=4,
+                                   scorers=1, quiet=True))
+    finally:
+        ray.shutdown()
+    assert s.exit_code == 3
+    _same_rows(_by_name(s.report), _by_name(clean))
+    assert report_metadata(s.report)["engine"] == "ray"
