@@ -300,3 +300,25 @@ def test_ray_engine_scans_a_bucket_like_the_local_engine(world, clean, tmp_path,
     assert s.exit_code == 3
     _same_rows(_by_name(s.report), _by_name(clean))
     assert report_metadata(s.report)["engine"] == "ray"
+
+
+def test_a_failed_upload_keeps_the_parts_and_resume_uploads(world, tmp_path, monkeypatch):
+    from aiiscan import stores
+    from aiiscan.report import ReportError
+    from aiiscan.scanner import options_from, run_scan
+    for var, value in s3_environment(world["endpoint"]).items():
+        monkeypatch.setenv(var, value)
+    stores._LISTED.clear()
+    url = "s3://later/night.csv"  # the bucket does not exist yet: the upload fails
+    kw = dict(weights=world["base"][1], device="cpu", workers=0, quiet=True, parts_dir=str(tmp_path / "p"))
+    with pytest.raises(ReportError, match="cannot upload the report to s3://later/night.csv.*--resume"):
+        run_scan([str(world["src"])], url, *options_from(**kw))
+    assert list((tmp_path / "p").glob("*/night.csv.parts/part-*.parquet"))
+    world["client"].create_bucket(Bucket="later")
+    s = run_scan([str(world["src"])], url, *options_from(resume=True, **kw))
+    assert s.report == url and s.exit_code == 3
+    body = world["client"].get_object(Bucket="later", Key="night.csv")["Body"].read().decode()
+    assert len(body.splitlines()) == 1 + len(world["names"])  # header + one row per file
+    meta = world["client"].get_object(Bucket="later", Key="night.csv.meta.json")["Body"].read()
+    assert b'"resumed_rows"' in meta
+    assert not list((tmp_path / "p").glob("*/night.csv*"))
