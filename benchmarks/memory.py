@@ -5,8 +5,8 @@
 
 Three scenarios, each run in its own process (tiny random-init backbone: the process starts with
 torch and the model loaded, as a real scan does), reporting that process's peak RSS
-(``ru_maxrss``; the decode workers are small processes of their own, and their ``ru_maxrss``
-would report the parent's size at fork), the wall time, and when the first report part appeared:
+(``VmHWM``; the decode workers are small processes of their own), the wall time, and when the
+first report part appeared:
 
 - ``scan``: N empty files named ``.jpg`` (undecodable: every one is an error row) to a CSV
   report: the crawl, the error path, the parts and the streamed, sorted finish.
@@ -150,10 +150,20 @@ def inner(args) -> None:
             rows = sum(1 for _ in open(out)) - 1
         else:
             rows = pq.ParquetFile(out).metadata.num_rows
-    me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    me = peak_rss_mib()
     print("RESULT " + json.dumps({"rows": rows, "seconds": seconds, "rss": me,
                                   "first_part": box.get("first_part"), "reused": s.reused,
                                   "resumed": s.resumed}))
+
+
+def peak_rss_mib() -> float:
+    """This process's own peak RSS (VmHWM). Not ``ru_maxrss``: Linux carries that across fork and
+    exec, so a child started by a big parent would report the parent's size."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux
 
 
 def run_inner(kind: str, folder: Path, source: Path | None, args) -> dict:

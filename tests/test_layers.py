@@ -69,7 +69,7 @@ def test_a_new_engine_needs_no_change_in_the_scan_driver(tmp_path, head_prefix, 
             self.model_id = model_id(self.card, self.prefix)
             self.image_size, self.precision = int(self.card.backbone["image_size"]), "fp32"
 
-        def score_stream(self, jobs, batch_size=64, workers=None, timeout=None):
+        def score_stream(self, jobs, batch_size=64, workers=None, timeout=None, reuse=None):
             for job in jobs:
                 res = decode_job(job)
                 yield res, (np.full(len(job.variants), 0.5) if res.status == "ok" else None)
