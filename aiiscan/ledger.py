@@ -64,7 +64,7 @@ class Ledger:
                 CREATE TABLE old ({cols});
                 CREATE TABLE done (path TEXT PRIMARY KEY, part INTEGER, row INTEGER, status TEXT,
                                    label TEXT, provenance_hint TEXT, size INTEGER, mtime INTEGER,
-                                   kept INTEGER DEFAULT 0);
+                                   etag TEXT, kept INTEGER DEFAULT 0);
                 CREATE TABLE scored (sha256 TEXT PRIMARY KEY, path TEXT, score REAL) WITHOUT ROWID;
             """)
         except sqlite3.Error as exc:
@@ -123,20 +123,20 @@ class Ledger:
     def load_done(self, part: int, batch: pa.RecordBatch, first_row: int) -> None:
         """Rows of an interrupted run's part; a later row for a path replaces an earlier one.
         Scores it made count as this scan's (``scored``), as in the run that was interrupted."""
-        cols = batch.select(["path", "status", "label", "provenance_hint", "size", "mtime"])
+        cols = batch.select(["path", "status", "label", "provenance_hint", "size", "mtime", "etag"])
         rows = ((r[0], part, first_row + i, *r[1:]) for i, r in enumerate(_rows(cols)))
         self.db.executemany("INSERT OR REPLACE INTO done (path, part, row, status, label, provenance_hint, "
-                            "size, mtime) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                            "size, mtime, etag) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         ok = batch.select(["sha256", "path", "score", "status"])
         self.db.executemany("INSERT OR IGNORE INTO scored VALUES (?, ?, ?)",
                             (r[:3] for r in _rows(ok) if r[3] == "ok" and r[0] and r[2] is not None))
 
     def done_row(self, path: str) -> dict | None:
-        row = self.db.execute("SELECT status, label, provenance_hint, size, mtime FROM done WHERE path = ?",
-                              (path,)).fetchone()
+        names = ("status", "label", "provenance_hint", "size", "mtime", "etag")
+        row = self.db.execute(f"SELECT {', '.join(names)} FROM done WHERE path = ?", (path,)).fetchone()
         if row is None:
             return None
-        return dict(zip(("status", "label", "provenance_hint", "size", "mtime"), row, strict=True))
+        return dict(zip(names, row, strict=True))
 
     def keep(self, path: str) -> None:
         """The interrupted run's row for ``path`` stands in the final report."""
