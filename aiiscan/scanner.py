@@ -136,8 +136,9 @@ def _still_true(path: str, row: dict) -> bool:
 
 
 def _unchanged(path: str, old: dict) -> bool:
-    """Same size and mtime (µs) as ``old``, and the same ETag when both the row and the object
-    have one (an object rewritten with the same size within a second has a new ETag). A local
+    """Same size and mtime (µs) as ``old``; for an object whose row and listing both have an ETag,
+    the same size and ETag (an object rewritten with the same size has a new ETag, and mtimes
+    from a listing and a HEAD request may differ in precision). A local
     file costs one os.stat; a URL a HEAD request (or none: the listing's answer is remembered);
     a member the shard's index."""
     if ("::" in path or "://" in path) and is_indirect(path):  # the cheap test first
@@ -145,8 +146,8 @@ def _unchanged(path: str, old: dict) -> bool:
             st = stat_entry(path)
         except OSError:
             return False
-        if st.etag and old.get("etag") and st.etag != old["etag"]:
-            return False
+        if st.etag and old.get("etag"):  # the ETag decides: a store's listing and its HEAD may
+            return st.etag == old["etag"] and st.size == old["size"]  # give mtimes of unlike precision
         return st.size == old["size"] and st.mtime_us == old["mtime"]
     try:
         lst = os.stat(path)
