@@ -43,6 +43,9 @@ SCHEMA = pa.schema([
     # it with no extra module (a zoned one needs pytz in DuckDB; nanoseconds need pandas in
     # to_pylist). CSV/JSONL spell it ISO 8601 with a Z (TIME_FORMAT).
     ("mtime", pa.timestamp("us")),
+    # An object's ETag (object stores; an archive member's is its shard's), null for a local file:
+    # with size and mtime it tells --resume and --incremental whether an object changed.
+    ("etag", pa.string()),
     ("sha256", pa.string()),
     ("format", pa.string()),
     ("width", pa.int32()),
@@ -80,7 +83,7 @@ SCHEMA = pa.schema([
     ("metadata_error", pa.string()),
 ])
 COLUMNS = SCHEMA.names
-OPTIONAL = ("reused", "reused_from")  # newer than some reports: read as null when absent
+OPTIONAL = ("reused", "reused_from", "etag")  # newer than some reports: read as null when absent
 HEAD_FIELDS = (("score", pa.float64()), ("label", pa.string()), ("threshold", pa.float64()),
                ("model_id", pa.string()))
 
@@ -215,7 +218,7 @@ def iter_report(path: str | Path, batch_rows: int = 8192) -> Iterator[pa.Table]:
 def _text_heads(path: Path, fmt: str) -> int:
     """Heads of a CSV or JSONL report: from its header line, or its first row's keys."""
     with open(path, encoding="utf-8", errors="replace") as f:
-        first = f.readline()
+        first = f.readline(1 << 20)  # a header or first row; a hostile file is not read whole
     if fmt == "csv":
         names = next(csv.reader([first]), [])
     else:
@@ -400,10 +403,13 @@ class ReportWriter:
         finally:
             con.close()
 
-    def finish(self, metadata: dict, kept: Callable[[int], list[int]] | None = None) -> Path:
+    def finish(self, metadata: dict, kept: Callable[[int], list[int]] | None = None,
+               publish: Callable[[Path], None] | None = None) -> Path:
         """Write the whole report atomically, sorted by path, and remove the parts.
 
         ``kept`` (--resume): for each part of the interrupted run, the row numbers that stand.
+        ``publish(report)``: called once the local report is whole, before the parts go (an
+        upload to an object store): if it fails, the parts stay for --resume.
         Every format is written batch by batch: memory does not grow with the report."""
         self.flush()
         if kept is not None:
@@ -431,6 +437,8 @@ class ReportWriter:
             if tmp is not None:
                 tmp.unlink(missing_ok=True)
             raise
+        if publish is not None:
+            publish(self.out)
         self._unlock()
         shutil.rmtree(self.parts, ignore_errors=True)
         return self.out
