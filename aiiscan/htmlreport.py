@@ -370,14 +370,14 @@ class PageFigures:
     def directories(self, threshold: float | None) -> tuple[int, list[tuple]]:
         """(number of directories, the first ``MAX_TABLE_ROWS`` rows of the table): sorted by ai
         rate (none: 0) descending, then by name (code-point order, as Python sorts)."""
-        rate = ("CASE WHEN scored > 0 THEN flagged::DOUBLE / scored ELSE 0 END" if threshold is not None
-                else "0")
+        order = ("CASE WHEN scored > 0 THEN flagged::DOUBLE / scored ELSE 0 END DESC, dir"
+                 if threshold is not None else "dir")  # no threshold, no rates: by name
         self.con.execute("CREATE TABLE dirs AS SELECT dir, sum(files)::BIGINT AS files, sum(scored)::BIGINT "
                          "AS scored, sum(flagged)::BIGINT AS flagged, sum(errors)::BIGINT AS errors, "
                          "sum(total) AS total FROM part GROUP BY dir")
         count = self.con.execute("SELECT count(*) FROM dirs").fetchone()[0]
         listed = self.con.execute(f"SELECT dir, files, scored, flagged, errors, total FROM dirs ORDER BY "
-                                  f"{rate} DESC, dir LIMIT {MAX_TABLE_ROWS}").fetchall()
+                                  f"{order} LIMIT {MAX_TABLE_ROWS}").fetchall()
         rows = []
         for d, files, scored, flagged, errors, total in listed:
             rate_v = flagged / scored if scored and threshold is not None else None
@@ -386,11 +386,11 @@ class PageFigures:
         return count, rows
 
 
-def gather(report: str | Path, top: int, workdir: Path, batch_rows: int = BATCH_ROWS) -> PageFigures:
+def gather(report: str | Path, top: int, workdir: Path, batch_rows: int | None = None) -> PageFigures:
     """One pass over ``report``: the figures of the page (close them when done)."""
     figures = PageFigures(workdir, top)
     try:
-        for batch in iter_report(report, batch_rows):
+        for batch in iter_report(report, batch_rows or BATCH_ROWS):
             figures.add(batch)
     except BaseException:
         figures.close()
