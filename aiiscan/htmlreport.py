@@ -389,9 +389,14 @@ class PageFigures:
 def gather(report: str | Path, top: int, workdir: Path, batch_rows: int | None = None) -> PageFigures:
     """One pass over ``report``: the figures of the page (close them when done)."""
     figures = PageFigures(workdir, top)
+    pool = pa.default_memory_pool()
     try:
         for batch in iter_report(report, batch_rows or BATCH_ROWS):
             figures.add(batch)
+            del batch
+            # mimalloc keeps what each batch freed and creeps up over a long report (+42 MiB at
+            # 1,000,000 rows); handing it back after every batch halves that at no measurable cost
+            pool.release_unused()
     except BaseException:
         figures.close()
         raise
