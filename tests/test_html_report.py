@@ -177,6 +177,7 @@ def _reference(report, top):
 
 
 DIRS = ["", "/", "//", "a", "a//", "a/b", "a/x", "Z", "z", "é", "<b>&\"'", "case 17/inbox", "=cmd",
+        "s3://bucket", "s3://bucket/photos", "shard.tar::dir",
         *(f"d{i:03d}" for i in range(12))]
 
 
@@ -253,7 +254,7 @@ def test_streamed_page_has_the_in_memory_figures(tmp_path, monkeypatch, dyadic, 
         assert means == pytest.approx([t[5] for t in ref["dirs"][:5]], rel=1e-12)
     # the names: os.path.dirname's, with '.' for a bare name and '/' or '//' for root files
     names = {t[0] for t in ref["dirs"]}
-    assert {".", "/", "//", "a", "a/b"} <= names
+    assert {".", "/", "//", "a", "a/b", "s3://bucket", "s3://bucket/photos", "shard.tar::dir"} <= names
 
 
 _PEAK = """
