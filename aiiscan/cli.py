@@ -403,7 +403,10 @@ def finetune(natural, natural_list, ai, ai_list, output, backbone, pretrained, c
                   "aiiscan scan ./photos -o report.parquet",
                   "aiiscan scan /archive -o night.parquet --incremental last.parquet --html night.html",
                   "find /srv -name '*.jpg' | aiiscan scan --from-list - -o r.csv --weights mine",
-                  "aiiscan scan /archive -o report.parquet --resume      # after an interruption"))
+                  "aiiscan scan /archive -o report.parquet --resume      # after an interruption",
+                  "aiiscan scan s3://bucket/photos/ -o report.parquet    # pip install 'aiiscan[s3]'",
+                  "aiiscan scan shard-0001.tar /exports --archives -o shards.parquet",
+                  "aiiscan scan s3://bucket/photos/ -o s3://bucket/reports/night.parquet"))
 @click.argument("paths", nargs=-1, type=click.Path())
 @_output_option(False, "Report file; its format from the extension (.parquet, .csv, .jsonl) "
                 "[default: report.parquet].")
@@ -424,6 +427,9 @@ def finetune(natural, natural_list, ai, ai_list, output, backbone, pretrained, c
 @click.option("--include", multiple=True, help="Only files matching this glob (repeatable).")
 @click.option("--exclude", multiple=True, help="Skip files matching this glob (repeatable).")
 @click.option("--follow-symlinks", is_flag=True, help="Follow symbolic links (loops are cut).")
+@click.option("--archives", is_flag=True,
+              help="Also scan .tar, .tar.gz and .zip files found in folders or prefixes, member by member "
+                   "(path SHARD::MEMBER); archives named as PATHS always are.")
 @click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS,
               help="Refuse images with more pixels (decompression bombs).")
 @click.option("--max-bytes", type=click.IntRange(1), default=DEFAULT_MAX_BYTES,
@@ -432,6 +438,9 @@ def finetune(natural, natural_list, ai, ai_list, output, backbone, pretrained, c
               help="Seconds one file may take to decode before its worker is replaced.")
 @click.option("--part-rows", type=click.IntRange(1), default=1024,
               help="Rows per checkpointed part: at most this much work is redone after a kill.")
+@click.option("--parts-dir", type=click.Path(file_okay=False),
+              help="With -o s3://... (or gs://, az://): the local folder where the report's parts wait "
+                   "before the upload [default: $AIISCAN_PARTS_DIR, else $XDG_CACHE_HOME/aiiscan/parts].")
 @click.option("--html", "html_out", type=click.Path(dir_okay=False),
               help="Also write the self-contained HTML report (see `aiiscan report`).")
 @click.option("--keep-gps", is_flag=True,
@@ -440,8 +449,8 @@ def finetune(natural, natural_list, ai, ai_list, output, backbone, pretrained, c
 @_overwrite
 @_common
 def scan(paths, output, fmt, from_list, weights, threshold, resume, incremental, include, exclude,
-         follow_symlinks, max_pixels, max_bytes, part_rows, html_out, keep_gps, no_prompts, overwrite,
-         quiet, progress, **model_params) -> None:
+         follow_symlinks, archives, max_pixels, max_bytes, part_rows, parts_dir, html_out, keep_gps,
+         no_prompts, overwrite, quiet, progress, **model_params) -> None:
     """Score images in files and folders (recursive) into a report, one row per file.
 
     Without --weights the default head is used ($AIISCAN_WEIGHTS, else the head installed by
@@ -457,16 +466,23 @@ def scan(paths, output, fmt, from_list, weights, threshold, resume, incremental,
         raise click.UsageError(f"cannot tell the report format of {Path(output).name!r}: end it in .parquet, "
                                ".csv or .jsonl, or pass --format")
     _check(html_out, overwrite, "HTML report")
+    if html_out and "://" in output:
+        raise click.UsageError("--html needs a local report: write the HTML with `aiiscan report` from a "
+                               "downloaded copy")
     run, engine = _run_and_engine(model_params, quiet, progress)
     options = ScanOptions(
         run=run, weights=weights, fmt=fmt, from_list=from_list, threshold=threshold, resume=resume,
         incremental=incremental, include=tuple(include), exclude=tuple(exclude),
-        follow_symlinks=follow_symlinks, max_pixels=max_pixels, max_bytes=max_bytes, part_rows=part_rows,
-        keep_gps=keep_gps, prompts=not no_prompts, overwrite=overwrite,
-        command=shlex.join(["aiiscan", *sys.argv[1:]]))
+        follow_symlinks=follow_symlinks, archives=archives, max_pixels=max_pixels, max_bytes=max_bytes,
+        part_rows=part_rows, parts_dir=parts_dir, keep_gps=keep_gps, prompts=not no_prompts,
+        overwrite=overwrite, command=shlex.join(["aiiscan", *sys.argv[1:]]))
     summary = run_scan(list(paths), output, options, engine)
     if summary.interrupted:
-        click.echo(f"interrupted: the rows written so far are kept in {for_terminal(output)}.parts; "
+        kept = output
+        if "://" in output:
+            from .scanner import staging_for
+            kept = str(staging_for(output, parts_dir))
+        click.echo(f"interrupted: the rows written so far are kept in {for_terminal(kept)}.parts; "
                    f"resume with the same command plus --resume", err=True)
         sys.exit(summary.exit_code)
     for line in summary.lines():

@@ -30,7 +30,9 @@ from .preprocess import (
 )
 from .provenance import extract as extract_provenance
 from .proxies import ProxySpec, radial_band_perturb
+from .shards import ShardError
 from .sources import IMAGE_EXTENSIONS, sniff_format
+from .stores import StoreError, is_indirect, read_entry
 from .textsafe import clean_text
 
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
@@ -142,9 +144,15 @@ def decode_job(job: DecodeJob) -> DecodeResult:
 def _decode(job: DecodeJob) -> DecodeResult:
     result = DecodeResult(path=job.path, status="error")
     try:
-        data, st = read_file(job.path, job.max_bytes)
-        result.info.update(size=st.st_size, mtime_ns=st.st_mtime_ns,
-                           sha256=hashlib.sha256(data).hexdigest())
+        if is_indirect(job.path):  # an object URL or an archive member (stores, shards)
+            data, where = read_entry(job.path, job.max_bytes)
+            result.info.update(size=where.size, etag=where.etag,
+                               mtime_ns=None if where.mtime_us is None else where.mtime_us * 1000,
+                               sha256=hashlib.sha256(data).hexdigest())
+        else:
+            data, st = read_file(job.path, job.max_bytes)
+            result.info.update(size=st.st_size, mtime_ns=st.st_mtime_ns,
+                               sha256=hashlib.sha256(data).hexdigest())
         kind = sniff_format(data[:16])
         if kind is None:
             ext = os.path.splitext(job.path)[1].lower()
@@ -168,6 +176,8 @@ def _decode(job: DecodeJob) -> DecodeResult:
             img = job.condition(ImageOps.exif_transpose(img) if turn != 1 else img)
         result.arrays = [_variant(img, job, v, i) for i, v in enumerate(job.variants)]
         result.status = "ok"
+    except (StoreError, ShardError) as exc:  # already one line, written for the row
+        result.error = str(exc)
     except FileNotFoundError:
         result.error = "no such file (missing, or vanished before it could be read)"
     except PermissionError:

@@ -47,9 +47,11 @@ class ScanOptions:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     follow_symlinks: bool = False
+    archives: bool = False  # expand .tar/.tar.gz/.zip found while crawling into their members
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_bytes: int = DEFAULT_MAX_BYTES
     part_rows: int = 1024
+    parts_dir: str | None = None  # where an object-store report's parts wait (-o s3://...)
     keep_gps: bool = False
     prompts: bool = True
     overwrite: bool = False

@@ -34,7 +34,13 @@ def check_output(path: str | Path, *, overwrite: bool = False, companions: Seque
 
     ``companions`` are suffixes of files or folders written next to it (``.parts``,
     ``.meta.json``...): they must fit the name length too, and must not be non-regular files.
+    An object-store URL (``s3://bucket/key``) gets no local check: it must name an object, not
+    a prefix, and an existing object is refused unless ``overwrite``.
     """
+    from .stores import is_url
+    if is_url(str(path)):
+        check_url_output(str(path), overwrite=overwrite, what=what)
+        return path  # type: ignore[return-value]  # a URL stays a string
     path = Path(path)
     if not path.name or path.name in (".", ".."):
         raise OutputError(f"{what} {str(path)!r} names a folder, not a file")
@@ -76,3 +82,22 @@ def check_output(path: str | Path, *, overwrite: bool = False, companions: Seque
     except OSError as exc:
         raise OutputError(f"cannot write {what} {path}: {exc.strerror or exc}") from None
     return path
+
+
+def check_url_output(url: str, *, overwrite: bool = False, what: str = "output") -> None:
+    """An object-store output: a writable scheme, an object name, no existing object unless
+    ``overwrite``. One request (a HEAD, or a listing of the name as a prefix)."""
+    from .stores import LISTABLE, StoreError, scheme, url_kind
+    if scheme(url) not in LISTABLE:
+        raise OutputError(f"{what} {url}: aiiscan writes only to s3://, gs:// and az:// (abfs://) URLs")
+    if url.endswith("/") or url.rstrip("/").count("/") <= 2:
+        raise OutputError(f"{what} {url!r} names a bucket or a prefix, not an object")
+    try:
+        kind = url_kind(url)
+    except StoreError as exc:
+        raise OutputError(f"cannot check {what} {url}: {exc}") from None
+    if kind == "directory":
+        raise OutputError(f"{what} {url} is a prefix with objects under it; choose an object name")
+    if kind == "file" and not overwrite:
+        raise OutputError(f"{what} {url} already exists: pass --overwrite to replace it, or choose "
+                          "another name")

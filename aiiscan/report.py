@@ -42,6 +42,9 @@ SCHEMA = pa.schema([
     # it with no extra module (a zoned one needs pytz in DuckDB; nanoseconds need pandas in
     # to_pylist). CSV/JSONL spell it ISO 8601 with a Z (TIME_FORMAT).
     ("mtime", pa.timestamp("us")),
+    # An object's ETag (object stores; an archive member's is its shard's), null for a local file:
+    # with size and mtime it tells --resume and --incremental whether an object changed.
+    ("etag", pa.string()),
     ("sha256", pa.string()),
     ("format", pa.string()),
     ("width", pa.int32()),
@@ -79,7 +82,7 @@ SCHEMA = pa.schema([
     ("metadata_error", pa.string()),
 ])
 COLUMNS = SCHEMA.names
-OPTIONAL = ("reused", "reused_from")  # newer than some reports: read as null when absent
+OPTIONAL = ("reused", "reused_from", "etag")  # newer than some reports: read as null when absent
 
 
 # CSV/JSONL: mtime is read as text and parsed by _conform, which accepts our spelling (a Z) and
@@ -351,10 +354,13 @@ class ReportWriter:
         finally:
             con.close()
 
-    def finish(self, metadata: dict, kept: Callable[[int], list[int]] | None = None) -> Path:
+    def finish(self, metadata: dict, kept: Callable[[int], list[int]] | None = None,
+               publish: Callable[[Path], None] | None = None) -> Path:
         """Write the whole report atomically, sorted by path, and remove the parts.
 
         ``kept`` (--resume): for each part of the interrupted run, the row numbers that stand.
+        ``publish(report)``: called once the local report is whole, before the parts go (an
+        upload to an object store): if it fails, the parts stay for --resume.
         Every format is written batch by batch: memory does not grow with the report."""
         self.flush()
         if kept is not None:
@@ -382,6 +388,8 @@ class ReportWriter:
             if tmp is not None:
                 tmp.unlink(missing_ok=True)
             raise
+        if publish is not None:
+            publish(self.out)
         self._unlock()
         shutil.rmtree(self.parts, ignore_errors=True)
         return self.out

@@ -7,11 +7,12 @@ One direction, no back and forth. Files that fail anywhere become rows with
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,8 +32,9 @@ from .ledger import failure as ledger_failure
 from .metrics import check_threshold
 from .options import RunOptions, ScanOptions
 from .outputs import check_output
-from .report import COLUMNS, SCHEMA, ReportWriter, format_for, iter_report
-from .sources import iter_inputs
+from .report import COLUMNS, SCHEMA, ReportError, ReportWriter, format_for, iter_report
+from .sources import ListingLost, iter_inputs
+from .stores import StoreError, is_indirect, is_url, put_file, stat_entry
 from .textsafe import display_path
 
 if TYPE_CHECKING:
@@ -134,11 +136,56 @@ def _still_true(path: str, row: dict) -> bool:
 
 
 def _unchanged(path: str, old: dict) -> bool:
+    """Same size and mtime (µs) as ``old``; for an object whose row and listing both have an ETag,
+    the same size and ETag (an object rewritten with the same size has a new ETag, and mtimes
+    from a listing and a HEAD request may differ in precision). A local
+    file costs one os.stat; a URL a HEAD request (or none: the listing's answer is remembered);
+    a member the shard's index."""
+    if ("::" in path or "://" in path) and is_indirect(path):  # the cheap test first
+        try:
+            st = stat_entry(path)
+        except OSError:
+            return False
+        if st.etag and old.get("etag"):  # the ETag decides: a store's listing and its HEAD may
+            return st.etag == old["etag"] and st.size == old["size"]  # give mtimes of unlike precision
+        return st.size == old["size"] and st.mtime_us == old["mtime"]
     try:
-        st = os.stat(path)
+        lst = os.stat(path)
     except OSError:
         return False
-    return st.st_size == old["size"] and st.st_mtime_ns // 1000 == old["mtime"]  # report: µs
+    return lst.st_size == old["size"] and lst.st_mtime_ns // 1000 == old["mtime"]  # report: µs
+
+
+def staging_for(url: str, parts_dir: str | None = None) -> Path:
+    """Where a report bound for an object store is assembled: ``PARTS_DIR/<sha of the URL>/NAME``
+    (parts beside it, as for a local report). ``parts_dir``: ``--parts-dir``, else
+    ``$AIISCAN_PARTS_DIR``, else ``$XDG_CACHE_HOME/aiiscan/parts`` (``~/.cache/aiiscan/parts``).
+    The same URL always maps to the same folder, so ``--resume`` finds the parts."""
+    base = parts_dir or os.environ.get("AIISCAN_PARTS_DIR")
+    if not base:
+        cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        base = os.path.join(cache, "aiiscan", "parts")
+    digest = hashlib.sha256(url.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    name = url.rstrip("/").rsplit("/", 1)[-1]
+    return Path(base) / digest / name
+
+
+def _uploader(url: str, fmt: str) -> Callable[[Path], None]:
+    """Publish a finished local report to ``url`` (sidecar metadata first for CSV/JSONL), then
+    drop the local copies. A failure leaves the parts for --resume."""
+    def publish(local: Path) -> None:
+        files = [(local, url)]
+        if fmt != "parquet":
+            files.insert(0, (local.with_name(local.name + ".meta.json"), url + ".meta.json"))
+        try:
+            for src, dst in files:
+                put_file(src, dst)
+        except StoreError as exc:
+            raise ReportError(f"cannot upload the report to {url}: {exc}. Every row is kept in "
+                              f"{local}.parts: rerun the same command with --resume") from None
+        for src, _ in files:
+            src.unlink(missing_ok=True)
+    return publish
 
 
 def options_from(*, detector: Detector | None = None, engine: str = "local", ray_address: str | None = None,
@@ -175,14 +222,22 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
     engine = engine or make_engine("local")
     started = now_iso()
     t0 = time.perf_counter()
-    missing = [p for p in paths if not os.path.lexists(p)]
+    # URLs and SHARD::MEMBER roots are not looked up here: a missing one comes out of the crawl
+    # as an error row (a request per root before the model loads would buy little).
+    missing = [p for p in paths if not os.path.lexists(p) and not is_indirect(p)]
     if missing:
         raise UsageError("no such file or folder: " + ", ".join(display_path(p) for p in missing[:5])
                          + (f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""))
-    side = (".parts",) if format_for(output, opts.fmt) == "parquet" else (".parts", ".meta.json")
+    fmt = format_for(output, opts.fmt)
+    side = (".parts",) if fmt == "parquet" else (".parts", ".meta.json")
     check_output(output, overwrite=opts.overwrite, companions=side, what="report")
+    remote = is_url(str(output))
+    # A report bound for an object store is assembled in a local folder and uploaded whole.
+    local_out = staging_for(str(output), opts.parts_dir) if remote else output
+    if remote:
+        check_output(local_out, overwrite=True, companions=side, what="report's local copy")
     check_threshold(opts.threshold)
-    ReportWriter.check(output, opts.resume)
+    ReportWriter.check(local_out, opts.resume)
     model = engine.open(opts.weights, run)
     card, mid, crop = model.card, model.model_id, model.image_size
     threshold, keep_gps, prompts = opts.threshold, opts.keep_gps, opts.prompts
@@ -196,7 +251,7 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
     summary = ScanSummary(report=None, threshold=thr, threshold_source=thr_source)
     if opts.incremental:
         next(iter_report(opts.incremental, batch_rows=1))  # unreadable: say so before any part exists
-    writer = ReportWriter(output, opts.fmt, resume=opts.resume, rows_per_part=opts.part_rows)
+    writer = ReportWriter(local_out, opts.fmt, resume=opts.resume, rows_per_part=opts.part_rows)
     try:
         ledger = Ledger(writer.parts / "index.sqlite", SCHEMA)
     except AiiscanError:
@@ -222,9 +277,17 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
             return dict.fromkeys(COLUMNS, None) | {
                 "path": display_path(path), "status": status, "error": error, "model_id": mid}
 
+        lost: list[ListingLost] = []
+
         def jobs() -> Iterator[DecodeJob]:
+            try:
+                yield from crawl()
+            except ListingLost as exc:  # the rows in flight still finish and are kept
+                lost.append(exc)
+
+        def crawl() -> Iterator[DecodeJob]:
             for entry in iter_inputs(paths, opts.from_list, opts.include, opts.exclude, opts.follow_symlinks,
-                                     seen=ledger.add_new):
+                                     seen=ledger.add_new, archives=opts.archives):
                 shown = display_path(entry.path)
                 if opts.resume:
                     row = ledger.done_row(shown)
@@ -288,11 +351,17 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
                 emit(base_row(res.path, "error", res.error) | _info(res))
             else:
                 emit(scored(res, float(scores[0])))
+        if lost:
+            raise ListingLost(f"{lost[0]}. The rows written so far are kept in {writer.parts}; no report "
+                              "was written: rerun the same command with --resume")
         summary.seconds = time.perf_counter() - t0
         metadata = _metadata(summary, opts, engine, model, paths, started)
         # On resume, rows of the interrupted run stand only where the file was found unchanged:
         # the report is the one a clean scan would write now.
-        summary.report = writer.finish(metadata, ledger.kept_rows if opts.resume else None)
+        summary.report = writer.finish(metadata, ledger.kept_rows if opts.resume else None,
+                                       publish=_uploader(str(output), fmt) if remote else None)
+        if remote:
+            summary.report = output  # type: ignore[assignment]  # the URL
     except BaseException as exc:
         writer.close()
         if isinstance(exc, sqlite3.Error):
@@ -348,6 +417,7 @@ def _info(res: DecodeResult) -> dict:
     return {
         "size": info.get("size"),
         "mtime": None if info.get("mtime_ns") is None else info["mtime_ns"] // 1000,  # µs
+        "etag": info.get("etag"),
         "sha256": info.get("sha256"),
         "format": info.get("format"),
         "width": info.get("width"),

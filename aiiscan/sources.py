@@ -4,6 +4,11 @@ Directories are walked recursively with entries sorted by name, so two scans of 
 tree list files identically. Whether a file is an image is decided later by its magic bytes
 (in the decode workers, which read the file anyway); the crawler only filters by glob.
 Symbolic links are not followed unless asked; when they are, directory loops are cut.
+
+Object-store URLs (``stores``) and archive shards (``shards``) are inputs too: a URL prefix is
+listed as a stream, an archive named as a root or in a list is expanded member by member
+(``SHARD::MEMBER``), and one found in a folder or a prefix only with ``archives=True``.
+Neither module is imported for a purely local scan's work beyond a string test per input.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+
+from .errors import AiiscanError
 
 IMAGE_EXTENSIONS = frozenset({
     ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".dib", ".tif", ".tiff",
@@ -57,6 +64,10 @@ class Entry:
 def _matches(path: str, patterns: Sequence[str]) -> bool:
     name = os.path.basename(path)
     return any(fnmatch.fnmatch(path, p) or fnmatch.fnmatch(name, p) for p in patterns)
+
+
+AMBIGUOUS = ("name is ambiguous: '::' after an archive suffix is the archive-member syntax "
+             "(SHARD::MEMBER); rename the file")
 
 
 def _walk(root: str, follow: bool, seen: set[tuple[int, int]]) -> Iterator[Entry]:
@@ -121,15 +132,73 @@ def lexical_key(path: str) -> str:
     return ("/" if path.startswith("/") else "") + "/".join(parts) or "."
 
 
+def _members(shard: str) -> Iterator[Entry]:
+    from .shards import iter_members
+    for path, problem, explicit in iter_members(shard):
+        yield Entry(path, explicit=explicit, skip=problem)
+
+
+class ListingLost(AiiscanError):
+    """A prefix's listing failed for good mid-way (throttling, a timeout, a lost connection,
+    after the retries): what is left of the prefix is unknown, so the scan must not finish as
+    if it were complete. The scan driver stops resumably."""
+
+
+def _remote(raw: str, archives: bool, in_list: bool) -> Iterator[Entry]:
+    """Entries for a URL or an ``archive::member`` input named by the user. A listing that is
+    cut off by a transient failure raises ``ListingLost``; denied or missing is an error entry."""
+    from . import stores
+    from .shards import is_archive, split_member
+    if split_member(raw) is not None:
+        yield Entry(raw, explicit=True)
+        return
+    if stores.scheme(raw) not in stores.LISTABLE:  # http(s): one object per line
+        yield from (_members(raw) if is_archive(raw) else [Entry(raw, explicit=True)])
+        return
+    try:
+        # A list line is an object unless it ends with "/" (no request per line); a root is
+        # asked: object, prefix, or nothing.
+        if raw.endswith("/") or raw.rstrip("/").count("/") == 2:  # ".../" or "s3://bucket"
+            kind = "directory"
+        else:
+            kind = "file" if in_list else stores.url_kind(raw)
+    except stores.StoreError as exc:
+        if exc.kind in stores.TRANSIENT:
+            raise ListingLost(f"cannot reach {raw}: {exc}") from None
+        yield Entry(raw, explicit=True, skip=str(exc))
+        return
+    if kind == "missing":
+        yield Entry(raw, explicit=True, skip="no such object or prefix in the store")
+    elif kind == "file":
+        yield from (_members(raw) if is_archive(raw) else [Entry(raw, explicit=True)])
+    else:
+        try:
+            for url in stores.iter_prefix(raw):
+                if archives and is_archive(url):
+                    yield from _members(url)
+                else:
+                    yield Entry(url)
+        except stores.StoreError as exc:
+            if exc.kind in stores.TRANSIENT:
+                raise ListingLost(f"the listing of {raw} was cut off: {exc}") from None
+            yield Entry(raw, explicit=True, skip=f"cannot list the prefix: {exc}")
+
+
 def iter_inputs(paths: Iterable[str], from_list: str | None = None,
                 include: Sequence[str] = (), exclude: Sequence[str] = (),
-                follow_symlinks: bool = False, seen: Callable[[str], bool] | None = None) -> Iterator[Entry]:
+                follow_symlinks: bool = False, seen: Callable[[str], bool] | None = None,
+                archives: bool = False) -> Iterator[Entry]:
     """Every input once, in a stable order: given paths first (directories expanded), then the
     list. Spellings of one name (``lexical_key``) count once, in the form first met.
 
     ``seen(key)`` records a key and says whether it is new (default: a set in memory; a scan
     passes its on-disk ``ledger.Ledger.add_new``, so that 100 million names cost no memory).
-    One root and no list cannot repeat a name, so nothing is recorded then."""
+    One root and no list cannot repeat a name, so nothing is recorded then, except archive
+    members (a tar may hold one name twice; the first is scanned).
+
+    URLs (``s3://b/prefix/``) are listed, archives named as inputs are expanded into
+    ``SHARD::MEMBER`` entries; with ``archives=True`` so are archives found while crawling.
+    URLs and members are keyed as written: ``a//b`` and ``a/b`` are two objects in a store."""
     paths = list(paths)
     if seen is None:
         keys: set[str] = set()
@@ -147,26 +216,65 @@ def iter_inputs(paths: Iterable[str], from_list: str | None = None,
             return None
         if exclude and _matches(entry.path, exclude):
             return None
-        if record and not seen(lexical_key(entry.path)):
+        path = entry.path
+        if "::" in path or "://" in path:
+            from .stores import is_indirect
+            if is_indirect(path):
+                if (record or "::" in path) and not seen(path):
+                    return None
+                return entry
+        if record and not seen(lexical_key(path)):
             return None
         return entry
 
     sources: list[Iterable[str]] = [paths]
     if from_list:
         sources.append(read_list(from_list))
-    for source in sources:
+    for index, source in enumerate(sources):
         for raw in source:
+            if "::" in raw or "://" in raw:  # cheap test first: local names rarely hold either
+                from .stores import is_indirect
+                if is_indirect(raw):
+                    for entry in _remote(raw, archives, in_list=index > 0):
+                        kept = admit(entry)
+                        if kept:
+                            yield kept
+                    continue
             if os.path.isdir(raw) and (follow_symlinks or not os.path.islink(raw)):
                 st = os.stat(raw)
                 seen_dirs.add((st.st_dev, st.st_ino))
                 for entry in _walk(raw, follow_symlinks, seen_dirs):
+                    if "::" in entry.path:
+                        from .shards import split_member
+                        if split_member(entry.path) is not None:
+                            entry = Entry(entry.path, explicit=True, skip=AMBIGUOUS)
+                    elif archives and not entry.skip and _is_archive_file(entry.path):
+                        for member in _members(entry.path):
+                            kept = admit(member)
+                            if kept:
+                                yield kept
+                        continue
                     kept = admit(entry)
+                    if kept:
+                        yield kept
+            elif _is_archive_file(raw):
+                for member in _members(raw):
+                    kept = admit(member)
                     if kept:
                         yield kept
             else:
                 kept = admit(Entry(raw, explicit=True))
                 if kept:
                     yield kept
+
+
+def _is_archive_file(path: str) -> bool:
+    """An archive by its suffix that is a regular file (a link to one is followed only when
+    named by the user, like any named file)."""
+    lower = path.lower()
+    if not lower.endswith((".tar", ".tgz", ".tar.gz", ".zip")):
+        return False
+    return os.path.isfile(path)
 
 
 def _looks_like_image(entry: Entry) -> bool:

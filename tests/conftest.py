@@ -67,3 +67,23 @@ def natural_photos(root: Path) -> list[str]:
     if not root.is_dir():
         pytest.skip(f"{root} not present")
     return sorted(str(p) for p in root.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+
+
+# The loopback S3-protocol server (moto) and the fault proxy in front of it: tests/s3server.py.
+@pytest.fixture(scope="module")
+def moto_endpoint():
+    pytest.importorskip("s3fs")
+    server_mod = pytest.importorskip("moto.server")
+    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def proxy(moto_endpoint):
+    from .s3server import FaultProxy
+    p = FaultProxy(moto_endpoint)
+    yield p
+    p.close()
