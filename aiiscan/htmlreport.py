@@ -12,24 +12,29 @@ import base64
 import hashlib
 import io
 import os
-from collections import Counter, defaultdict
+import tempfile
+from collections import Counter
 from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from PIL import Image
 
 from . import __version__
 from .files import atomic_write_bytes, now_iso
 from .preprocess import DEFAULT_MAX_PIXELS, open_image, to_rgb
-from .report import heads_in, read_report, report_metadata
+from .report import SORT_MEMORY, ReportError, heads_in, iter_report, report_metadata
 from .textsafe import path_from_display
 
 THUMB_PX = 160
 THUMB_BUDGET = 4 * 1024 * 1024  # bytes of thumbnails in one page, all together
 THUMB_MAX_FILE = 64 * 1024 * 1024  # don't decode larger originals just for a thumbnail
-MAX_TABLE_ROWS = 2000  # error rows listed; the count is always complete
+MAX_TABLE_ROWS = 2000  # error and directory rows listed; the counts are always complete
+BATCH_ROWS = 8192  # report rows per batch while the page's figures are gathered
+HIST_BINS = 40
 
 CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1200px;padding:1em 2em;color:#222}
@@ -134,17 +139,31 @@ def nice_ticks(lo: float, hi: float, target: int = 6) -> list[float]:
     return [float(round(t / step) * step) for t in ticks]
 
 
-def histogram_svg(scores: np.ndarray, threshold: float | None, bins: int = 40) -> str:
-    width, height, pad = 760, 220, 36
-    if len(scores) == 0:
-        return '<svg id="histogram" width="760" height="40" role="img"><text x="4" y="20">' \
-               'no scored images</text></svg>'
-    lo, hi = float(scores.min()), float(scores.max())
+def histogram_range(lo: float, hi: float, threshold: float | None) -> tuple[float, float]:
+    """The histogram's x range: the scores' own, widened to show the threshold, never empty."""
     if threshold is not None:
         lo, hi = min(lo, threshold), max(hi, threshold)
     if hi <= lo:
         lo, hi = lo - 0.5, hi + 0.5
+    return lo, hi
+
+
+def histogram_svg(scores: np.ndarray, threshold: float | None, bins: int = HIST_BINS) -> str:
+    if len(scores) == 0:
+        return histogram_svg_counts(None, None, 0.0, 1.0, threshold)
+    lo, hi = histogram_range(float(scores.min()), float(scores.max()), threshold)
     counts, edges = np.histogram(scores, bins=bins, range=(lo, hi))
+    return histogram_svg_counts(counts, edges, lo, hi, threshold)
+
+
+def histogram_svg_counts(counts: np.ndarray | None, edges: np.ndarray | None, lo: float, hi: float,
+                         threshold: float | None) -> str:
+    """The score histogram from its bin counts and edges over ``[lo, hi]`` (None: no scores)."""
+    width, height, pad = 760, 220, 36
+    if counts is None or edges is None:
+        return '<svg id="histogram" width="760" height="40" role="img"><text x="4" y="20">' \
+               'no scored images</text></svg>'
+    bins = len(counts)
     top = max(int(counts.max()), 1)
     bw = (width - 2 * pad) / bins
 
@@ -220,21 +239,204 @@ def card_evidence(row: dict) -> list[str]:
     return bits
 
 
+def _dirname(paths) -> pa.Array:
+    """``os.path.dirname`` of every path, vectorised, with ``'.'`` for a bare name: the head up to
+    the last ``/``, its trailing slashes dropped unless it is nothing but slashes (``'/'``)."""
+    head = pc.replace_substring_regex(paths, pattern="[^/]*$", replacement="")
+    trimmed = pc.utf8_rtrim(head, characters="/")
+    return pc.if_else(pc.equal(trimmed, ""), pc.if_else(pc.equal(head, ""), ".", head), trimmed)
+
+
+def _or_none(col):
+    """``value or "none"`` for a string column."""
+    return pc.if_else(pc.or_kleene(pc.is_null(col), pc.equal(col, "")), "none", col)
+
+
+def _counts(col) -> Counter:
+    return Counter({v["values"]: v["counts"] for v in pc.value_counts(col).to_pylist()})
+
+
+class PageFigures:
+    """Every figure the page shows, gathered from the report one batch at a time.
+
+    Memory is set by the batch size, ``top`` and ``MAX_TABLE_ROWS``, never by the report's length:
+    counts are counters of a few status/label/hint values; the scored images' scores go to a
+    temporary file (8 bytes each) and are binned on a second read of that file, once their range
+    is known, so the histogram is exactly ``np.histogram`` over all of them; the top ``top`` rows
+    are kept by (score desc, report order), the order of a stable sort; the first error rows are
+    kept and all are counted. Directories can be as many as files: each batch's per-directory sums
+    go to an on-disk DuckDB table, grouped once at the end within ``AIISCAN_SORT_MEMORY`` (DuckDB
+    spills beyond it), and only the first ``MAX_TABLE_ROWS`` of the sorted table are fetched.
+    """
+
+    def __init__(self, workdir: Path, top: int):
+        import duckdb  # a second to import: only when a page is made
+
+        self.top = max(top, 0)
+        self.rows = self.ok = self.error_count = 0
+        self.status: Counter = Counter()
+        self.labels: Counter = Counter()
+        self.hints: Counter = Counter()
+        self.heads = 1  # a multi-head report's heads (``report.heads_in``), and its verdict counts
+        self.verdicts: Counter = Counter()
+        self.first_ok_threshold: float | None = None
+        self._seen_ok = False
+        self.lo = self.hi = None
+        self.best: pa.Table | None = None
+        self.errors: list[tuple] = []
+        self._scores = open(workdir / "scores.f8", "w+b")  # noqa: SIM115 (closed by close())
+        self.con = duckdb.connect(str(workdir / "dirs.duckdb"), config={
+            "memory_limit": SORT_MEMORY, "threads": 1, "temp_directory": str(workdir / "spill"),
+            "preserve_insertion_order": False})
+        self.con.execute("CREATE TABLE part (dir VARCHAR, files BIGINT, scored BIGINT, flagged BIGINT, "
+                         "errors BIGINT, total DOUBLE)")
+
+    def close(self) -> None:
+        self._scores.close()
+        self.con.close()
+
+    def add(self, batch: pa.Table) -> None:
+        n = len(batch)
+        if not n:
+            return
+        status, score, label = batch.column("status"), batch.column("score"), batch.column("label")
+        ok = pc.and_(pc.fill_null(pc.equal(status, "ok"), False), pc.is_valid(score))
+        self.status.update(_counts(status))
+        self.labels.update(_counts(_or_none(label)))
+        self.hints.update(_counts(_or_none(batch.column("provenance_hint"))))
+        self.heads = heads_in(batch.column_names)
+        if "verdict" in batch.column_names:
+            self.verdicts.update(_counts(_or_none(batch.column("verdict"))))
+
+        scored = batch.filter(ok)
+        if len(scored):
+            if not self._seen_ok:
+                self._seen_ok = True
+                self.first_ok_threshold = scored.column("threshold")[0].as_py()
+            values = scored.column("score").to_numpy()
+            self._scores.write(values.astype(np.float64).tobytes())
+            lo, hi = float(values.min()), float(values.max())
+            self.lo = lo if self.lo is None else min(self.lo, lo)
+            self.hi = hi if self.hi is None else max(self.hi, hi)
+            self.ok += len(scored)
+            if self.top:
+                order = np.flatnonzero(ok.to_numpy(zero_copy_only=False)) + self.rows
+                cand = scored.append_column("_row", pa.array(order, pa.int64()))
+                if self.best is not None:
+                    cand = pa.concat_tables([self.best, cand])
+                if len(cand) > self.top:
+                    cand = cand.take(pc.select_k_unstable(cand, k=self.top, sort_keys=[
+                        ("score", "descending"), ("_row", "ascending")]))
+                self.best = cand
+
+        bad = pc.fill_null(pc.not_equal(status, "ok"), True)
+        bad_count = pc.sum(pc.cast(bad, pa.int64())).as_py() or 0
+        if bad_count and len(self.errors) < MAX_TABLE_ROWS:
+            listed = batch.filter(bad).slice(0, MAX_TABLE_ROWS - len(self.errors))
+            self.errors += zip(*(listed.column(c).to_pylist() for c in ("path", "status", "error")),
+                               strict=True)
+        self.error_count += bad_count
+
+        flagged = pc.and_(ok, pc.fill_null(pc.equal(label, "ai"), False))
+        part = pa.table({
+            "dir": _dirname(batch.column("path")),
+            "scored": pc.cast(ok, pa.int64()),
+            "flagged": pc.cast(flagged, pa.int64()),
+            "errors": pc.cast(pc.fill_null(pc.equal(status, "error"), False), pa.int64()),
+            "total": pc.if_else(ok, score, pa.scalar(None, pa.float64())),
+        }).group_by("dir").aggregate([("scored", "count"), ("scored", "sum"), ("flagged", "sum"),
+                                       ("errors", "sum"), ("total", "sum")])
+        part = part.select(["dir", "scored_count", "scored_sum", "flagged_sum", "errors_sum", "total_sum"])
+        self.con.from_arrow(part).insert_into("part")
+        self.rows += n
+
+    def highest(self) -> list[dict]:
+        """The top rows, highest score first, ties in report order."""
+        if self.best is None:
+            return []
+        best = self.best.take(pc.sort_indices(self.best, sort_keys=[("score", "descending"),
+                                                                    ("_row", "ascending")]))
+        return best.drop_columns(["_row"]).to_pylist()
+
+    def histogram(self, threshold: float | None, bins: int = HIST_BINS):
+        """(counts, edges, lo, hi) over every scored image, or Nones when there are none."""
+        if not self.ok:
+            return None, None, 0.0, 1.0
+        lo, hi = histogram_range(self.lo, self.hi, threshold)
+        counts = np.zeros(bins, np.int64)
+        edges = None
+        self._scores.flush()
+        self._scores.seek(0)
+        while chunk := self._scores.read(8 << 20):
+            c, edges = np.histogram(np.frombuffer(chunk, np.float64), bins=bins, range=(lo, hi))
+            counts += c
+        return counts, edges, lo, hi
+
+    def directories(self, threshold: float | None) -> tuple[int, list[tuple]]:
+        """(number of directories, the first ``MAX_TABLE_ROWS`` rows of the table): sorted by ai
+        rate (none: 0) descending, then by name (code-point order, as Python sorts)."""
+        order = ("CASE WHEN scored > 0 THEN flagged::DOUBLE / scored ELSE 0 END DESC, dir"
+                 if threshold is not None else "dir")  # no threshold, no rates: by name
+        self.con.execute("CREATE TABLE dirs AS SELECT dir, sum(files)::BIGINT AS files, sum(scored)::BIGINT "
+                         "AS scored, sum(flagged)::BIGINT AS flagged, sum(errors)::BIGINT AS errors, "
+                         "sum(total) AS total FROM part GROUP BY dir")
+        count = self.con.execute("SELECT count(*) FROM dirs").fetchone()[0]
+        listed = self.con.execute(f"SELECT dir, files, scored, flagged, errors, total FROM dirs ORDER BY "
+                                  f"{order} LIMIT {MAX_TABLE_ROWS}").fetchall()
+        rows = []
+        for d, files, scored, flagged, errors, total in listed:
+            rate_v = flagged / scored if scored and threshold is not None else None
+            mean = float(total / scored) if scored else None
+            rows.append((d, files, scored, flagged, rate_v, mean, errors))
+        return count, rows
+
+
+def gather(report: str | Path, top: int, workdir: Path, batch_rows: int | None = None) -> PageFigures:
+    """One pass over ``report``: the figures of the page (close them when done)."""
+    figures = PageFigures(workdir, top)
+    pool = pa.default_memory_pool()
+    try:
+        for batch in iter_report(report, batch_rows or BATCH_ROWS):
+            figures.add(batch)
+            del batch
+            # mimalloc keeps what each batch freed and creeps up over a long report (+42 MiB at
+            # 1,000,000 rows); handing it back after every batch halves that at no measurable cost
+            pool.release_unused()
+    except BaseException:
+        figures.close()
+        raise
+    return figures
+
+
+def _figures(report: str | Path, top: int, threshold: float | None):
+    """The page's figures from one streamed pass over the report, in a private temp folder."""
+    import duckdb
+
+    with tempfile.TemporaryDirectory(prefix="aiiscan-page-") as tmp:
+        figures = gather(report, top, Path(tmp))
+        try:
+            thr = threshold if threshold is not None else figures.first_ok_threshold
+            return figures, thr, figures.histogram(thr), figures.directories(thr), figures.highest()
+        except duckdb.OutOfMemoryException as exc:
+            why = str(exc).splitlines()[0]
+            raise ReportError(f"grouping {Path(report).name} by directory ran out of its memory "
+                              f"({SORT_MEMORY}): {why}. Set AIISCAN_SORT_MEMORY=1GB (or more) and "
+                              "rerun") from None
+        except duckdb.Error as exc:
+            why = str(exc).splitlines()[0]
+            raise ReportError(f"cannot group {Path(report).name} by directory (disk?): {why}") from None
+        finally:
+            figures.close()
+
+
 def render(report: str | Path, top: int = 50, thumbnails: bool = True,
            thumb_budget: int = THUMB_BUDGET) -> str:
-    table = read_report(report)
-    rows = table.to_pylist()
     meta = report_metadata(report)
-    ok = [r for r in rows if r["status"] == "ok" and r.get("score") is not None]
-    scores = np.array([r["score"] for r in ok], dtype=np.float64)
-    thr = meta.get("threshold")
-    if thr is None and ok and ok[0].get("threshold") is not None:
-        thr = ok[0]["threshold"]
-    status = Counter(r["status"] for r in rows)
-    labels = Counter(r.get("label") or "none" for r in rows)
-    hints = Counter(r.get("provenance_hint") or "none" for r in rows)
-    more = range(2, heads_in(table.column_names) + 1)  # a multi-head scan's further heads
-    verdicts = Counter(r.get("verdict") or "none" for r in rows) if len(more) else None
+    figures, thr, histogram, (dir_count, dir_rows), highest = _figures(report, top, meta.get("threshold"))
+    status, labels, hints = figures.status, figures.labels, figures.hints
+    more = range(2, figures.heads + 1)  # a multi-head scan's further heads
+    verdicts = figures.verdicts if len(more) else None
+    head_meta, head_thrs = meta.get("heads") or [], meta.get("head_thresholds") or []
     backbone = meta.get("backbone") or {}
     block = meta.get("threshold_block") or {}
 
@@ -259,8 +461,8 @@ def render(report: str | Path, top: int = 50, thumbnails: bool = True,
         ("threshold", None if thr is None else f"{thr:.6g} ({meta.get('threshold_source', '')})"),
         ("calibration", (f"policy {block.get('policy')}, {block.get('validation', {}).get('natural_count')} "
                          f"natural photos, on {block.get('created')}") if block else "none"),
-        *((f"head {k}", next((f"{r[f'model_id_{k}']} (threshold {_fmt(r[f'threshold_{k}'])})"
-                              for r in rows if r.get(f"model_id_{k}")), None)) for k in more),
+        *((f"head {k}", f"{head_meta[k - 1].get('model_id') if len(head_meta) >= k else ''} (threshold "
+                        f"{_fmt(head_thrs[k - 1]) if len(head_thrs) >= k else ''})") for k in more),
         *((("verdict", f"--combine {meta.get('combine', 'any')}: the heads' labels combined"),)
           if len(more) else ()),
         ("roots", ", ".join(meta.get("roots") or [])),
@@ -281,19 +483,19 @@ def render(report: str | Path, top: int = 50, thumbnails: bool = True,
         out.append(f'<table class="count" id="count-{escape(title.replace(" ", "-"))}">'
                    f"<thead><tr><th>{escape(title)}</th><th class=num>files</th></tr></thead>"
                    f"<tbody>{body or '<tr><td>none</td><td class=num>0</td></tr>'}</tbody></table>")
-    out.append(f"</div><p>{len(rows)} rows in the report.</p>")
+    out.append(f"</div><p>{figures.rows} rows in the report.</p>")
 
     out.append('<h2 id="scores">Score distribution</h2>')
-    out.append(histogram_svg(scores, thr))
+    out.append(histogram_svg_counts(*histogram, thr))
 
-    out.append(f'<h2 id="flagged">The {min(top, len(ok))} highest scores</h2>')
+    out.append(f'<h2 id="flagged">The {min(top, figures.ok)} highest scores</h2>')
     out.append('<p class="note">Ranked by score; each card\'s label follows the threshold, so a high '
                'rank alone is no verdict.</p>')
     if not thumbnails:
         out.append('<p class="note">Thumbnails left out (--no-thumbnails).</p>')
     out.append('<div class="cards" id="cards">')
     spent = 0
-    for r in sorted(ok, key=lambda r: -r["score"])[:top]:
+    for r in highest:
         img = '<div class="noimg">thumbnail left out</div>'
         if thumbnails:
             uri, why = thumbnail(r["path"]) if spent < thumb_budget else (None, "thumbnail budget spent")
@@ -315,29 +517,18 @@ def render(report: str | Path, top: int = 50, thumbnails: bool = True,
     out.append("</div>")
 
     out.append('<h2 id="dirs">Per directory</h2>')
-    per_dir: dict[str, list[dict]] = defaultdict(list)
-    for r in rows:
-        per_dir[os.path.dirname(r["path"]) or "."].append(r)
-    dir_rows = []
-    for d, rs in per_dir.items():
-        scored = [r for r in rs if r["status"] == "ok" and r.get("score") is not None]
-        flagged = sum(1 for r in scored if r.get("label") == "ai")
-        rate = flagged / len(scored) if scored and thr is not None else None
-        mean = float(np.mean([r["score"] for r in scored])) if scored else None
-        dir_rows.append((d, len(rs), len(scored), flagged, rate, mean,
-                         sum(1 for r in rs if r["status"] == "error")))
-    dir_rows.sort(key=lambda t: (-(t[4] or 0), t[0]))
+    if dir_count > MAX_TABLE_ROWS:
+        out.append(f'<p class="note">The first {MAX_TABLE_ROWS} of {dir_count} directories listed, by ai '
+                   "rate; all are in the report file.</p>")
     out.append(_table("dir-table", [("directory", False), ("files", True), ("scored", True),
                                     ("flagged ai", True), ("ai rate", True), ("mean score", True),
                                     ("errors", True)], dir_rows, "directories"))
 
-    errors = [r for r in rows if r["status"] != "ok"]
-    out.append(f'<h2 id="errors">Errors and skipped files ({len(errors)})</h2>')
-    if len(errors) > MAX_TABLE_ROWS:
+    out.append(f'<h2 id="errors">Errors and skipped files ({figures.error_count})</h2>')
+    if figures.error_count > MAX_TABLE_ROWS:
         out.append(f'<p class="note">First {MAX_TABLE_ROWS} listed; all are in the report file.</p>')
     out.append(_table("error-table", [("path", False), ("status", False), ("reason", False)],
-                      [(r["path"], r["status"], r.get("error")) for r in errors[:MAX_TABLE_ROWS]],
-                      "errors"))
+                      figures.errors, "errors"))
     out.append(f'<p class="note">Made by aiiscan {__version__} from {_e(Path(report).name)}. '
                "Self-contained: no network requests.</p>")
     out.append(f"<script>{JS}</script></body></html>")

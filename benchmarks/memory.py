@@ -1,9 +1,10 @@
 """Peak RSS of a whole scan against the size of the archive: memory must not grow with it.
 
-    python benchmarks/memory.py                       # the figures of issue 16 (about 25 min)
+    python benchmarks/memory.py                       # the figures of issue 16 (about 30 min)
     python benchmarks/memory.py --files 10000 100000 --rows 10000 100000   # a quick look
+    python benchmarks/memory.py --only report --rows 10000 1000000 10000000  # the HTML page
 
-Three scenarios, each run in its own process (tiny random-init backbone: the process starts with
+Four scenarios, each run in its own process (tiny random-init backbone: the process starts with
 torch and the model loaded, as a real scan does), reporting that process's peak RSS
 (``VmHWM``; the decode workers are small processes of their own), the wall time, and when the
 first report part appeared:
@@ -13,6 +14,9 @@ first report part appeared:
 - ``incremental``: the 10,000-file tree against an old report of R rows (the tree's 10,000 as
   unchanged, the rest elsewhere in the archive): the old report is indexed on disk, not in dicts.
 - ``resume``: the same tree, resumed from parts that hold R rows of an interrupted run.
+- ``report``: the HTML page (``aiiscan report``) of an R-row report: the same synthetic rows, with
+  labels against a threshold and one row in 97 an error, in row groups of 16,384 as aiiscan writes
+  them; no torch in that process.
 
 Ratios are against the first size of each scenario. Synthetic reports are made with pyarrow in
 one-million-row slices; the empty-file trees are cached under ``--cache``.
@@ -97,6 +101,27 @@ def synthetic_rows(tree: Path, total: int, model_id: str, seed: int = 0):
         made += n
 
 
+def synthetic_report(tree: Path, total: int):
+    """``synthetic_rows`` as a finished report: labels against a threshold of 0.5, one error in 97."""
+    import pyarrow.compute as pc
+
+    made = 0
+    for t in synthetic_rows(tree, total, "synthetic"):
+        n = len(t)
+        bad = pa.array((np.arange(made, made + n) % 97) == 96)
+        score = pc.if_else(bad, pa.scalar(None, pa.float64()), t.column("score"))
+        cols = {"status": pc.if_else(bad, "error", t.column("status")),
+                "error": pc.if_else(bad, "UnidentifiedImageError: cannot identify image file",
+                                    pa.scalar(None, pa.string())),
+                "score": score,
+                "label": pc.if_else(pc.greater_equal(score, 0.5), "ai", "natural"),
+                "threshold": pc.if_else(bad, pa.scalar(None, pa.float64()), 0.5)}
+        for name, col in cols.items():
+            t = t.set_column(t.schema.get_field_index(name), name, col)
+        yield t
+        made += n
+
+
 def _watch_parts(parts: Path, t0: float, box: dict) -> None:
     while "first_part" not in box and not box.get("stop"):
         if parts.is_dir() and any(parts.glob("part-*.parquet")):
@@ -108,11 +133,16 @@ def prepare(kind: str, tree: Path, rows: int, cache: Path, model_id: str) -> Pat
     """The old report (incremental) or the interrupted run's parts (resume), made once."""
     from aiiscan.report import SCHEMA
 
-    target = cache / (f"old-{rows}.parquet" if kind == "incremental" else f"parts-{rows}")
+    target = cache / {"incremental": f"old-{rows}.parquet",
+                      "report": f"report-{rows}.parquet"}.get(kind, f"parts-{rows}")
     if target.exists():
         return target
     tmp = target.with_name(target.name + ".tmp")
-    if kind == "incremental":
+    if kind == "report":
+        with pq.ParquetWriter(tmp, SCHEMA) as w:  # row groups as aiiscan writes them (FINISH_BATCH)
+            for t in synthetic_report(tree, rows):
+                w.write_table(t, row_group_size=16384)
+    elif kind == "incremental":
         with pq.ParquetWriter(tmp, SCHEMA) as w:
             for t in synthetic_rows(tree, rows, model_id):
                 w.write_table(t)
@@ -127,7 +157,20 @@ def prepare(kind: str, tree: Path, rows: int, cache: Path, model_id: str) -> Pat
     return target
 
 
+def inner_report(args) -> None:
+    from aiiscan.htmlreport import render
+
+    t0 = time.perf_counter()
+    page = render(args.source)
+    seconds = time.perf_counter() - t0
+    print("RESULT " + json.dumps({"rows": pq.ParquetFile(args.source).metadata.num_rows, "seconds": seconds,
+                                  "rss": peak_rss_mib(), "first_part": None, "page_bytes": len(page)}))
+
+
 def inner(args) -> None:
+    if args.inner == "report":
+        inner_report(args)
+        return
     from aiiscan.scanner import options_from, run_scan
 
     det = detector_for("tiny")
@@ -192,9 +235,10 @@ def main() -> None:
     ap.add_argument("--files", type=int, nargs="+", default=[10_000, 100_000, 1_000_000],
                     help="scan: numbers of empty files")
     ap.add_argument("--rows", type=int, nargs="+", default=[10_000, 1_000_000, 10_000_000],
-                    help="incremental and resume: rows of the old report / interrupted run")
-    ap.add_argument("--only", choices=("scan", "incremental", "resume"), nargs="+",
-                    default=("scan", "incremental", "resume"))
+                    help="incremental, resume and report: rows of the old report / interrupted run / "
+                         "report rendered as an HTML page")
+    ap.add_argument("--only", choices=("scan", "incremental", "resume", "report"), nargs="+",
+                    default=("scan", "incremental", "resume", "report"))
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--cache", default="/tmp/aiiscan-bench")
     ap.add_argument("--tmp", default=None, help="where reports and parts go (default: the system's)")
@@ -215,12 +259,17 @@ def main() -> None:
         table("scan: empty (undecodable) files to CSV", "files", results)
     tree = Path(args.cache) / f"empty{TREE}"
     make_empty_files(tree, TREE)
-    model_id = detector_for("tiny").model_id
+    if {"incremental", "resume"} & set(args.only):
+        model_id = detector_for("tiny").model_id
     for kind, title in (("incremental", f"--incremental: the {TREE:,}-file tree against an old report"),
                         ("resume", f"--resume: the {TREE:,}-file tree after an interrupted run")):
         if kind in args.only:
             made = [(r, prepare(kind, tree, r, Path(args.cache), model_id)) for r in args.rows]
             table(title, "rows", [(r, run_inner(kind, tree, source, args)) for r, source in made])
+    if "report" in args.only:
+        made = [(r, prepare("report", tree, r, Path(args.cache), "")) for r in args.rows]
+        table("report: the HTML page of a report (`aiiscan report`)", "rows",
+              [(r, run_inner("report", tree, source, args)) for r, source in made])
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from aiiscan.datasets import from_folders
 from aiiscan.detector import Detector
 from aiiscan.errors import UsageError
 from aiiscan.evaluate import evaluate, evaluate_heads, to_markdown_heads
+from aiiscan.htmlreport import render
 from aiiscan.multihead import MultiHead, combine
 from aiiscan.report import ReportError, ReportWriter, read_report, report_metadata, report_schema
 from aiiscan.scanner import options_from, run_scan
@@ -209,6 +210,8 @@ def test_verdict_any_and_all(backbone, head_prefix, head2_prefix, folder, tmp_pa
                ("ai" if r["label"] == r["label_2"] == "ai" else "natural")
         assert r["verdict"] == want
     assert {r["verdict"] for r in rows} == {"ai", "natural"}
+    page = render(out, thumbnails=False)  # the HTML report: each card's further head and the verdicts
+    assert "head 2: score" in page and 'id="count-verdict"' in page and d2.model_id in page
 
 
 # -- formats, resume, incremental -------------------------------------------------------------------
