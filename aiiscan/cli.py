@@ -350,7 +350,8 @@ def train(natural, natural_list, output, mode, backbone, pretrained, clip_weight
 @click.option("--exact-decode", is_flag=True,
               help="Decode JPEGs at full resolution (default: DCT-domain downscaling first).")
 @click.option("--resume", is_flag=True, help="Continue from W.ckpt.* after an interruption.")
-@click.option("--loss-sign", type=float, default=1.0, hidden=True)  # tests: -1 must fail to learn
+@click.option("--loss-sign", type=float, default=1.0, hidden=True,
+              help="Sign of the loss (tests: -1 must fail to learn; never for real use).")
 @_overwrite
 @_common
 def finetune(natural, natural_list, ai, ai_list, output, backbone, pretrained, clip_weights, tune_blocks,
