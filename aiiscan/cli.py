@@ -483,6 +483,9 @@ def scan(paths, output, fmt, from_list, weights, threshold, combine, resume, inc
         raise click.UsageError("give at least one PATH or --from-list FILE")
     output = output or "report.parquet"
     if not fmt and Path(output).suffix.lower().lstrip(".") not in SUFFIXES:
+        if Path(output).is_dir():  # the real mistake, not the suffix
+            raise click.UsageError(f"report {output!r} is a folder: name a file in it, e.g. "
+                                   f"{Path(output) / 'report.parquet'}")
         raise click.UsageError(f"cannot tell the report format of {Path(output).name!r}: end it in .parquet, "
                                ".csv or .jsonl, or pass --format")
     _check(html_out, overwrite, "HTML report")

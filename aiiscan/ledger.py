@@ -117,12 +117,13 @@ class Ledger:
             row[i] = None if row[i] is None else bool(row[i])
         return dict(zip(self.columns, row, strict=True))
 
-    def old_content(self, sha256: str) -> tuple[str, tuple[float, ...]] | None:
-        """(path, scores: one per head) of an old row with this content, the first by path."""
+    def old_content(self, sha256: str, path: str | None = None) -> tuple[str, tuple[float, ...]] | None:
+        """(path, scores: one per head) of an old row with this content: ``path``'s own when it
+        has it (a file touched but not changed), else the first by path."""
         if not self._old_indexed:
             return None
         return self._split(self.db.execute(f"SELECT path, {self._cols} FROM old WHERE sha256 = ? "
-                                           "ORDER BY path LIMIT 1", (sha256,)).fetchone())
+                                           "ORDER BY path = ? DESC, path LIMIT 1", (sha256, path)).fetchone())
 
     @property
     def _cols(self) -> str:

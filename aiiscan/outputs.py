@@ -60,11 +60,27 @@ def check_output(path: str | Path, *, overwrite: bool = False, companions: Seque
             raise OutputError(f"{what} {path} already exists: pass --overwrite to replace it, or choose "
                               "another path")
     parent = path.parent
+    made = [p for p in (parent, *parent.parents) if not p.exists()]  # removed again if refused
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create the folder {parent} for {what} {path}: "
                           f"{exc.strerror or exc}") from None
+    try:
+        _check_folder(path, companions, what)
+    except OutputError:
+        for folder in made:  # deepest first: a refused output leaves nothing behind
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
+    return path
+
+
+def _check_folder(path: Path, companions: Sequence[str], what: str) -> None:
+    """The folder takes the output's longest name and a real temporary file."""
+    parent = path.parent
     try:
         name_max = os.pathconf(parent, "PC_NAME_MAX")
     except (OSError, ValueError):
@@ -81,7 +97,6 @@ def check_output(path: str | Path, *, overwrite: bool = False, companions: Seque
         os.unlink(probe)
     except OSError as exc:
         raise OutputError(f"cannot write {what} {path}: {exc.strerror or exc}") from None
-    return path
 
 
 def check_url_output(url: str, *, overwrite: bool = False, what: str = "output") -> None:

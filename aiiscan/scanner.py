@@ -32,8 +32,9 @@ from .ledger import failure as ledger_failure
 from .metrics import check_threshold
 from .multihead import as_weights, combine, heads_of, open_scorer
 from .options import RunOptions, ScanOptions
-from .outputs import check_output
+from .outputs import OutputError, check_output
 from .report import ReportError, ReportWriter, format_for, heads_in, iter_report, report_schema
+from .shards import ARCHIVE_SUFFIXES
 from .sources import ListingLost, iter_inputs
 from .stores import StoreError, is_indirect, is_url, put_file, stat_entry
 from .textsafe import display_path
@@ -53,6 +54,7 @@ class ScanSummary:
     duplicates: int = 0
     resumed: int = 0
     not_images: int = 0
+    archives: int = 0  # among not_images: .tar/.zip files left closed (no --archives)
     seconds: float = 0.0
     threshold: float | None = None
     threshold_source: str = "none"
@@ -108,6 +110,9 @@ class ScanSummary:
         if self.status.get("error"):
             out.append(f"{_n(self.status['error'], 'file')} could not be scored: see the rows with "
                        "status=error, each with its reason")
+        if self.archives:
+            out.append(f"{_n(self.archives, 'archive')} (.tar, .tar.gz, .zip) found in folders and left "
+                       "closed: add --archives to scan their members")
         if self.status.get("skipped"):
             out.append(f"{_n(self.status['skipped'], 'symbolic link')} not followed (status=skipped): "
                        "add --follow-symlinks to scan their targets")
@@ -262,7 +267,13 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
     if missing:
         raise UsageError("no such file or folder: " + ", ".join(display_path(p) for p in missing[:5])
                          + (f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""))
-    fmt = format_for(output, opts.fmt)
+    try:
+        fmt = format_for(output, opts.fmt)
+    except ReportError:
+        if not is_indirect(str(output)) and os.path.isdir(output):  # the real mistake, not the suffix
+            raise OutputError(f"report {str(output)!r} is a folder: name a file in it, "
+                              f"e.g. {output}/report.parquet") from None
+        raise
     side = (".parts",) if fmt == "parquet" else (".parts", ".meta.json")
     check_output(output, overwrite=opts.overwrite, companions=side, what="report")
     remote = is_url(str(output))
@@ -287,6 +298,7 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
     else:
         thr, thr_source = None, "none"
     summary = ScanSummary(report=None, threshold=thr, threshold_source=thr_source)
+    summary.load_seconds = time.perf_counter() - t0
     thrs = [thr, *(h.card.threshold_value for h in heads[1:])]  # --threshold is head 1's only
     if multi:
         combine([], opts.combine)  # an unknown way to combine: refused before any part exists
@@ -370,29 +382,35 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
                                 explicit=entry.explicit, fast_decode=not run.exact_decode, provenance=True,
                                 keep_gps=keep_gps, prompts=prompts)
 
-        def known(sha: str | None) -> tuple[str, str, tuple[float, ...]] | None:
-            """Scores this scan already has for this content: (how, from which path, one per head)."""
+        def known(sha: str | None, path: str) -> tuple[str, str, tuple[float, ...]] | None:
+            """Scores this scan already has for this content: (how, from which path, one per head).
+            A file touched since the old report but with its content unchanged is ``unchanged``."""
             if not sha:
                 return None
             hit = ledger.scored(sha)
             if hit is not None:
                 return "duplicate", hit[0], hit[1]
-            hit = ledger.old_content(sha) if opts.incremental else None
-            return None if hit is None else ("same_content", hit[0], hit[1])
+            shown = display_path(path)
+            hit = ledger.old_content(sha, shown) if opts.incremental else None
+            if hit is None:
+                return None
+            return ("unchanged" if hit[0] == shown else "same_content"), hit[0], hit[1]
 
         def reuse(res: DecodeResult) -> np.ndarray | None:
-            hit = known(res.info.get("sha256"))
+            hit = known(res.info.get("sha256"), res.path)
             return None if hit is None else np.array([hit[2] if multi else hit[2][0]])
 
         def scored(res: DecodeResult, scores: np.ndarray) -> dict:
             row = base_row(res.path, "ok", None) | _info(res)
             s = [float(x) for x in np.atleast_1d(scores)]  # one per head
-            hit = known(row["sha256"])
+            hit = known(row["sha256"], res.path)
             if hit is not None:  # the decision is made here, so every engine writes the same rows
                 row |= {"reused": hit[0], "reused_from": hit[1]}
                 s = list(hit[2])
                 if hit[0] == "duplicate":
                     summary.duplicates += 1
+                elif hit[0] == "unchanged":
+                    summary.reused += 1
                 else:
                     summary.same_content += 1
             else:
@@ -410,6 +428,7 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
         for res, scores in model.score_stream(jobs(), run.batch_size, run.workers, run.timeout, reuse=reuse):
             if res.status == "skipped":
                 summary.not_images += 1
+                summary.archives += res.path.lower().endswith(ARCHIVE_SUFFIXES)
                 bar.update(1)
             elif scores is None:
                 emit(base_row(res.path, "error", res.error) | _info(res))

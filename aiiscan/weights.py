@@ -57,7 +57,12 @@ def user_weights_dir() -> Path:
 
 
 def _search_dirs() -> list[Path]:
-    return [user_weights_dir(), Path.cwd() / "weights", REPO_WEIGHTS_DIR]
+    """Each folder once (run from the repository, ./weights is the repository's)."""
+    found: list[Path] = []
+    for d in (user_weights_dir(), Path.cwd() / "weights", REPO_WEIGHTS_DIR):
+        if all(os.path.realpath(d) != os.path.realpath(f) for f in found):
+            found.append(d)
+    return found
 
 
 NO_HEAD = """no head to score with, and none is installed.

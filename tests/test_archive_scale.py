@@ -244,3 +244,29 @@ def test_a_sort_out_of_memory_keeps_every_row_and_says_what_to_do(tmp_path, monk
     again = ReportWriter(tmp_path / "r.csv", resume=True)
     again.finish({})
     assert read_report(tmp_path / "r.csv").num_rows == 100
+
+
+def test_a_touched_file_with_the_same_content_is_unchanged_not_moved(det, tmp_path):
+    tree = tmp_path / "t"
+    files = write_photos(tree, 3, seed=51)
+    first = tmp_path / "old.parquet"
+    _scan([tree], first, det)
+    st = os.stat(files[1])
+    os.utime(files[1], ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))  # touched, not changed
+    s = _scan([tree], tmp_path / "new.parquet", det, incremental=str(first))
+    row = _rows(tmp_path / "new.parquet")[files[1]]
+    assert row["reused"] == "unchanged" and row["reused_from"] == files[1]
+    assert s.reused == 3 and s.same_content == 0 and s.scored == 0
+
+
+def test_archives_left_closed_are_named_in_the_summary(det, tmp_path):
+    import tarfile
+
+    src = write_photos(tmp_path / "p", 1, seed=52)
+    (tmp_path / "in").mkdir()
+    with tarfile.open(tmp_path / "in" / "shard.tar", "w") as tar:
+        tar.add(src[0], arcname="a.png")
+    s = _scan([tmp_path / "in"], tmp_path / "r.parquet", det)
+    assert s.archives == 1 and any("--archives" in line for line in s.lines())
+    s = _scan([tmp_path / "in"], tmp_path / "r2.parquet", det, archives=True)
+    assert s.archives == 0 and s.status["ok"] == 1

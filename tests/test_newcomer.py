@@ -363,3 +363,13 @@ def test_a_folder_of_symlinks_says_why_it_holds_no_photos(tmp_path, folder, tiny
     res = CliRunner().invoke(main, ["train", "--natural", str(links), "-o", str(tmp_path / "h"),
                                     "--backbone", tiny_config, "--pretrained", "none"])
     assert res.exit_code == 2 and "got 0" in res.stderr and "symbolic links are not followed" in res.stderr
+
+
+def test_a_refused_output_leaves_no_folder_and_a_folder_output_is_named(tmp_path, folder, head_prefix):
+    """From a newcomer's trial: a refused name left its new folder behind; `-o FOLDER` was
+    answered with "cannot tell the report format"."""
+    long_name = tmp_path / "new" / "deep" / ("a" * 300 + ".csv")
+    res = CliRunner().invoke(main, ["scan", str(folder), "-o", str(long_name), "--weights", str(head_prefix)])
+    assert res.exit_code == 2 and not (tmp_path / "new").exists(), res.stderr
+    res = CliRunner().invoke(main, ["scan", str(folder), "-o", str(tmp_path), "--weights", str(head_prefix)])
+    assert res.exit_code == 2 and "is a folder: name a file in it" in res.stderr, res.stderr
