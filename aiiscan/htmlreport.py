@@ -26,7 +26,13 @@ from PIL import Image
 from . import __version__
 from .files import atomic_write_bytes, now_iso
 from .preprocess import DEFAULT_MAX_PIXELS, open_image, to_rgb
-from .report import SORT_MEMORY, ReportError, heads_in, iter_report, report_metadata
+from .report import (
+    duckdb_connect,
+    duckdb_errors,
+    heads_in,
+    iter_report,
+    report_metadata,
+)
 from .textsafe import path_from_display
 
 THUMB_PX = 160
@@ -270,8 +276,6 @@ class PageFigures:
     """
 
     def __init__(self, workdir: Path, top: int):
-        import duckdb  # a second to import: only when a page is made
-
         self.top = max(top, 0)
         self.rows = self.ok = self.error_count = 0
         self.status: Counter = Counter()
@@ -285,9 +289,7 @@ class PageFigures:
         self.best: pa.Table | None = None
         self.errors: list[tuple] = []
         self._scores = open(workdir / "scores.f8", "w+b")  # noqa: SIM115 (closed by close())
-        self.con = duckdb.connect(str(workdir / "dirs.duckdb"), config={
-            "memory_limit": SORT_MEMORY, "threads": 1, "temp_directory": str(workdir / "spill"),
-            "preserve_insertion_order": False})
+        self.con = duckdb_connect(str(workdir / "dirs.duckdb"), workdir / "spill")
         self.con.execute("CREATE TABLE part (dir VARCHAR, files BIGINT, scored BIGINT, flagged BIGINT, "
                          "errors BIGINT, total DOUBLE)")
 
@@ -410,21 +412,12 @@ def gather(report: str | Path, top: int, workdir: Path, batch_rows: int | None =
 
 def _figures(report: str | Path, top: int, threshold: float | None):
     """The page's figures from one streamed pass over the report, in a private temp folder."""
-    import duckdb
-
     with tempfile.TemporaryDirectory(prefix="aiiscan-page-") as tmp:
         figures = gather(report, top, Path(tmp))
         try:
-            thr = threshold if threshold is not None else figures.first_ok_threshold
-            return figures, thr, figures.histogram(thr), figures.directories(thr), figures.highest()
-        except duckdb.OutOfMemoryException as exc:
-            why = str(exc).splitlines()[0]
-            raise ReportError(f"grouping {Path(report).name} by directory ran out of its memory "
-                              f"({SORT_MEMORY}): {why}. Set AIISCAN_SORT_MEMORY=1GB (or more) and "
-                              "rerun") from None
-        except duckdb.Error as exc:
-            why = str(exc).splitlines()[0]
-            raise ReportError(f"cannot group {Path(report).name} by directory (disk?): {why}") from None
+            with duckdb_errors(f"grouping {Path(report).name} by directory", "{fix} and rerun"):
+                thr = threshold if threshold is not None else figures.first_ok_threshold
+                return figures, thr, figures.histogram(thr), figures.directories(thr), figures.highest()
         finally:
             figures.close()
 

@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
@@ -244,6 +245,34 @@ def report_metadata(path: str | Path) -> dict:
     return json.loads(sidecar.read_text()) if sidecar.is_file() else {}
 
 
+
+def duckdb_connect(database: str, spill: Path):
+    """DuckDB for out-of-core work (finishing a report, the HTML page's directory table): within
+    ``SORT_MEMORY``, one thread, spilling to ``spill``. Imported here only (about a second)."""
+    import duckdb
+
+    try:
+        return duckdb.connect(database, config={"memory_limit": SORT_MEMORY, "threads": 1, "temp_directory":
+                                                str(spill), "preserve_insertion_order": False})
+    except duckdb.Error as exc:
+        raise ReportError(f"cannot start DuckDB: {str(exc).splitlines()[0]}") from None
+
+
+@contextmanager
+def duckdb_errors(what: str, retry: str) -> Iterator[None]:
+    """DuckDB's failures as one-line ``ReportError``s: ``what`` failed; ``retry`` says what to do,
+    with ``{fix}`` standing for the remedy (more memory, or the disk fixed)."""
+    import duckdb
+
+    try:
+        yield
+    except duckdb.OutOfMemoryException as exc:
+        raise ReportError(f"{what} ran out of its memory ({SORT_MEMORY}): {str(exc).splitlines()[0]}. "
+                          + retry.format(fix="set AIISCAN_SORT_MEMORY=1GB (or more)")) from None
+    except duckdb.Error as exc:  # I/O above all: a full disk under the spill
+        raise ReportError(f"{what} failed (disk?): {str(exc).splitlines()[0]}. "
+                          + retry.format(fix="fix that")) from None
+
 class ReportWriter:
     """Streams rows to parts, then finishes atomically. Use as a context manager."""
 
@@ -376,30 +405,16 @@ class ReportWriter:
         if not files:
             yield from self.schema.empty_table().to_batches()
             return
-        import duckdb  # a second to import: only when a report is finished
-
-        spill = self.parts / "sort.tmp"
+        con = duckdb_connect(":memory:", self.parts / "sort.tmp")
+        retry = f"Every row is kept in {self.parts}: {{fix}} and rerun the same command with --resume"
         try:
-            con = duckdb.connect(config={"memory_limit": SORT_MEMORY, "threads": 1,
-                                         "temp_directory": str(spill), "preserve_insertion_order": False})
-        except duckdb.Error as exc:
-            raise ReportError(f"cannot start the report's sort: {exc}") from None
-        try:
-            rel = con.read_parquet([str(f) for f in files]).order("path")
-            stream = getattr(rel, "to_arrow_reader", None) or rel.fetch_arrow_reader  # duckdb 2.x, 1.x
-            for batch in stream(FINISH_BATCH):
-                if batch.num_rows:
-                    table = pa.Table.from_batches([batch])
-                    yield from table.select(self.schema.names).cast(self.schema).to_batches()
-        except duckdb.OutOfMemoryException as exc:
-            why = str(exc).splitlines()[0]
-            raise ReportError(f"sorting the report ran out of its memory ({SORT_MEMORY}): {why}. Every "
-                              f"row is kept in {self.parts}: set AIISCAN_SORT_MEMORY=1GB (or more) and rerun "
-                              "the same command with --resume") from None
-        except duckdb.IOException as exc:
-            why = str(exc).splitlines()[0]
-            raise ReportError(f"cannot sort the report (disk?): {why}. Every row is kept in "
-                              f"{self.parts}: fix that and rerun the same command with --resume") from None
+            with duckdb_errors("sorting the report", retry):
+                rel = con.read_parquet([str(f) for f in files]).order("path")
+                stream = getattr(rel, "to_arrow_reader", None) or rel.fetch_arrow_reader  # duckdb 2.x, 1.x
+                for batch in stream(FINISH_BATCH):
+                    if batch.num_rows:
+                        table = pa.Table.from_batches([batch])
+                        yield from table.select(self.schema.names).cast(self.schema).to_batches()
         finally:
             con.close()
 
