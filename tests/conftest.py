@@ -5,7 +5,9 @@ Random weights make plumbing testable offline; no test here says anything about 
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -18,7 +20,9 @@ from aiiscan.selftest import synthetic_photo
 # Tests never see the user's installed default head or head folders.
 for _var in ("AIISCAN_WEIGHTS", "AIISCAN_WEIGHTS_DIR"):
     os.environ.pop(_var, None)
+# ... nor write under the user's own data folder; the folder goes when the test run ends.
 os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="aiiscan-test-data-")
+atexit.register(shutil.rmtree, os.environ["XDG_DATA_HOME"], ignore_errors=True)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 EVAL_DEV = Path(os.environ.get("AIISCAN_EVAL_DEV", SHARED / "eval-dev"))

@@ -122,7 +122,8 @@ def test_local_scan_imports_no_store_backend():
     import subprocess
     import sys
     code = ("import sys, tempfile, pathlib; import aiiscan.decode, aiiscan.sources\n"
-            "d = pathlib.Path(tempfile.mkdtemp()); (d / 'a.png').write_bytes(b'x')\n"
+            "t = tempfile.TemporaryDirectory(); d = pathlib.Path(t.name)\n"
+            "(d / 'a.png').write_bytes(b'x')\n"
             "list(aiiscan.sources.iter_inputs([str(d)]))\n"
             "aiiscan.decode.decode_job(aiiscan.decode.DecodeJob(str(d / 'a.png')))\n"
             "bad = [m for m in sys.modules if m.split('.')[0] in ('fsspec', 's3fs', 'botocore')]\n"
