@@ -27,7 +27,6 @@ import copy
 import hashlib
 import json
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,9 +34,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 
 from .backbone import ClipBackbone
+from .checkpoint import Checkpoint
 from .decode import DecodeJob
 from .detector import normalize
 from .errors import AiiscanError
@@ -48,7 +47,7 @@ from .pipeline import decode_stream
 from .progress import bar
 from .sources import FOUND_HOW
 from .train import training_digest
-from .weights import ModelCard, atomic_write_bytes, now_iso, save_head
+from .weights import ModelCard, now_iso, save_head
 
 # Where an MPFT head's labels sit until `aiiscan calibrate` moves them: the classifier's own
 # decision boundary, logit 0 (p = 0.5).
@@ -206,46 +205,6 @@ class _Model:
         self.visual.requires_grad_(False)
 
 
-class _Checkpoint:
-    """Per-epoch state (tuned tensors, best state, AdamW moments) in safetensors + JSON: no pickle."""
-
-    def __init__(self, out: Path):
-        self.tensors = out.with_name(out.name + ".ckpt.safetensors")
-        self.meta = out.with_name(out.name + ".ckpt.json")
-
-    def save(self, model: _Model, best: dict[str, torch.Tensor], opt: torch.optim.Optimizer,
-             meta: dict) -> None:
-        tensors = {f"model.{k}": v.contiguous() for k, v in model.state().items()}
-        tensors.update({f"best.{k}": v.contiguous() for k, v in best.items()})
-        steps = []
-        for i, p in enumerate(model.parameters()):
-            st = opt.state.get(p)
-            steps.append(float(st["step"]) if st else 0.0)
-            if st:
-                tensors[f"adam.{i}.exp_avg"] = st["exp_avg"].detach().cpu().contiguous()
-                tensors[f"adam.{i}.exp_avg_sq"] = st["exp_avg_sq"].detach().cpu().contiguous()
-        tmp = self.tensors.with_name("." + self.tensors.name + ".tmp")
-        save_file(tensors, str(tmp))
-        os.replace(tmp, self.tensors)
-        atomic_write_bytes(self.meta, json.dumps(dict(meta, adam_steps=steps)).encode())
-
-    def load(self, model: _Model, opt: torch.optim.Optimizer) -> tuple[dict, dict[str, torch.Tensor]]:
-        meta = json.loads(self.meta.read_text())
-        tensors = load_file(str(self.tensors))
-        model.load({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
-        for i, p in enumerate(model.parameters()):
-            if f"adam.{i}.exp_avg" in tensors:
-                opt.state[p] = {"step": torch.tensor(meta["adam_steps"][i]),
-                                "exp_avg": tensors[f"adam.{i}.exp_avg"].to(p.device),
-                                "exp_avg_sq": tensors[f"adam.{i}.exp_avg_sq"].to(p.device)}
-        return meta, best
-
-    def remove(self) -> None:
-        self.tensors.unlink(missing_ok=True)
-        self.meta.unlink(missing_ok=True)
-
-
 def finetune(backbone: ClipBackbone, natural: Sequence[str], ai: Sequence[str], out: str | Path,
              cfg: FinetuneConfig, resume: bool = False, backbone_source: str | None = None,
              progress: bool = True, own_backbone: bool = False,
@@ -263,27 +222,19 @@ def finetune(backbone: ClipBackbone, natural: Sequence[str], ai: Sequence[str], 
     opt = torch.optim.AdamW([{"params": model.tuned, "lr": cfg.lr},
                              {"params": list(model.classifier.parameters()), "lr": cfg.head_lr}],
                             weight_decay=cfg.weight_decay)
-    ckpt = _Checkpoint(out)
+    ckpt = Checkpoint(out, "fine-tuning", FinetuneError)
     fingerprint = hashlib.sha256(json.dumps(
         [cfg.to_dict(), backbone.identity.to_dict(), sorted(natural), sorted(ai)], sort_keys=True).encode()
     ).hexdigest()
     start, history, bad = 0, [], 0
     best_state, best_epoch, best_auc = model.state(), None, -math.inf
-    if not resume and ckpt.meta.is_file():
-        raise FinetuneError(f"{ckpt.meta} holds an interrupted fine-tuning run: add --resume to continue "
-                            "it, or delete it (and its .ckpt.safetensors) to start over")
-    if resume and not ckpt.meta.is_file() and echo:
-        echo(f"no checkpoint {ckpt.meta} to resume from: starting at epoch 1")
-    if resume and ckpt.meta.is_file():
-        meta, best_state = ckpt.load(model, opt)
-        if meta.get("fingerprint") != fingerprint:
-            raise FinetuneError(f"{ckpt.meta} belongs to a different run (config, backbone or images "
-                                "changed); remove it or drop --resume")
+    resumed = ckpt.start(resume, fingerprint, opt, echo)
+    if resumed:
+        meta, state, best_state = resumed
+        model.load(state)
         start, history, bad = meta["epoch"], meta["history"], meta["bad_epochs"]
         best_epoch = meta["best_epoch"]
         best_auc = -math.inf if meta["best_auc"] is None else meta["best_auc"]
-        if echo:
-            echo(f"resuming after epoch {start}")
 
     size, fast = backbone.image_size, not cfg.exact_decode
     try:
@@ -339,7 +290,7 @@ def finetune(backbone: ClipBackbone, natural: Sequence[str], ai: Sequence[str], 
                 bad += 1
             if echo:
                 echo(f"epoch {epoch + 1}/{cfg.epochs}  loss {record['loss']:.5g}  held-out AUC {auc:.4f}")
-            ckpt.save(model, best_state, opt, {
+            ckpt.save(model.state(), best_state, opt, {
                 "epoch": epoch + 1, "history": history, "best_epoch": best_epoch, "bad_epochs": bad,
                 "best_auc": None if best_auc == -math.inf else best_auc, "fingerprint": fingerprint})
             if on_epoch:

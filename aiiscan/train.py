@@ -12,16 +12,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
 from .backbone import ClipBackbone
+from .checkpoint import Checkpoint
 from .decode import RADIAL, DecodeJob, Variant
 from .detector import feature_batches
 from .errors import AiiscanError
@@ -30,7 +29,7 @@ from .metrics import roc_auc
 from .progress import bar
 from .proxies import ProxySpec
 from .sources import FOUND_HOW
-from .weights import ModelCard, atomic_write_bytes, now_iso, save_head
+from .weights import ModelCard, now_iso, save_head
 
 # Paper defaults per mode (DESIGN §1): mask ratio and epochs.
 MODE_DEFAULTS = {"P": (1.0, 30), "N+P": (0.1, 10), "N": (0.1, 10)}
@@ -129,50 +128,6 @@ def validation_auc(head: FlowHead, val: FeatureSet | None) -> float | None:
     return roc_auc(s_orig, s_pert)
 
 
-class _Checkpoint:
-    """Per-epoch state (head, best head, Adam moments) in safetensors + JSON: no pickle."""
-
-    def __init__(self, out: Path):
-        self.tensors = out.with_name(out.name + ".ckpt.safetensors")
-        self.meta = out.with_name(out.name + ".ckpt.json")
-
-    def save(self, head: FlowHead, best: dict[str, torch.Tensor], opt: torch.optim.Adam,
-             meta: dict) -> None:
-        tensors = {f"head.{k}": v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
-        tensors.update({f"best.{k}": v.contiguous() for k, v in best.items()})
-        steps = []
-        for i, p in enumerate(head.parameters()):
-            st = opt.state.get(p)
-            if st:
-                tensors[f"adam.{i}.exp_avg"] = st["exp_avg"].detach().cpu().contiguous()
-                tensors[f"adam.{i}.exp_avg_sq"] = st["exp_avg_sq"].detach().cpu().contiguous()
-                steps.append(float(st["step"]))
-            else:
-                steps.append(0.0)
-        tmp = self.tensors.with_name("." + self.tensors.name + ".tmp")
-        save_file(tensors, str(tmp))
-        os.replace(tmp, self.tensors)
-        atomic_write_bytes(self.meta, json.dumps(dict(meta, adam_steps=steps)).encode())
-
-    def load(self, head: FlowHead, opt: torch.optim.Adam) -> tuple[dict, dict[str, torch.Tensor]]:
-        meta = json.loads(self.meta.read_text())
-        tensors = load_file(str(self.tensors))
-        head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
-        best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
-        for i, p in enumerate(head.parameters()):
-            if f"adam.{i}.exp_avg" in tensors:
-                opt.state[p] = {
-                    "step": torch.tensor(meta["adam_steps"][i]),
-                    "exp_avg": tensors[f"adam.{i}.exp_avg"].to(p.device),
-                    "exp_avg_sq": tensors[f"adam.{i}.exp_avg_sq"].to(p.device),
-                }
-        return meta, best
-
-    def remove(self) -> None:
-        self.tensors.unlink(missing_ok=True)
-        self.meta.unlink(missing_ok=True)
-
-
 def train(backbone: ClipBackbone, natural: Sequence[str], out: str | Path, cfg: TrainConfig,
           validation: Sequence[str] | None = None, resume: bool = False,
           backbone_source: str | None = None, progress: bool = True,
@@ -190,28 +145,20 @@ def train(backbone: ClipBackbone, natural: Sequence[str], out: str | Path, cfg: 
                           cfg.clamp, permutation_seed=cfg.seed)
     head = FlowHead(head_cfg).to(dev).train()
     opt = torch.optim.Adam(head.parameters(), lr=cfg.lr)
-    ckpt = _Checkpoint(out)
+    ckpt = Checkpoint(out, "training", TrainingError)
     fingerprint = hashlib.sha256(json.dumps(
         [cfg.to_dict(), backbone.identity.to_dict(), sorted(natural)], sort_keys=True).encode()
     ).hexdigest()
     start_epoch, history = 0, []
     best_state = {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}
     best_epoch, best_auc = None, -math.inf
-    if not resume and ckpt.meta.is_file():
-        raise TrainingError(f"{ckpt.meta} holds an interrupted training run: add --resume to continue it, "
-                            "or delete it (and its .ckpt.safetensors) to start over")
-    if resume and not ckpt.meta.is_file() and echo:
-        echo(f"no checkpoint {ckpt.meta} to resume from: starting at epoch 1")
-    if resume and ckpt.meta.is_file():
-        meta, best_state = ckpt.load(head, opt)
-        if meta.get("fingerprint") != fingerprint:
-            raise TrainingError(f"{ckpt.meta} belongs to a different run (config, backbone or "
-                                "photos changed); remove it or drop --resume")
+    resumed = ckpt.start(resume, fingerprint, opt, echo)
+    if resumed:
+        meta, state, best_state = resumed
+        head.load_state_dict(state)
         start_epoch, history = meta["epoch"], meta["history"]
         best_epoch, best_auc = meta["best_epoch"], meta["best_auc"]
         best_auc = -math.inf if best_auc is None else best_auc
-        if echo:
-            echo(f"resuming after epoch {start_epoch}")
 
     variants = _variants(cfg)
     fast = not cfg.exact_decode
@@ -272,7 +219,7 @@ def train(backbone: ClipBackbone, natural: Sequence[str], out: str | Path, cfg: 
         if echo:
             echo(f"epoch {epoch + 1}/{cfg.epochs}  loss {record['loss']:.5g}"
                 + (f"  val band-(30,100) AUC {auc:.4f}" if auc is not None else ""))
-        ckpt.save(head, best_state, opt, {
+        ckpt.save(head.state_dict(), best_state, opt, {
             "epoch": epoch + 1, "history": history, "best_epoch": best_epoch,
             "best_auc": None if best_auc == -math.inf else best_auc, "fingerprint": fingerprint})
         if on_epoch:

@@ -34,6 +34,17 @@ def tiny_config() -> str:
     return str(TINY_CONFIG)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Two threads on two shared cores spin against other processes (a step took 60x longer)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def backbone(tiny_config):
     return build_backbone(tiny_config, "none", device="cpu", quiet=True)

@@ -103,15 +103,6 @@ def test_zeroing_and_dropping_touch_exactly_the_masked_patches():
 # ---- the learning proof through the real CLI ----------------------------------------------------
 
 @pytest.fixture(scope="module")
-def one_thread():
-    """Two threads on two shared cores spin against other processes (a step took 60x longer)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
 def planted(tmp_path_factory, one_thread):
     root = tmp_path_factory.mktemp("planted")
     sources = None
