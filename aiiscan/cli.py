@@ -187,6 +187,19 @@ def _info(quiet: bool) -> Callable[[str], None]:
         (lambda msg: click.echo(for_terminal(msg, keep_newlines=True), err=True))
 
 
+class ReportFile(click.ParamType):
+    """A report to read: a local file that exists, or an object URL (checked when fetched)."""
+
+    name = "report"
+
+    def convert(self, value, param, ctx):
+        from .stores import is_url
+
+        if is_url(str(value)):
+            return str(value)
+        return click.Path(exists=True, dir_okay=False).convert(value, param, ctx)
+
+
 def _check(path: str | None, overwrite: bool, what: str) -> None:
     if path:
         from .outputs import check_output
@@ -436,9 +449,10 @@ def finetune(natural, natural_list, ai, ai_list, output, backbone, pretrained, c
               help="Torch threads for scoring (local engine) [default: torch's, one per core]. "
                    "Fewer leaves cores to the decode workers when decoding is the bottleneck.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted scan of the same output.")
-@click.option("--incremental", type=click.Path(exists=True, dir_okay=False),
-              help="Reuse rows of an older report for files whose size and mtime are unchanged, and "
-                   "its scores for files moved or copied since (same sha256); see the reused column.")
+@click.option("--incremental", type=ReportFile(),
+              help="Reuse rows of an older report (a file, or an s3://, gs://, az:// object) for files "
+                   "whose size and mtime are unchanged, and its scores for files moved or copied "
+                   "since (same sha256); see the reused column.")
 @click.option("--include", multiple=True, help="Only files matching this glob (repeatable).")
 @click.option("--exclude", multiple=True, help="Skip files matching this glob (repeatable).")
 @click.option("--follow-symlinks", is_flag=True, help="Follow symbolic links (loops are cut).")
@@ -457,7 +471,8 @@ def finetune(natural, natural_list, ai, ai_list, output, backbone, pretrained, c
               help="With -o s3://... (or gs://, az://): the local folder where the report's parts wait "
                    "before the upload [default: $AIISCAN_PARTS_DIR, else $XDG_CACHE_HOME/aiiscan/parts].")
 @click.option("--html", "html_out", type=click.Path(dir_okay=False),
-              help="Also write the self-contained HTML report (see `aiiscan report`).")
+              help="Also write the self-contained HTML report (see `aiiscan report`); a file, or an "
+                   "s3://, gs://, az:// object.")
 @click.option("--keep-gps", is_flag=True,
               help="Write GPS coordinates into the report (default: only a has_gps flag).")
 @click.option("--no-prompts", is_flag=True, help="Leave generator prompts out of the report.")
@@ -489,9 +504,6 @@ def scan(paths, output, fmt, from_list, weights, threshold, combine, resume, inc
         raise click.UsageError(f"cannot tell the report format of {Path(output).name!r}: end it in .parquet, "
                                ".csv or .jsonl, or pass --format")
     _check(html_out, overwrite, "HTML report")
-    if html_out and "://" in output:
-        raise click.UsageError("--html needs a local report: write the HTML with `aiiscan report` from a "
-                               "downloaded copy")
     run, engine = _run_and_engine(model_params, quiet, progress)
     options = ScanOptions(
         run=run, weights=as_weights(weights), fmt=fmt, from_list=from_list, threshold=threshold,
@@ -664,9 +676,10 @@ def evaluate(weights, dataset, real, fake, output, plots_dir, perturb, threshold
 @main.command(short_help="Turn a scan report into one self-contained HTML page (offline, no requests).",
               epilog=_examples(
                   "aiiscan report report.parquet -o report.html",
-                  "aiiscan report night.csv -o night.html --top 100 --no-thumbnails"))
-@click.argument("report_file", metavar="REPORT", type=click.Path(exists=True, dir_okay=False))
-@_output_option(True, "HTML file to write (folders are created).")
+                  "aiiscan report night.csv -o night.html --top 100 --no-thumbnails",
+                  "aiiscan report s3://bucket/reports/night.parquet -o s3://bucket/reports/night.html"))
+@click.argument("report_file", metavar="REPORT", type=ReportFile())
+@_output_option(True, "HTML file to write (folders are created), or an s3://, gs://, az:// object.")
 @click.option("--top", type=click.IntRange(0), default=50,
               help="How many of the highest-scoring images to show as cards.")
 @click.option("--no-thumbnails", is_flag=True,
@@ -679,7 +692,9 @@ def report(report_file, output, top, no_thumbnails, thumb_budget, overwrite, qui
     """Turn a scan report (.parquet, .csv or .jsonl) into one self-contained HTML page.
 
     The page makes no network request: styles, script and thumbnails are inline, under a strict
-    Content-Security-Policy. Thumbnails are re-made from the files the report names.
+    Content-Security-Policy. Thumbnails are re-made from the files the report names: local
+    files, objects in a store and members of tar/zip shards alike. REPORT may itself be an
+    object (s3://bucket/reports/night.parquet): it is fetched whole into a temporary folder.
     """
     from .htmlreport import write_html
 

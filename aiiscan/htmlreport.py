@@ -27,12 +27,15 @@ from . import __version__
 from .files import atomic_write_bytes, now_iso
 from .preprocess import DEFAULT_MAX_PIXELS, open_image, to_rgb
 from .report import (
+    ReportError,
     duckdb_connect,
     duckdb_errors,
     heads_in,
     iter_report,
+    local_report,
     report_metadata,
 )
+from .stores import is_indirect, is_url, put_file, read_entry
 from .textsafe import path_from_display
 
 THUMB_PX = 160
@@ -121,10 +124,13 @@ def thumbnail(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str | No
     """(data URI, None) or (None, why not): decoded with the scan's own guards."""
     path = path_from_display(path)  # the report's form of the name (escaped bytes, backslashes)
     try:
-        if os.path.getsize(path) > THUMB_MAX_FILE:
-            return None, "file too large for a thumbnail"
-        with open(path, "rb") as f:
-            data = f.read(THUMB_MAX_FILE + 1)
+        if is_indirect(path):  # an object in a store or an archive member, read as the scan read it
+            data = read_entry(path, THUMB_MAX_FILE)[0]
+        else:
+            if os.path.getsize(path) > THUMB_MAX_FILE:
+                return None, "file too large for a thumbnail"
+            with open(path, "rb") as f:
+                data = f.read(THUMB_MAX_FILE + 1)
         img = open_image(data, max_pixels)
         img = to_rgb(img)
         img.thumbnail((THUMB_PX, THUMB_PX), Image.Resampling.BILINEAR)
@@ -423,7 +429,9 @@ def _figures(report: str | Path, top: int, threshold: float | None):
 
 
 def render(report: str | Path, top: int = 50, thumbnails: bool = True,
-           thumb_budget: int = THUMB_BUDGET) -> str:
+           thumb_budget: int = THUMB_BUDGET, name: str | None = None) -> str:
+    """The page for the local report file ``report``; ``name`` is what the page calls it."""
+    name = name or Path(report).name
     meta = report_metadata(report)
     figures, thr, histogram, (dir_count, dir_rows), highest = _figures(report, top, meta.get("threshold"))
     status, labels, hints = figures.status, figures.labels, figures.hints
@@ -436,9 +444,9 @@ def render(report: str | Path, top: int = 50, thumbnails: bool = True,
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
            f'<meta http-equiv="Content-Security-Policy" content="{_e(_csp())}">',
            '<meta name="referrer" content="no-referrer">',
-           f"<title>aiiscan report: {_e(Path(report).name)}</title>",
+           f"<title>aiiscan report: {_e(name)}</title>",
            f"<style>{CSS}</style></head><body>",
-           f"<h1>aiiscan report: {_e(Path(report).name)}</h1>"]
+           f"<h1>aiiscan report: {_e(name)}</h1>"]
     if backbone.get("pretrained") == "none":
         out.append('<p class="caution" id="caution">This scan used a randomly initialised backbone: '
                    "its scores carry no meaning about AI generation.</p>")
@@ -522,14 +530,24 @@ def render(report: str | Path, top: int = 50, thumbnails: bool = True,
         out.append(f'<p class="note">First {MAX_TABLE_ROWS} listed; all are in the report file.</p>')
     out.append(_table("error-table", [("path", False), ("status", False), ("reason", False)],
                       figures.errors, "errors"))
-    out.append(f'<p class="note">Made by aiiscan {__version__} from {_e(Path(report).name)}. '
+    out.append(f'<p class="note">Made by aiiscan {__version__} from {_e(name)}. '
                "Self-contained: no network requests.</p>")
     out.append(f"<script>{JS}</script></body></html>")
     return "\n".join(out)
 
 
-def write_html(report: str | Path, output: str | Path, **kwargs) -> Path:
-    """Render ``report`` into ``output`` atomically."""
-    output = Path(output)
-    atomic_write_bytes(output, render(report, **kwargs).encode("utf-8"))
-    return output
+def write_html(report: str | Path, output: str | Path, **kwargs) -> str:
+    """Render ``report`` into ``output`` atomically; either may be an object URL (the report is
+    fetched, the page uploaded in one put). Returns where the page is."""
+    with local_report(report) as local:
+        page = render(local, name=str(report).rsplit("/", 1)[-1], **kwargs).encode("utf-8")
+    if not is_url(str(output)):
+        atomic_write_bytes(Path(output), page)
+        return str(output)
+    with tempfile.TemporaryDirectory(prefix="aiiscan-page-") as tmp:
+        (Path(tmp) / "page.html").write_bytes(page)
+        try:
+            put_file(Path(tmp) / "page.html", str(output))
+        except OSError as exc:
+            raise ReportError(f"cannot upload the HTML page to {output}: {exc}") from None
+    return str(output)

@@ -246,6 +246,35 @@ def report_metadata(path: str | Path) -> dict:
 
 
 
+@contextmanager
+def local_report(path: str | Path) -> Iterator[Path]:
+    """A report to read where it is; one in an object store (``s3://bucket/night.parquet``) is
+    fetched whole, with its ``.meta.json`` sidecar, into a temporary folder that goes afterwards.
+
+    Why a whole copy: the readers stream a local file by record batch and DuckDB sorts it out of
+    core, and a report is small beside the archive it describes (about 200 bytes a row)."""
+    from . import stores
+
+    url = str(path)
+    if not stores.is_url(url):
+        yield Path(path)
+        return
+    format_for(url)  # an unknown suffix is refused before any download
+    with tempfile.TemporaryDirectory(prefix="aiiscan-report-") as tmp:
+        local = Path(tmp) / f"report{Path(url).suffix.lower()}"  # the object's name is not trusted
+        try:
+            stores.get_file(url, local)
+        except stores.StoreError as exc:
+            raise ReportError(f"cannot read the report {url}: {exc}") from None
+        if format_for(local) != "parquet":
+            try:
+                stores.get_file(url + ".meta.json", local.with_name(local.name + ".meta.json"))
+            except stores.StoreError as exc:
+                if exc.kind != "missing":  # a CSV without its sidecar still reads, as before
+                    raise ReportError(f"cannot read the report's metadata {url}.meta.json: {exc}") from None
+        yield local
+
+
 def duckdb_connect(database: str, spill: Path):
     """DuckDB for out-of-core work (finishing a report, the HTML page's directory table): within
     ``SORT_MEMORY``, one thread, spilling to ``spill``. Imported here only (about a second)."""

@@ -7,6 +7,7 @@ One direction, no back and forth. Files that fail anywhere become rows with
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sqlite3
@@ -33,7 +34,15 @@ from .metrics import check_threshold
 from .multihead import as_weights, combine, heads_of, open_scorer
 from .options import RunOptions, ScanOptions
 from .outputs import OutputError, check_output
-from .report import ReportError, ReportWriter, format_for, heads_in, iter_report, report_schema
+from .report import (
+    ReportError,
+    ReportWriter,
+    format_for,
+    heads_in,
+    iter_report,
+    local_report,
+    report_schema,
+)
 from .shards import ARCHIVE_SUFFIXES
 from .sources import ListingLost, iter_inputs
 from .stores import StoreError, is_indirect, is_url, put_file, stat_entry
@@ -306,20 +315,30 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
         summary.more_heads = [
             (h.model_id, t, "none" if t is None else f"model card ({h.card.threshold_policy})")
             for h, t in zip(heads[1:], thrs[1:], strict=True)]
-    if opts.incremental:
-        next(iter_report(opts.incremental, batch_rows=1))  # unreadable: say so before any part exists
-    writer = ReportWriter(local_out, opts.fmt, resume=opts.resume, rows_per_part=opts.part_rows,
-                          schema=schema)
+    # An old report in a store is fetched into a temporary folder, which goes once the ledger
+    # holds its rows (or the scan ends otherwise).
+    fetched = contextlib.ExitStack()
+    try:
+        old = fetched.enter_context(local_report(opts.incremental)) if opts.incremental else None
+        if old is not None:
+            next(iter_report(old, batch_rows=1))  # unreadable: say so before any part exists
+        writer = ReportWriter(local_out, opts.fmt, resume=opts.resume, rows_per_part=opts.part_rows,
+                              schema=schema)
+    except BaseException:
+        fetched.close()
+        raise
     try:
         ledger = Ledger(writer.parts / "index.sqlite", schema)
     except AiiscanError:
         writer.close()
+        fetched.close()
         raise
     restore = signals.install()  # SIGTERM (docker stop) and Ctrl-C both stop here, resumably
     bar = progress_bars.bar(unit="file", show=run.progress)  # no total: the crawl streams
     try:
-        if opts.incremental:
-            _load_old(ledger, opts.incremental, mids)
+        if old is not None:
+            _load_old(ledger, old, mids)
+            fetched.close()
         if opts.resume:
             for part, first, table in writer.done_batches():
                 ledger.load_done(part, _mtime_int(table), first)
@@ -455,6 +474,7 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
         summary.seconds = time.perf_counter() - t0
         return summary
     finally:
+        fetched.close()
         ledger.close()
         restore()
         bar.close()

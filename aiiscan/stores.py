@@ -344,6 +344,12 @@ def put_file(local: str | os.PathLike, url: str) -> None:
         _LISTED.pop(url, None)
 
 
+def get_file(url: str, local: str | os.PathLike) -> None:
+    """Download ``url`` whole to the local file ``local``, with bounded retries."""
+    fs = filesystem(url)
+    call(lambda: fs.get_file(url, os.fspath(local)))
+
+
 def read_object(url: str, max_bytes: int) -> tuple[bytes, EntryStat]:
     """An object's bytes (at most ``max_bytes``) and its stat, with bounded retries."""
     fs = filesystem(url)

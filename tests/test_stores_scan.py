@@ -322,3 +322,49 @@ def test_a_failed_upload_keeps_the_parts_and_resume_uploads(world, tmp_path, mon
     meta = world["client"].get_object(Bucket="later", Key="night.csv.meta.json")["Body"].read()
     assert b'"resumed_rows"' in meta
     assert not list((tmp_path / "p").glob("*/night.csv*"))
+
+
+# -- reports that live in the bucket: --incremental, --html and `aiiscan report` by URL -------------
+
+def test_nightly_job_keeps_its_reports_in_the_bucket(world, clean, tmp_path):
+    """Monday's CSV report in the bucket feeds Tuesday's --incremental scan, whose page goes to
+    the bucket too; `aiiscan report URL` makes the page from the bucket, thumbnails included
+    (objects and tar members are read as the scan read them)."""
+    env = _env(world["endpoint"], tmp_path) | {"TMPDIR": str(tmp_path / "tmp")}
+    (tmp_path / "tmp").mkdir()
+    mon, tue = f"s3://{BUCKET}/reports/mon.csv", f"s3://{BUCKET}/reports/tue.parquet"
+    page_url = f"s3://{BUCKET}/reports/tue.html"
+    src = f"s3://{BUCKET}/photos/"
+    assert _scan(src, "-o", mon, *world["base"], env=env).returncode == 3
+    done = _scan(src, "-o", tue, *world["base"], "--incremental", mon, "--html", page_url, env=env)
+    assert done.returncode == 3, done.stderr
+    get = world["client"].get_object
+    local = tmp_path / "tue.parquet"
+    local.write_bytes(get(Bucket=BUCKET, Key="reports/tue.parquet")["Body"].read())
+    rows = _by_name(local)
+    n_ok = sum(r["status"] == "ok" for r in rows.values())
+    assert report_metadata(local)["reused_rows"] == n_ok  # every scored object reused from Monday's CSV
+    _same_rows(rows, _by_name(clean))
+    page = get(Bucket=BUCKET, Key="reports/tue.html")["Body"].read().decode()
+    assert "<h1>aiiscan report: tue.parquet</h1>" in page
+    assert page.count('<img alt="thumbnail" src="data:image/jpeg;base64,') == n_ok
+
+    # The same page made by `aiiscan report`, from the bucket and from a shard's report.
+    made = subprocess.run([sys.executable, "-m", "aiiscan", "report", tue, "-o", str(tmp_path / "p.html")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    assert (tmp_path / "p.html").read_text().count('<img alt="thumbnail"') == n_ok
+    shard_report = tmp_path / "shard.parquet"
+    assert _scan(str(world["shard"]), "-o", str(shard_report), *world["base"], env=env).returncode == 3
+    made = subprocess.run([sys.executable, "-m", "aiiscan", "report", str(shard_report), "-o",
+                           str(tmp_path / "s.html")], env=env, capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    assert (tmp_path / "s.html").read_text().count('<img alt="thumbnail"') == n_ok
+    assert list((tmp_path / "tmp").iterdir()) == []  # the fetched copies are gone
+
+    # A missing old report is one line and exit 2, before any part exists.
+    out = tmp_path / "x.parquet"
+    bad = _scan(src, "-o", str(out), *world["base"], "--incremental", f"s3://{BUCKET}/reports/nope.parquet",
+                env=env)
+    assert bad.returncode == 2 and "cannot read the report s3://scans/reports/nope.parquet" in bad.stderr
+    assert "Traceback" not in bad.stderr and not Path(f"{out}.parts").exists()
