@@ -46,18 +46,25 @@ def test_resumed_training_equals_the_uninterrupted_run(tmp_path, backbone, photo
     meta = json.loads((tmp_path / "cut.ckpt.json").read_text())
     assert meta["epoch"] == 1 and any(s > 0 for s in meta["adam_steps"])  # the moments were saved
     train(backbone, photos, tmp_path / "cut", cfg, resume=True, progress=False)
+    assert not (tmp_path / "cut.ckpt.json").exists()
     _same_run(tmp_path / "whole", tmp_path / "cut")
 
 
 def test_resumed_finetuning_equals_the_uninterrupted_run(tmp_path, one_thread):
     nat, ai = planted_pairs(tmp_path / "d", 6, 5, SIZE)
     bb = build_backbone(str(TINY64_CONFIG), "none", device="cpu", quiet=True)
+    before = {k: v.clone() for k, v in bb.visual.state_dict().items()}
     cfg = FinetuneConfig(epochs=2, batch_size=4, lr=1e-3, views=1, workers=0, val_fraction=0.34, patience=5)
     finetune(bb, nat, ai, tmp_path / "whole", cfg, progress=False)
     with pytest.raises(KeyboardInterrupt):
         finetune(bb, nat, ai, tmp_path / "cut", cfg, progress=False, on_epoch=_stop_after_first)
+    assert (tmp_path / "cut.ckpt.json").is_file()
     finetune(bb, nat, ai, tmp_path / "cut", cfg, resume=True, progress=False)
+    assert not (tmp_path / "cut.ckpt.json").exists()  # a finished run leaves no checkpoint
     _same_run(tmp_path / "whole", tmp_path / "cut")
+    after = bb.visual.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the caller's backbone is untouched
+    assert isinstance(bb.visual.patch_dropout, torch.nn.Identity)  # masking is off again after training
 
 
 @pytest.mark.parametrize("kind", ["train", "finetune"])

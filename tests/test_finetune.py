@@ -28,7 +28,6 @@ from safetensors import safe_open
 from aiiscan.backbone import build_backbone
 from aiiscan.cli import main
 from aiiscan.detector import Detector
-from aiiscan.finetune import FinetuneConfig, finetune
 from aiiscan.masking import (
     TokenDrop,
     count_masked,
@@ -228,30 +227,6 @@ def test_card_kinds_old_cards_and_unknown_kinds(head_prefix, mpft_head, tmp_path
     bad.with_suffix(".safetensors").write_bytes(Path(str(mpft_head["prefix"]) + ".safetensors").read_bytes())
     with pytest.raises(WeightsError, match="proj"):
         load_head(bad)
-
-
-def test_finetune_resumes_from_its_checkpoint_and_leaves_the_backbone_alone(tmp_path, one_thread):
-    nat, ai = planted_pairs(tmp_path / "d", 6, 5, SIZE)
-    bb = build_backbone(str(TINY64_CONFIG), "none", device="cpu", quiet=True)
-    before = {k: v.clone() for k, v in bb.visual.state_dict().items()}
-    cfg = FinetuneConfig(epochs=2, batch_size=4, lr=1e-3, views=1, workers=0, val_fraction=0.34, patience=5)
-    seen = []
-
-    def stop_after_first(record):
-        seen.append(record["epoch"])
-        if record["epoch"] == 1:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        finetune(bb, nat, ai, tmp_path / "r", cfg, progress=False, on_epoch=stop_after_first)
-    assert (tmp_path / "r.ckpt.json").is_file()
-    card = finetune(bb, nat, ai, tmp_path / "r", cfg, resume=True, progress=False,
-                    on_epoch=lambda r: seen.append(r["epoch"]))
-    assert seen == [1, 2] and [h["epoch"] for h in card.training["history"]] == [1, 2]
-    assert not (tmp_path / "r.ckpt.json").exists()
-    after = bb.visual.state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before)  # the caller's backbone is untouched
-    assert isinstance(bb.visual.patch_dropout, torch.nn.Identity)
 
 
 def test_finetune_usage_errors_exit_2_without_traceback(tmp_path):

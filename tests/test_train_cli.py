@@ -40,25 +40,6 @@ def test_train_cli_writes_a_head_that_reloads_identically(tmp_path, tiny_config,
     assert a == b and np.isfinite(a).all()
 
 
-def test_train_resume_continues_from_checkpoint(tmp_path, backbone, photos):
-    cfg = TrainConfig(mode="N+P", epochs=2, batch_size=8, lr=1e-3, views=1, workers=0)
-    seen = []
-
-    def stop_after_first(record):
-        seen.append(record["epoch"])
-        if record["epoch"] == 1:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(backbone, photos, tmp_path / "r", cfg, progress=False, on_epoch=stop_after_first)
-    assert (tmp_path / "r.ckpt.json").is_file()
-    card = train(backbone, photos, tmp_path / "r", cfg, resume=True, progress=False,
-                 on_epoch=lambda r: seen.append(r["epoch"]))
-    assert seen == [1, 2]
-    assert [h["epoch"] for h in card.training["history"]] == [1, 2]
-    assert not (tmp_path / "r.ckpt.json").exists()
-
-
 def test_training_refuses_too_few_photos(backbone, tmp_path):
     from aiiscan.train import TrainingError
 
