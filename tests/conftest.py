@@ -61,6 +61,15 @@ def write_photos(folder: Path, n: int, seed: int, ext: str = "png", size=(200, 1
     return paths
 
 
+def write_empty(folder: Path, n: int, ext: str = "png") -> list[str]:
+    """``n`` empty files named like images: each must become an error row, never a stall."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"bad_{i:03d}.{ext}" for i in range(n)]
+    for p in paths:
+        p.write_bytes(b"")
+    return [str(p) for p in paths]
+
+
 @pytest.fixture(scope="session")
 def photos(tmp_path_factory) -> list[str]:
     return write_photos(tmp_path_factory.mktemp("photos"), 24, seed=7)

@@ -23,7 +23,7 @@ from aiiscan.report import COLUMNS, SCHEMA, ReportWriter, iter_report, read_repo
 from aiiscan.scanner import options_from, run_scan
 from aiiscan.weights import load_head
 
-from .conftest import write_photos
+from .conftest import write_empty, write_photos
 
 TODAY = [c for c in COLUMNS if c not in ("reused", "reused_from")]
 
@@ -58,11 +58,7 @@ def _rows(report) -> dict[str, dict]:
 # -- 1. rows leave at a steady pace -------------------------------------------------------------
 def test_a_good_file_ahead_of_many_bad_ones_does_not_hold_them(backbone, tmp_path):
     good = write_photos(tmp_path / "g", 1, seed=3)
-    bad = []
-    for i in range(300):
-        p = tmp_path / f"bad_{i:03d}.jpg"
-        p.write_bytes(b"")
-        bad.append(str(p))
+    bad = write_empty(tmp_path / "b", 300, "jpg")
     jobs = [DecodeJob(p, backbone.image_size) for p in [*good, *bad]]
     sizes = [len(r) for r, _ in feature_batches(backbone, jobs, batch_size=16, workers=0)]
     assert sum(sizes) == 301 and max(sizes) <= 4 * 16  # flushed at 4x the batch, not at the end

@@ -92,6 +92,22 @@ def _scan(*args, env, **kw) -> subprocess.CompletedProcess:
                           text=True, timeout=600, **kw)
 
 
+def _killed_after_two_parts(args: list[str], world: dict, tmp_path: Path, folder: Path, pattern: str) -> None:
+    """Run the scan with the slowing hook and SIGKILL it once two parts match ``pattern``."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_SLOW_HOOK)
+    proc = subprocess.Popen([sys.executable, "-m", "aiiscan", "scan", *args],
+                            env=_env(world["endpoint"], tmp_path, hook),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while len(list(folder.glob(pattern))) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, "the scan ended before two parts"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 def _by_name(report) -> dict[str, dict]:
     """Rows keyed by the file's own name (the part after the folder, prefix or 'shard::')."""
     rows = read_report(report).to_pylist()
@@ -153,21 +169,10 @@ def _by_name_missing(world, tmp_path, env) -> str:
 # -- (b) SIGKILL, then --resume -----------------------------------------------------------------------
 
 def test_bucket_scan_killed_then_resumed_equals_a_clean_one(world, clean, tmp_path):
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(_SLOW_HOOK)
-    env = _env(world["endpoint"], tmp_path, hook)
     out = tmp_path / "r.parquet"
     args = [f"s3://{BUCKET}/photos/", "-o", str(out), *world["base"], "--batch-size", "2", "--part-rows", "2"]
-    proc = subprocess.Popen([sys.executable, "-m", "aiiscan", "scan", *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     parts = Path(f"{out}.parts")
-    deadline = time.monotonic() + 300
-    while len(list(parts.glob("part-*.parquet"))) < 2:
-        assert proc.poll() is None and time.monotonic() < deadline, "the scan ended before two parts"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    _killed_after_two_parts(args, world, tmp_path, parts, "part-*.parquet")
     assert not out.exists()
     done = _scan(*args, "--resume", env=_env(world["endpoint"], tmp_path))
     assert done.returncode == 3, done.stderr
@@ -251,17 +256,7 @@ def test_report_to_the_bucket_appears_whole_and_resumes(world, clean, tmp_path):
     parts_dir = tmp_path / "parts"
     args = [f"s3://{BUCKET}/photos/", "-o", url, *world["base"], "--part-rows", "2", "--parts-dir",
             str(parts_dir)]
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(_SLOW_HOOK)
-    proc = subprocess.Popen([sys.executable, "-m", "aiiscan", "scan", *args], env=_env(world["endpoint"],
-                            tmp_path, hook), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while len(list(parts_dir.glob("*/night.parquet.parts/part-*.parquet"))) < 2:
-        assert proc.poll() is None and time.monotonic() < deadline, "the scan ended before two parts"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    _killed_after_two_parts(args, world, tmp_path, parts_dir, "*/night.parquet.parts/part-*.parquet")
     keys = world["client"].list_objects_v2(Bucket=BUCKET, Prefix="reports/").get("Contents", [])
     assert keys == []  # nothing, not half a report
     refused = _scan(*args, env=env)

@@ -4,16 +4,12 @@ from aiiscan.decode import DecodeJob
 from aiiscan.detector import Detector, feature_batches
 from aiiscan.weights import load_head
 
-from .conftest import write_photos
+from .conftest import write_empty, write_photos
 
 
 def test_bad_files_leave_at_once_and_features_align(tmp_path, backbone, head_prefix):
     good = write_photos(tmp_path / "good", 3, seed=11)
-    bad = []
-    for i in range(5):
-        p = tmp_path / f"bad_{i}.png"
-        p.write_bytes(b"")
-        bad.append(str(p))
+    bad = write_empty(tmp_path / "bad", 5)
     paths = [*bad, good[0], bad[0], *good[1:]]
     jobs = [DecodeJob(p, backbone.image_size, variants=(None, None)) for p in paths]
     batches = list(feature_batches(backbone, jobs, batch_size=64, workers=0))
