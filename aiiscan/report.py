@@ -416,11 +416,10 @@ class ReportWriter:
         part is replaced atomically, so a crash here loses nothing that stands."""
         for number, file in enumerate(self._part_files()[:self.first_new]):
             rows = kept(number)
-            table = pq.read_table(file)
-            if len(rows) == len(table):
+            if len(rows) == pq.read_metadata(file).num_rows:  # all stand: not even read
                 continue
             tmp = file.with_name(".tmp-" + file.name)
-            pq.write_table(table.take(pa.array(rows, pa.int64())), tmp)
+            pq.write_table(pq.read_table(file).take(pa.array(rows, pa.int64())), tmp)
             os.replace(tmp, file)
 
     def _sorted(self) -> Iterator[pa.RecordBatch]:
