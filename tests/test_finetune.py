@@ -141,6 +141,8 @@ def test_finetune_learns_a_planted_artifact(mpft_head, planted):
     assert card.kind == "mpft" and card.metrics["heldout_auc"] == mpft_head["auc"]
     assert card.training["mask"] == {"ratio": 0.25, "texture": "highpass", "mode": "drop"}
     assert card.training["heldout_natural"] == card.training["heldout_ai"] == 12
+    # every training and held-out image is fingerprinted, so calibrate can refuse it
+    assert len(card.training["natural_fingerprints"]) == len(card.training["ai_fingerprints"]) == 48
     # only the tuned tensors (last 2 blocks of 2, ln_post, proj) and the classifier are stored
     with safe_open(str(mpft_head["prefix"]) + ".safetensors", framework="pt") as f:
         keys = set(f.keys())
