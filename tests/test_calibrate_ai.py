@@ -195,6 +195,14 @@ def test_cli_ai_option_end_to_end_on_a_tiny_head(head, held_out_pair, tmp_path):
     assert res.exit_code == 0, res.output
     assert read_card(head).threshold["validation"]["ai_count"] == 5
     assert read_card(head).calibration_history[-1]["policy"] == "balanced"
+    # the HTML report's scan facts say which positive set the threshold was placed on
+    common = ["--weights", str(head), "--workers", "0", "-q"]
+    report = tmp_path / "r.parquet"
+    res = CliRunner().invoke(main, ["scan", str(nat), "-o", str(report), *common])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(main, ["report", str(report), "-o", str(tmp_path / "r.html"), "-q"])
+    assert res.exit_code == 0, res.output
+    assert "6 natural photos + 5 AI images, on" in (tmp_path / "r.html").read_text()
 
 
 def test_cli_ai_usage_errors(head, held_out_pair, tmp_path):
