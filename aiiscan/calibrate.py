@@ -146,7 +146,7 @@ def calibrate(detector: Scorer, natural: Sequence[str], policy: str = "balanced"
     if ai is not None and len(fakes) < 2:
         raise CalibrationError(
             f"calibration needs at least 2 AI images, got {len(fakes)}: give AI images that were not "
-            "used for fine-tuning")
+            "used for training")
     training = card.training
     trained = {fp: "natural_fingerprints" for fp in training.get("natural_fingerprints") or ()}
     trained |= {fp: "ai_fingerprints" for fp in training.get("ai_fingerprints") or ()}
