@@ -529,32 +529,39 @@ def scan(paths, output, fmt, from_list, weights, threshold, combine, resume, inc
     sys.exit(summary.exit_code)
 
 
-@main.command(short_help="Place a head's threshold on held-out natural photos; store it in its card.",
+@main.command(short_help="Place a head's threshold on held-out photos (and AI images); store it in its card.",
               epilog=_examples(
                   "aiiscan calibrate --natural ~/photos/held-out",
                   "aiiscan calibrate --weights mine --natural ~/photos/held-out --policy fpr:0.01",
-                  "aiiscan calibrate --weights mine --natural-list cal.txt --limit 500 --plot cal.png"))
+                  "aiiscan calibrate --weights mine --natural-list cal.txt --limit 500 --plot cal.png",
+                  "aiiscan calibrate --weights mpft --natural ~/photos/held-out --ai ~/moderation/held-out"))
 @_model_options
 @click.option("--natural", multiple=True, type=click.Path(exists=True),
               help="Held-out natural photos (folder or file; repeatable), not used in training.")
 @click.option("--natural-list", type=click.Path(exists=True, dir_okay=False, allow_dash=True),
               help="File listing held-out natural photos ('-' = stdin).")
+@click.option("--ai", multiple=True, type=click.Path(exists=True),
+              help="AI-generated images not used in training (folder or file; repeatable): the "
+                   "positive set instead of the band-(30,100) copies.")
+@click.option("--ai-list", type=click.Path(exists=True, dir_okay=False, allow_dash=True),
+              help="File listing such AI images ('-' = stdin).")
 @click.option("--policy", default="balanced", metavar="balanced|fpr:X",
               help="balanced: maximise balanced accuracy (the paper's); fpr:X: flag at most a fraction "
                    "X of natural photos (e.g. fpr:0.01).")
 @click.option("--limit", type=click.IntRange(2), default=None, show_default=False,
-              help="Use a random subset of this many photos (drawn with --seed).")
+              help="Use a random subset of this many files from each set (drawn with --seed).")
 @click.option("--seed", type=int, default=0, help="Seed for --limit's draw.")
 @click.option("--plot", type=click.Path(dir_okay=False),
               help="Save a PNG histogram of both score sets with the threshold (needs matplotlib).")
 @_overwrite
 @_common
-def calibrate(weights, natural, natural_list, policy, limit, seed, plot, overwrite, quiet, progress,
-              **model_params) -> None:
-    """Pick the head's threshold on natural photos and band-(30,100) copies; store it in its card.
+def calibrate(weights, natural, natural_list, ai, ai_list, policy, limit, seed, plot, overwrite, quiet,
+              progress, **model_params) -> None:
+    """Pick the head's threshold on natural photos and a positive set; store it in its card.
 
-    No AI image is needed. The previous calibration moves to the card's calibration_history.
-    The threshold places labels; it is not evidence of detection quality.
+    The positive set is the --ai images when given, else band-(30,100) copies of the photos (no
+    AI image needed). An MPFT head's balanced policy needs --ai; fpr:X uses the photos only.
+    The previous calibration moves to the card's calibration_history.
     """
     from . import plots
     from .calibrate import CalibrationError
@@ -564,17 +571,25 @@ def calibrate(weights, natural, natural_list, policy, limit, seed, plot, overwri
 
     if not natural and not natural_list:
         raise click.UsageError("give --natural DIR and/or --natural-list FILE (held-out authentic photos)")
+    if natural_list == "-" and ai_list == "-":
+        raise click.UsageError("--natural-list and --ai-list cannot both read stdin ('-'): give one a file")
     parse_policy(policy)
     _check(plot, overwrite, "plot")
     photos = list_images(natural, natural_list)
     if len(photos) < 2:
         raise CalibrationError(f"calibration needs at least 2 natural photos, found {len(photos)} "
                                f"in {', '.join(natural) or natural_list}. {FOUND_HOW}")
+    fakes = None
+    if ai or ai_list:
+        fakes = list_images(ai, ai_list)
+        if len(fakes) < 2:
+            raise CalibrationError(f"calibration needs at least 2 AI images, found {len(fakes)} "
+                                   f"in {', '.join(ai) or ai_list}. {FOUND_HOW}")
     run, engine = _run_and_engine(model_params, quiet, progress)
     scorer = engine.open(weights, run)
     result = run_calibrate(scorer, photos, policy, limit=limit, seed=seed, batch_size=run.batch_size,
                            workers=run.workers, plot=plot, progress=run.progress,
-                           exact_decode=run.exact_decode)
+                           exact_decode=run.exact_decode, ai=fakes)
     info = _info(quiet)
     for path, reason in result.failed[:5]:
         info(f"unreadable: {path}: {reason}")

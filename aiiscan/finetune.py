@@ -308,8 +308,7 @@ def finetune(backbone: ClipBackbone, natural: Sequence[str], ai: Sequence[str], 
     finally:
         model.restore()
     seen = crops if crops is not None else val
-    nat_sha = [h for h, lab in zip(seen.sha256, seen.labels, strict=True) if lab == 0]
-    nat_sha += [h for h, lab in zip(val.sha256, val.labels, strict=True) if lab == 0]
+    used = list(zip([*seen.sha256, *val.sha256], [*seen.labels, *val.labels], strict=True))
     card = ModelCard(
         kind=KIND,
         created=now_iso(),
@@ -322,8 +321,9 @@ def finetune(backbone: ClipBackbone, natural: Sequence[str], ai: Sequence[str], 
             "heldout_natural": val.labels.count(0), "heldout_ai": val.labels.count(1),
             "heldout_failed": len(val.failed),
             "data_digest": training_digest([*seen.sha256, *val.sha256]),
-            # Short content fingerprints let `calibrate` refuse photos used here.
-            "natural_fingerprints": sorted({s[:16] for s in nat_sha}),
+            # Short content fingerprints let `calibrate` refuse photos and AI images used here.
+            "natural_fingerprints": sorted({h[:16] for h, lab in used if lab == 0}),
+            "ai_fingerprints": sorted({h[:16] for h, lab in used if lab == 1}),
             "kept_epoch": best_epoch, "kept_by": "held-out AUC", "stopped_early": stopped_early,
             "history": history,
         },

@@ -440,6 +440,9 @@ def render(report: str | Path, top: int = 50, thumbnails: bool = True,
     head_meta, head_thrs = meta.get("heads") or [], meta.get("head_thresholds") or []
     backbone = meta.get("backbone") or {}
     block = meta.get("threshold_block") or {}
+    validation = block.get("validation") or {}
+    with_ai = (f" + {validation.get('ai_count')} AI images" if validation.get("positives") == "ai images"
+               else "")
 
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
            f'<meta http-equiv="Content-Security-Policy" content="{_e(_csp())}">',
@@ -460,8 +463,8 @@ def render(report: str | Path, top: int = 50, thumbnails: bool = True,
         ("backbone", f"{backbone.get('name', '')} / {backbone.get('pretrained', '')}".strip(" /")),
         ("model card sha256", meta.get("model_card_sha256")),
         ("threshold", None if thr is None else f"{thr:.6g} ({meta.get('threshold_source', '')})"),
-        ("calibration", (f"policy {block.get('policy')}, {block.get('validation', {}).get('natural_count')} "
-                         f"natural photos, on {block.get('created')}") if block else "none"),
+        ("calibration", (f"policy {block.get('policy')}, {validation.get('natural_count')} "
+                         f"natural photos{with_ai}, on {block.get('created')}") if block else "none"),
         *((f"head {k}", f"{head_meta[k - 1].get('model_id') if len(head_meta) >= k else ''} (threshold "
                         f"{_fmt(head_thrs[k - 1]) if len(head_thrs) >= k else ''})") for k in more),
         *((("verdict", f"--combine {meta.get('combine', 'any')}: the heads' labels combined"),)

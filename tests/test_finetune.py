@@ -11,6 +11,7 @@ nothing about real AI images.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -36,9 +37,10 @@ from aiiscan.masking import (
     texture_energy,
     zero_patches,
 )
-from aiiscan.metrics import roc_auc
+from aiiscan.metrics import balanced_threshold, roc_auc
 from aiiscan.report import read_report
 from aiiscan.selftest import TINY64_CONFIG, planted_pairs, texture_checkpoint
+from aiiscan.train import training_digest
 from aiiscan.weights import WeightsError, load_head, read_card
 
 from .conftest import TRAIN_NATURAL
@@ -140,6 +142,8 @@ def test_finetune_learns_a_planted_artifact(mpft_head, planted):
     assert card.kind == "mpft" and card.metrics["heldout_auc"] == mpft_head["auc"]
     assert card.training["mask"] == {"ratio": 0.25, "texture": "highpass", "mode": "drop"}
     assert card.training["heldout_natural"] == card.training["heldout_ai"] == 12
+    # every training and held-out image is fingerprinted, so calibrate can refuse it
+    assert len(card.training["natural_fingerprints"]) == len(card.training["ai_fingerprints"]) == 48
     # only the tuned tensors (last 2 blocks of 2, ln_post, proj) and the classifier are stored
     with safe_open(str(mpft_head["prefix"]) + ".safetensors", framework="pt") as f:
         keys = set(f.keys())
@@ -184,6 +188,39 @@ def test_scan_calibrate_and_evaluate_take_an_mpft_head(mpft_head, planted, tmp_p
     assert res.exit_code == 0, res.output
     card = read_card(copy)
     assert card.threshold_policy == "fpr:0.1" and card.calibration_history[0]["policy"] == "logit:0"
+
+
+def test_calibrate_with_held_out_ai_images_separates_planted_pairs(mpft_head, planted, tmp_path):
+    head = tmp_path / "cal"
+    for suffix in (".safetensors", ".json"):
+        head.with_suffix(suffix).write_bytes(Path(str(mpft_head["prefix"]) + suffix).read_bytes())
+    nat, ai = planted["test"]
+    nat_dir, ai_dir = str(Path(nat[0]).parent), str(Path(ai[0]).parent)
+    common = ["--weights", str(head), "--clip-weights", planted["clip"], "--workers", "0", "-q"]
+    runner = CliRunner()
+    res = runner.invoke(main, ["calibrate", "--natural", nat_dir, *common])  # balanced, no --ai
+    assert res.exit_code == 2 and "pass --ai DIR" in res.output and "--policy fpr:X" in res.output
+    assert "Traceback" not in res.output
+    trained_ai = str(Path(planted["train"][1][0]).parent)
+    res = runner.invoke(main, ["calibrate", "--natural", nat_dir, "--ai", trained_ai, *common])
+    assert res.exit_code == 2 and "was used to train this head" in res.output, res.output
+    assert "training.ai_fingerprints" in res.output
+    assert read_card(head).threshold_policy == "logit:0"  # nothing written on refusal
+
+    res = runner.invoke(main, ["calibrate", "--natural", nat_dir, "--ai", ai_dir, *common])
+    assert res.exit_code == 0, res.output
+    assert "validation: 12 natural photos + 12 AI images" in res.output
+    block = read_card(head).threshold
+    v = block["validation"]
+    assert (v["positives"], v["natural_count"], v["ai_count"]) == ("ai images", 12, 12)
+    assert v["ai_digest"] == training_digest([hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in ai])
+    det = Detector.load(head, device="cpu", clip_weights=planted["clip"], quiet=True)
+    scores = np.array(det.score_paths(nat + ai))
+    sn, sa = scores[:12], scores[12:]
+    assert block["value"] == pytest.approx(balanced_threshold(sn, sa).threshold, abs=1e-5)
+    assert block["balanced_accuracy"] >= 0.9
+    assert np.mean(sn < block["value"]) >= 0.9 and np.mean(sa >= block["value"]) >= 0.9
+    assert block["tpr"] == pytest.approx(np.mean(sa >= block["value"]))
 
 
 def test_a_flipped_loss_sign_fails_to_learn(planted, tmp_path):
