@@ -70,6 +70,16 @@ def heads_of(model: Scorer) -> list[Any]:
     return list(getattr(model, "heads", None) or [model])
 
 
+def check_crop_sizes(heads: Sequence[Any]) -> None:
+    """Refuse heads (anything with ``image_size`` and ``model_id``) of different crop sizes: a
+    multi-head scan decodes each file once for all of them, on every engine."""
+    if len({h.image_size for h in heads}) > 1:
+        raise UsageError("these heads take different crop sizes ("
+                         + ", ".join(f"{h.model_id}: {h.image_size} px" for h in heads)
+                         + "): a multi-head scan decodes each file once for all heads, so they "
+                         "must share a crop size; scan with each head separately")
+
+
 class MultiHead:
     """Several loaded ``Detector`` heads scored together; a ``Scorer``.
 
@@ -78,12 +88,7 @@ class MultiHead:
     def __init__(self, heads: Sequence[Detector]):
         if len(heads) < 2:
             raise ValueError("a multi-head scorer needs at least two heads")
-        sizes = {h.image_size for h in heads}
-        if len(sizes) > 1:
-            raise UsageError("these heads take different crop sizes ("
-                             + ", ".join(f"{h.model_id}: {h.image_size} px" for h in heads)
-                             + "): a multi-head scan decodes each file once for all heads, so they "
-                             "must share a crop size; scan with each head separately")
+        check_crop_sizes(heads)
         self.heads = list(heads)
         first = self.heads[0]
         self.card, self.model_id, self.prefix = first.card, first.model_id, first.prefix
@@ -110,6 +115,26 @@ class MultiHead:
         """Backbone passes per crop."""
         return len(self.groups)
 
+    def score_arrays(self, arrays: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+        """Scores of preprocessed uint8 crops (HWC), ``[crop, head]``, one pass per backbone
+        group: what a Ray scoring actor runs on the crops decoded elsewhere."""
+        import torch
+
+        from .detector import features
+
+        if len(arrays) == 0:
+            return np.zeros((0, len(self.heads)), dtype=np.float32)
+        with torch.inference_mode():
+            return self._heads_on([features(bb, arrays) for bb, _ in self.groups])
+
+    def _heads_on(self, feats: Sequence[Any]) -> np.ndarray:
+        """Every head's scores ``[crop, head]`` from each backbone group's features ``[crop, D]``."""
+        out = np.zeros((len(feats[0]), len(self.heads)), dtype=np.float32)
+        for (_, members), part in zip(self.groups, feats, strict=True):
+            for i in members:
+                out[:, i] = self.heads[i].head(part).float().cpu().numpy()
+        return out
+
     def score_stream(self, jobs: Iterable[DecodeJob], batch_size: int = 64, workers: int | None = None,
                      timeout: float | None = None, reuse: Reuse | None = None
                      ) -> Iterator[tuple[DecodeResult, np.ndarray | None]]:
@@ -134,14 +159,9 @@ class MultiHead:
             scores: Iterator[np.ndarray] = iter(())
             if feats is not None:
                 n, v, _ = feats.shape
-                out = np.zeros((n, v, len(self.heads)), dtype=np.float32)
-                parts = torch.split(feats, widths, dim=-1)
+                parts = [part.reshape(n * v, -1) for part in torch.split(feats, widths, dim=-1)]
                 with torch.inference_mode():
-                    for (_, members), part in zip(self.groups, parts, strict=True):
-                        flat = part.reshape(n * v, -1)
-                        for i in members:
-                            out[:, :, i] = self.heads[i].head(flat).float().cpu().numpy().reshape(n, v)
-                scores = iter(out)
+                    scores = iter(self._heads_on(parts).reshape(n, v, len(self.heads)))
             for r in results:
                 if r.status != "ok":
                     yield r, None
@@ -154,6 +174,15 @@ def _backbone_key(card: Any) -> str:
 
     fields = BackboneIdentity.__dataclass_fields__
     return json.dumps({k: card.backbone.get(k) for k in fields}, sort_keys=True)
+
+
+def backbone_passes(cards: Sequence[Any]) -> int:
+    """Backbone passes per crop that ``load_heads`` gives heads of these cards (``MultiHead.passes``
+    without building them): one per distinct frozen backbone, one per head that tunes its own."""
+    from .heads import KINDS
+
+    return len({f"own {i}" if KINDS[c.kind].tunes_backbone else _backbone_key(c)
+                for i, c in enumerate(cards)})
 
 
 def load_heads(weights: Sequence[str], run: RunOptions) -> MultiHead:
@@ -174,18 +203,19 @@ def load_heads(weights: Sequence[str], run: RunOptions) -> MultiHead:
     return MultiHead(heads)
 
 
-def open_scorer(engine: Engine, weights: str | Sequence[str] | None, run: RunOptions) -> Scorer:
-    """``engine.open`` for one head (or none: the default); a ``MultiHead`` for several."""
-    weights = as_weights(weights)
-    if not isinstance(weights, tuple):
-        return engine.open(weights, run)
-    if engine.name != "local":
-        raise UsageError(f"several --weights (a multi-head scan) run on the local engine, not {engine.name}")
-    if getattr(engine, "detector", None) is not None:
-        raise UsageError("give either a loaded detector or several weights, not both")
-    scorer = load_heads(weights, run)
-    if run.threads:  # as the local engine does
-        import torch
+def load_scorer(weights: str | tuple[str, ...] | None, run: RunOptions) -> Detector | MultiHead:
+    """What scores in this process for ``weights`` (``as_weights``): a ``Detector`` for one head
+    (None: the default head), a ``MultiHead`` for several. The local engine and each Ray scoring
+    actor build the same thing, so both engines score alike."""
+    if isinstance(weights, tuple):
+        return load_heads(weights, run)
+    from .detector import Detector
 
-        torch.set_num_threads(run.threads)
-    return scorer
+    return Detector.load(weights, device=run.device, clip_weights=run.clip_weights, quiet=run.quiet,
+                         precision=run.precision)
+
+
+def open_scorer(engine: Engine, weights: str | Sequence[str] | None, run: RunOptions) -> Scorer:
+    """``engine.open`` with ``--weights`` as given once or several times (a tuple of two or more
+    heads: a multi-head scorer, with ``heads``)."""
+    return engine.open(as_weights(weights), run)

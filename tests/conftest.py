@@ -87,6 +87,33 @@ def head_prefix(tmp_path_factory, backbone, photos) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def head2_prefix(tmp_path_factory, backbone, photos) -> Path:
+    """A second CLIP-Flow head on the same tiny backbone (P mode, another seed)."""
+    from aiiscan.proxies import ProxySpec
+    from aiiscan.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("head2") / "tiny2"
+    cfg = TrainConfig(mode="P", proxy=ProxySpec(ratio=0.1), epochs=1, batch_size=8, lr=1e-3,
+                      views=1, workers=0, seed=1)
+    train(backbone, photos, out, cfg, progress=False, backbone_source=str(TINY_CONFIG))
+    return out
+
+
+@pytest.fixture(scope="session")
+def mpft_prefix(tmp_path_factory, backbone) -> Path:
+    """An MPFT head tuned (one short epoch) from the same tiny backbone: its own backbone pass."""
+    from aiiscan.finetune import FinetuneConfig, finetune
+
+    root = tmp_path_factory.mktemp("mpft")
+    natural = write_photos(root / "natural", 8, seed=31)
+    ai = write_photos(root / "ai", 8, seed=32)
+    out = root / "mpft"
+    cfg = FinetuneConfig(tune_blocks=1, epochs=1, batch_size=8, val_fraction=0.25, workers=0, patience=1)
+    finetune(backbone, natural, ai, out, cfg, backbone_source=str(TINY_CONFIG), progress=False)
+    return out
+
+
 def natural_photos(root: Path) -> list[str]:
     if not root.is_dir():
         pytest.skip(f"{root} not present")

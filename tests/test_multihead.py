@@ -15,7 +15,6 @@ import pytest
 from click.testing import CliRunner
 
 from aiiscan import pipeline
-from aiiscan.backbone import TINY_CONFIG
 from aiiscan.cli import main
 from aiiscan.datasets import from_folders
 from aiiscan.detector import Detector
@@ -28,33 +27,6 @@ from aiiscan.scanner import options_from, run_scan
 from aiiscan.weights import load_head
 
 from .conftest import write_photos
-
-
-@pytest.fixture(scope="module")
-def head2_prefix(tmp_path_factory, backbone, photos) -> Path:
-    """A second CLIP-Flow head on the same tiny backbone (P mode, another seed)."""
-    from aiiscan.proxies import ProxySpec
-    from aiiscan.train import TrainConfig, train
-
-    out = tmp_path_factory.mktemp("head2") / "tiny2"
-    cfg = TrainConfig(mode="P", proxy=ProxySpec(ratio=0.1), epochs=1, batch_size=8, lr=1e-3,
-                      views=1, workers=0, seed=1)
-    train(backbone, photos, out, cfg, progress=False, backbone_source=str(TINY_CONFIG))
-    return out
-
-
-@pytest.fixture(scope="module")
-def mpft_prefix(tmp_path_factory, backbone) -> Path:
-    """An MPFT head tuned (one short epoch) from the same tiny backbone: its own backbone pass."""
-    from aiiscan.finetune import FinetuneConfig, finetune
-
-    root = tmp_path_factory.mktemp("mpft")
-    natural = write_photos(root / "natural", 8, seed=31)
-    ai = write_photos(root / "ai", 8, seed=32)
-    out = root / "mpft"
-    cfg = FinetuneConfig(tune_blocks=1, epochs=1, batch_size=8, val_fraction=0.25, workers=0, patience=1)
-    finetune(backbone, natural, ai, out, cfg, backbone_source=str(TINY_CONFIG), progress=False)
-    return out
 
 
 @pytest.fixture(scope="module")

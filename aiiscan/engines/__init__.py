@@ -1,14 +1,16 @@
 """Engines: where decoding and scoring run, chosen by name.
 
 An engine is a small dataclass of its own options whose ``open(weights, run)`` loads the head
-and returns a ``Scorer``: the card, the model id, the crop size, and ``score_stream(jobs)``,
+(``weights``: one head, None for the default, or a tuple of several) and returns a ``Scorer``:
+the card, the model id, the crop size, and ``score_stream(jobs)``,
 which decodes each ``DecodeJob`` (its variants, condition and seed included) and yields
 ``(result, one score per variant)`` in input order, ``None`` for a file that did not decode;
 ``reuse(result)``, when given, may answer with scores the scan already has for that content
 (an engine that can skips the backbone pass for it).
 ``scan``, ``calibrate`` and ``evaluate`` consume only that, so they run on any engine.
-A multi-head scorer (``multihead.MultiHead``, local engine) has the same shape, with ``heads``
-(head 1 first) and ``(result, [variant, head])`` scores.
+A multi-head scorer (``multihead.MultiHead`` on the local engine, ``RayScorer`` given several
+heads) has the same shape, with ``heads`` (head 1 first), ``passes`` (backbone passes per crop)
+and ``(result, [variant, head])`` scores.
 
 Adding an engine is a module with such a class and one line in ``ENGINES``; nothing in the
 scan driver changes. Engine modules import their heavy dependencies (torch, Ray) inside
@@ -52,7 +54,7 @@ class Scorer(Protocol):
 class Engine(Protocol):
     name: str
 
-    def open(self, weights: str | None, run: RunOptions) -> Scorer: ...
+    def open(self, weights: str | tuple[str, ...] | None, run: RunOptions) -> Scorer: ...
 
     def describe(self) -> dict: ...  # its name and options, for the report's metadata
 

@@ -5,24 +5,29 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..errors import UsageError
 from ..options import RunOptions
 
 if TYPE_CHECKING:
     from ..detector import Detector
+    from ..multihead import MultiHead
 
 
 @dataclass
 class LocalEngine:
-    """``detector``: a model already loaded (the Python API, selftest); else ``open`` loads one."""
+    """``detector``: a model already loaded (the Python API, selftest; a ``Detector`` or a
+    ``MultiHead``); else ``open`` loads one for the weights."""
 
     name: ClassVar[str] = "local"
-    detector: Detector | None = None
+    detector: Detector | MultiHead | None = None
 
-    def open(self, weights: str | None, run: RunOptions) -> Detector:
-        from ..detector import Detector
+    def open(self, weights: str | tuple[str, ...] | None, run: RunOptions) -> Detector | MultiHead:
+        """A ``Detector`` for one head (None: the default), a ``MultiHead`` for a tuple of heads."""
+        from ..multihead import load_scorer
 
-        det = self.detector or Detector.load(weights, device=run.device, clip_weights=run.clip_weights,
-                                             quiet=run.quiet, precision=run.precision)
+        if self.detector is not None and isinstance(weights, tuple):
+            raise UsageError("give either a loaded detector or several weights, not both")
+        det = self.detector or load_scorer(weights, run)
         if run.threads:
             import torch
 

@@ -1,10 +1,12 @@
 """The distributed engine: the same work on Ray Data (``aiiscan[ray]``), across machines.
 
 CPU tasks run the scan's own ``decode_job`` on each job as it was built (variants, laundering
-condition and seed included, so calibrate and evaluate run here too); actors hold a
-``Detector`` (loaded once per actor, on a GPU when asked) and score every variant's crop. Only
-crops and the decode results' small facts travel, never file bytes. The driver keeps the crawl,
-resume and incremental logic and writes the report, exactly as with the local engine.
+condition and seed included, so calibrate and evaluate run here too); actors hold what the local
+engine would build for the weights (``multihead.load_scorer``: a ``Detector``, or a ``MultiHead``
+for several heads; loaded once per actor, on a GPU when asked) and score every variant's crop.
+Only crops and the decode results' small facts travel, never file bytes. The driver keeps the
+crawl, resume and incremental logic and writes the report, exactly as with the local engine; it
+reads the heads' cards, never their models.
 
 Differences from the local engine: per-file time-outs and the replacement of a crashed worker
 are the local pool's. On Ray a decode task that crashes is retried by Ray; one that keeps
@@ -15,7 +17,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -43,24 +46,39 @@ def _decode_batch(batch: dict) -> dict:
 
 
 class _Scorer:
-    """Actor: one model per actor, loaded once; scores every variant of the rows that decoded."""
+    """Actor: one model per actor, loaded once; scores every variant of the rows that decoded,
+    ``[row, variant]`` for one head, ``[row, variant, head]`` for several."""
 
-    def __init__(self, weights: str, run: RunOptions):
-        from ..detector import Detector
+    def __init__(self, weights: str | tuple[str, ...], run: RunOptions):
+        from ..multihead import heads_of, load_scorer
 
-        self.detector = Detector.load(weights, device=run.device, clip_weights=run.clip_weights, quiet=True,
-                                      precision=run.precision)
+        self.model = load_scorer(weights, replace(run, quiet=True))
+        n = len(heads_of(self.model))
+        self.per_crop = (n,) if n > 1 else ()  # one score per crop, or one per head
 
     def __call__(self, batch: dict) -> dict:
         ok = np.array([r.status == "ok" for r in batch["result"]], dtype=bool)
         crops = batch["crop"]
-        scores = np.full(crops.shape[:2], np.nan)
+        scores = np.full((*crops.shape[:2], *self.per_crop), np.nan)
         if ok.any():
             good = crops[ok]
             n, v = good.shape[:2]
-            flat = self.detector.score_arrays(good.reshape(n * v, *good.shape[2:]))
-            scores[ok] = flat.astype(np.float64).reshape(n, v)
+            flat = self.model.score_arrays(good.reshape(n * v, *good.shape[2:]))
+            scores[ok] = flat.astype(np.float64).reshape(n, v, *self.per_crop)
         return {"result": batch["result"], "score": scores}
+
+
+@dataclass(frozen=True)
+class Head:
+    """A head as the driver knows it: its card, not its model (that lives in the actors)."""
+
+    card: Any  # weights.ModelCard
+    prefix: Path
+    model_id: str
+
+    @property
+    def image_size(self) -> int:
+        return int(self.card.backbone["image_size"])
 
 
 @dataclass
@@ -74,7 +92,7 @@ class RayEngine:
     cpu_workers: int | None = None
     scorers: int = 1
 
-    def open(self, weights: str | None, run: RunOptions) -> RayScorer:
+    def open(self, weights: str | tuple[str, ...] | None, run: RunOptions) -> RayScorer:
         return RayScorer(weights, run, self)
 
     def describe(self) -> dict[str, Any]:
@@ -83,17 +101,29 @@ class RayEngine:
 
 
 class RayScorer:
-    """The driver's handle: the head's card, and a score stream run on Ray."""
+    """The driver's handle: the heads' cards (head 1's as ``card``, ``model_id``, ``prefix``), and
+    a score stream run on Ray. ``heads`` and ``passes`` answer as ``MultiHead``'s do."""
 
-    def __init__(self, weights: str | None, run: RunOptions, engine: RayEngine):
+    def __init__(self, weights: str | tuple[str, ...] | None, run: RunOptions, engine: RayEngine):
         try:
             import ray
         except ImportError:
             raise UsageError("--engine ray needs Ray: pip install 'aiiscan[ray]'") from None
-        from ..weights import load_head, model_id  # driver only: decode tasks must not import torch
+        # driver only: decode tasks must not import torch
+        from ..multihead import backbone_passes, check_crop_sizes
+        from ..weights import load_head, model_id
 
-        _, self.card, self.prefix = load_head(weights)  # the driver needs the card, not the model
-        self.model_id = model_id(self.card, self.prefix)
+        self.heads: list[Head] = []
+        for w in weights if isinstance(weights, tuple) else (weights,):
+            _, card, prefix = load_head(w)  # checks the files; the driver needs only the card
+            self.heads.append(Head(card, prefix, model_id(card, prefix)))
+        check_crop_sizes(self.heads)  # before any actor loads a model
+        self.passes = backbone_passes([h.card for h in self.heads])  # as each actor's MultiHead
+        first = self.heads[0]
+        self.card, self.prefix, self.model_id = first.card, first.prefix, first.model_id
+        # what each actor loads: the resolved prefixes (the default head named as found here)
+        paths = tuple(str(h.prefix) for h in self.heads)
+        self.weights = paths if len(paths) > 1 else paths[0]
         device = "cuda" if engine.gpus_per_worker > 0 and run.device == "auto" else run.device
         self.run = RunOptions(**{**run.to_dict(), "device": device})
         self.engine = engine
@@ -103,7 +133,7 @@ class RayScorer:
 
     @property
     def image_size(self) -> int:
-        return int(self.card.backbone["image_size"])
+        return self.heads[0].image_size
 
     @property
     def precision(self) -> str:
@@ -113,7 +143,8 @@ class RayScorer:
                      workers: int | None = None, timeout: float | None = None,  # noqa: ARG002
                      reuse: Callable[[DecodeResult], np.ndarray | None] | None = None,
                      ) -> Iterator[tuple[DecodeResult, np.ndarray | None]]:
-        """Like ``Detector.score_stream``; ``workers`` and ``timeout`` are the local pool's and do
+        """Like ``Detector.score_stream`` (``MultiHead.score_stream`` for several heads: scores
+        ``[variant, head]``); ``workers`` and ``timeout`` are the local pool's and do
         not apply (Ray schedules decode tasks itself). Jobs go to Ray ``CHUNK`` at a time, so the
         driver never holds the whole listing. ``reuse`` is asked after scoring (rows equal the
         local engine's; the backbone pass is not saved on Ray)."""
@@ -142,7 +173,7 @@ class RayScorer:
         cpu = self.engine.cpu_workers
         ds = ds.map_batches(_decode_batch, batch_size=32, batch_format="numpy", memory=DECODE_MEMORY,
                             compute=TaskPoolStrategy(size=cpu) if cpu else None)
-        ds = ds.map_batches(_Scorer, fn_constructor_kwargs={"weights": str(self.prefix), "run": self.run},
+        ds = ds.map_batches(_Scorer, fn_constructor_kwargs={"weights": self.weights, "run": self.run},
                             batch_size=batch_size or self.run.batch_size, batch_format="numpy",
                             compute=ActorPoolStrategy(size=self.engine.scorers),
                             num_gpus=self.engine.gpus_per_worker or None)
