@@ -34,6 +34,15 @@ def tiny_config() -> str:
     return str(TINY_CONFIG)
 
 
+@pytest.fixture()
+def head_copy(head_prefix, tmp_path) -> Path:
+    """A copy of the session's head that a test may calibrate (its card is rewritten)."""
+    dst = tmp_path / "head"
+    for ext in (".safetensors", ".json"):
+        shutil.copy(str(head_prefix) + ext, str(dst) + ext)
+    return dst
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Two threads on two shared cores spin against other processes (a step took 60x longer)."""

@@ -81,14 +81,6 @@ def sets(tmp_path) -> dict:
     return {"natural": nat, "ai": ai, "scores": scores, "root": tmp_path}
 
 
-@pytest.fixture()
-def head(head_prefix, tmp_path) -> Path:
-    dst = tmp_path / "head"
-    for ext in (".safetensors", ".json"):
-        shutil.copy(str(head_prefix) + ext, str(dst) + ext)
-    return dst
-
-
 def _sha(path: str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
@@ -102,8 +94,8 @@ def _mpft_card_changes(stub_prefix: Path, **training) -> dict:
 
 
 @pytest.mark.parametrize("policy", ["balanced", "fpr:0.2"])
-def test_the_ai_images_are_the_positive_set(head, sets, policy, tmp_path):
-    stub = StubScorer(head, sets["scores"])
+def test_the_ai_images_are_the_positive_set(head_copy, sets, policy, tmp_path):
+    stub = StubScorer(head_copy, sets["scores"])
     result = calibrate(stub, sets["natural"], policy, ai=sets["ai"], progress=False,
                        plot=tmp_path / "c.png")
     b, v = result.block, result.block["validation"]
@@ -116,15 +108,15 @@ def test_the_ai_images_are_the_positive_set(head, sets, policy, tmp_path):
     assert v["ai_digest"] == training_digest([_sha(p) for p in sets["ai"]])
     assert b["ai_score_median"] == pytest.approx(0.55) and "perturbed_score_median" not in b
     assert "AI images given" in b["caution"]
-    written = json.loads(Path(f"{head}.json").read_text())["threshold"]
+    written = json.loads(Path(f"{head_copy}.json").read_text())["threshold"]
     assert written["validation"]["positives"] == AI and written["value"] == b["value"]
     text = "\n".join(result.lines())
     assert "5 natural photos + 4 AI images" in text and "band" not in text
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_without_ai_images_the_band_copies_stay_the_positive_set(head, sets):
-    stub = StubScorer(head, sets["scores"])
+def test_without_ai_images_the_band_copies_stay_the_positive_set(head_copy, sets):
+    stub = StubScorer(head_copy, sets["scores"])
     result = calibrate(stub, sets["natural"], progress=False)
     v = result.block["validation"]
     assert v["positives"] == BAND and "ai_count" not in v and "perturbation" in v
@@ -132,41 +124,41 @@ def test_without_ai_images_the_band_copies_stay_the_positive_set(head, sets):
     assert f"5 natural photos + 5 {BAND}" in "\n".join(result.lines())
 
 
-def test_unreadable_ai_images_are_counted_and_too_few_refused(head, sets):
+def test_unreadable_ai_images_are_counted_and_too_few_refused(head_copy, sets):
     broken = sets["root"] / "ai" / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
-    stub = StubScorer(head, sets["scores"])
+    stub = StubScorer(head_copy, sets["scores"])
     result = calibrate(stub, sets["natural"], ai=[*sets["ai"], str(broken)], progress=False)
     assert result.block["validation"]["ai_failed"] == 1 and result.block["validation"]["ai_count"] == 4
     assert result.failed == [(str(broken), "not a readable image")]
     assert "1 files could not be read" in "\n".join(result.lines())
-    before = read_card(head).threshold
+    before = read_card(head_copy).threshold
     with pytest.raises(CalibrationError, match="at least 2 AI images that decode; 1 of 2 did"):
         calibrate(stub, sets["natural"], ai=[sets["ai"][0], str(broken)], progress=False)
     with pytest.raises(CalibrationError, match="at least 2 AI images, got 1"):
         calibrate(stub, sets["natural"], ai=sets["ai"][:1], progress=False)
-    assert read_card(head).threshold == before  # nothing written on refusal
+    assert read_card(head_copy).threshold == before  # nothing written on refusal
 
 
-def test_ai_images_used_in_fine_tuning_are_refused(head, sets):
-    changes = _mpft_card_changes(head, ai_fingerprints=[_sha(sets["ai"][2])[:16]])
-    stub = StubScorer(head, sets["scores"], **changes)
+def test_ai_images_used_in_fine_tuning_are_refused(head_copy, sets):
+    changes = _mpft_card_changes(head_copy, ai_fingerprints=[_sha(sets["ai"][2])[:16]])
+    stub = StubScorer(head_copy, sets["scores"], **changes)
     with pytest.raises(CalibrationError, match=r"ai_2.png was used to train this head .*training\."
                                                r"ai_fingerprints.*AI images the head has not seen"):
         calibrate(stub, sets["natural"], ai=sets["ai"], progress=False)
-    assert read_card(head).threshold is None
+    assert read_card(head_copy).threshold is None
 
 
-def test_the_same_image_in_both_sets_is_refused(head, sets):
+def test_the_same_image_in_both_sets_is_refused(head_copy, sets):
     twin = sets["root"] / "ai" / "twin.png"
     shutil.copy(sets["natural"][1], twin)
-    stub = StubScorer(head, {**sets["scores"], "twin.png": 0.7})
+    stub = StubScorer(head_copy, {**sets["scores"], "twin.png": 0.7})
     with pytest.raises(CalibrationError, match="in both the natural and the AI set.*twin.png"):
         calibrate(stub, sets["natural"], ai=[*sets["ai"], str(twin)], progress=False)
 
 
-def test_mpft_balanced_needs_ai_images_and_old_cards_warn(head, sets):
-    stub = StubScorer(head, sets["scores"], **_mpft_card_changes(head))
+def test_mpft_balanced_needs_ai_images_and_old_cards_warn(head_copy, sets):
+    stub = StubScorer(head_copy, sets["scores"], **_mpft_card_changes(head_copy))
     with pytest.raises(CalibrationError, match=r"pass --ai DIR .* or use --policy fpr:X"):
         calibrate(stub, sets["natural"], progress=False)
     assert stub.variants_seen == set()  # refused before anything was scored
@@ -178,25 +170,25 @@ def test_mpft_balanced_needs_ai_images_and_old_cards_warn(head, sets):
     assert any("AI images used in fine-tuning could not be checked" in line for line in result.lines())
 
 
-def test_cli_ai_option_end_to_end_on_a_tiny_head(head, held_out_pair, tmp_path):
+def test_cli_ai_option_end_to_end_on_a_tiny_head(head_copy, held_out_pair, tmp_path):
     nat, ai = held_out_pair
-    res = CliRunner().invoke(main, ["calibrate", "--weights", str(head), "--natural", str(nat),
+    res = CliRunner().invoke(main, ["calibrate", "--weights", str(head_copy), "--natural", str(nat),
                                     "--ai", str(ai), "--workers", "0", "--plot", str(tmp_path / "p.png"),
                                     "-q"])
     assert res.exit_code == 0, res.output
     assert "validation: 6 natural photos + 5 AI images" in res.output and "plot:" in res.output
-    block = read_card(head).threshold
+    block = read_card(head_copy).threshold
     assert block["validation"]["positives"] == AI and block["validation"]["ai_count"] == 5
     listing = tmp_path / "ai.txt"
     listing.write_text("".join(f"{p}\n" for p in sorted(ai.iterdir())))
-    res = CliRunner().invoke(main, ["calibrate", "--weights", str(head), "--natural-list", "-",
+    res = CliRunner().invoke(main, ["calibrate", "--weights", str(head_copy), "--natural-list", "-",
                                     "--ai-list", str(listing), "--policy", "fpr:0.2", "--workers", "0", "-q"],
                              input="".join(f"{p}\n" for p in sorted(nat.iterdir())))
     assert res.exit_code == 0, res.output
-    assert read_card(head).threshold["validation"]["ai_count"] == 5
-    assert read_card(head).calibration_history[-1]["policy"] == "balanced"
+    assert read_card(head_copy).threshold["validation"]["ai_count"] == 5
+    assert read_card(head_copy).calibration_history[-1]["policy"] == "balanced"
     # the HTML report's scan facts say which positive set the threshold was placed on
-    common = ["--weights", str(head), "--workers", "0", "-q"]
+    common = ["--weights", str(head_copy), "--workers", "0", "-q"]
     report = tmp_path / "r.parquet"
     res = CliRunner().invoke(main, ["scan", str(nat), "-o", str(report), *common])
     assert res.exit_code == 0, res.output
@@ -205,17 +197,18 @@ def test_cli_ai_option_end_to_end_on_a_tiny_head(head, held_out_pair, tmp_path):
     assert "6 natural photos + 5 AI images, on" in (tmp_path / "r.html").read_text()
 
 
-def test_cli_ai_usage_errors(head, held_out_pair, tmp_path):
+def test_cli_ai_usage_errors(head_copy, held_out_pair, tmp_path):
     nat, ai = held_out_pair
     runner = CliRunner()
+    cal = ["calibrate", "--weights", str(head_copy)]
     lone = tmp_path / "lone"
     lone.mkdir()
     shutil.copy(next(ai.iterdir()), lone / "one.png")
-    res = runner.invoke(main, ["calibrate", "--weights", str(head), "--natural", str(nat), "--ai", str(lone)])
+    res = runner.invoke(main, [*cal, "--natural", str(nat), "--ai", str(lone)])
     assert res.exit_code == 2 and "at least 2 AI images, found 1" in res.output
-    res = runner.invoke(main, ["calibrate", "--weights", str(head), "--natural-list", "-", "--ai-list", "-"])
+    res = runner.invoke(main, [*cal, "--natural-list", "-", "--ai-list", "-"])
     assert res.exit_code == 2 and "cannot both read stdin" in res.output
-    assert "Traceback" not in res.output and read_card(head).threshold is None
+    assert "Traceback" not in res.output and read_card(head_copy).threshold is None
 
 
 @pytest.fixture(scope="module")

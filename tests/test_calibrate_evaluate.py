@@ -128,14 +128,6 @@ def test_conditions_parse_apply_and_refuse():
 
 # -- calibrate ----------------------------------------------------------------------------------
 
-@pytest.fixture()
-def head_copy(head_prefix, tmp_path) -> Path:
-    dst = tmp_path / "head"
-    for ext in (".safetensors", ".json"):
-        shutil.copy(str(head_prefix) + ext, str(dst) + ext)
-    return dst
-
-
 @pytest.fixture(scope="module")
 def held_out(tmp_path_factory) -> list[str]:
     return write_photos(tmp_path_factory.mktemp("held_out"), 12, seed=99)

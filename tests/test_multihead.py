@@ -73,6 +73,20 @@ class Encodes:
             monkeypatch.setattr(bb, "encode", counted)
 
 
+class Decodes:
+    """Counts the files the in-process pipeline decodes (``workers=0``)."""
+
+    def __init__(self, monkeypatch):
+        self.n = 0
+        decode = pipeline.decode_job
+
+        def counted(job):
+            self.n += 1
+            return decode(job)
+
+        monkeypatch.setattr(pipeline, "decode_job", counted)
+
+
 # -- the report: one score column per head, each equal to that head's own scan ---------------------
 def test_two_heads_one_decode_one_backbone_pass(backbone, head_prefix, head2_prefix, folder, tmp_path,
                                                 monkeypatch):
@@ -82,18 +96,11 @@ def test_two_heads_one_decode_one_backbone_pass(backbone, head_prefix, head2_pre
     multi = MultiHead([d1, d2])
     assert multi.passes == 1  # two CLIP-Flow heads on one frozen backbone share its pass
 
-    decodes = [0]
-    decode = pipeline.decode_job
-
-    def counted(job):
-        decodes[0] += 1
-        return decode(job)
-
-    monkeypatch.setattr(pipeline, "decode_job", counted)
+    decodes = Decodes(monkeypatch)
     passes = Encodes(monkeypatch, backbone)
     summary = _scan(tmp_path / "both.parquet", multi, folder)
     assert summary.exit_code == 0
-    assert decodes[0] == 7  # one decode per file, for both heads
+    assert decodes.n == 7  # one decode per file, for both heads
     assert passes.n == [6]  # the backbone once per distinct content (the copy is reused)
 
     table = read_report(tmp_path / "both.parquet")
@@ -240,16 +247,9 @@ def test_evaluate_prints_heads_side_by_side(backbone, head_prefix, head2_prefix,
     write_photos(tmp_path / "fake" / "gen_a", 4, seed=52)
     evalset = from_folders([str(Path(real[0]).parent)], [str(tmp_path / "fake" / "gen_a")])
     d1, d2 = _det(backbone, head_prefix), _det(backbone, head2_prefix)
-    decodes = [0]
-    decode = pipeline.decode_job
-
-    def counted(job):
-        decodes[0] += 1
-        return decode(job)
-
-    monkeypatch.setattr(pipeline, "decode_job", counted)
+    decodes = Decodes(monkeypatch)
     per_head = evaluate_heads(MultiHead([d1, d2]), evalset, workers=0, progress=False)
-    assert decodes[0] == 8
+    assert decodes.n == 8
     for det, tables in zip((d1, d2), per_head, strict=True):
         alone = evaluate(det, evalset, workers=0, progress=False)
         assert tables[0].rows[0].auc == pytest.approx(alone[0].rows[0].auc)
