@@ -116,6 +116,43 @@ def _output_option(required: bool, help: str, aliases: tuple[str, ...] = ()):
                         type=click.Path(), help=help)  # outputs.check_output judges it
 
 
+def _image_sets(natural: str, ai: str | None = None) -> Callable[[Callable], Callable]:
+    """--natural/--natural-list and, with ``ai``, --ai/--ai-list: the image sets of train,
+    finetune and calibrate, alike in every command (folders or files, repeatable; lists by file
+    or '-' for stdin)."""
+    opts = [click.option("--natural", multiple=True, type=click.Path(exists=True),
+                         help=f"Folder (recursive) or file of {natural}; repeatable."),
+            click.option("--natural-list", type=click.Path(exists=True, dir_okay=False, allow_dash=True),
+                         help=f"File listing {natural}, one path per line ('-' = stdin).")]
+    if ai:
+        opts += [click.option("--ai", multiple=True, type=click.Path(exists=True),
+                              help=f"Folder (recursive) or file of {ai}; repeatable."),
+                 click.option("--ai-list", type=click.Path(exists=True, dir_okay=False, allow_dash=True),
+                              help=f"File listing {ai}, one path per line ('-' = stdin).")]
+
+    def decorate(f: Callable) -> Callable:
+        for opt in reversed(opts):
+            f = opt(f)
+        return f
+    return decorate
+
+
+def _one_stdin(natural_list: str | None, ai_list: str | None) -> None:
+    if natural_list == "-" and ai_list == "-":
+        raise click.UsageError("--natural-list and --ai-list cannot both read stdin ('-'): give one a file")
+
+
+def _backbone_options(f: Callable) -> Callable:
+    """--backbone/--pretrained/--clip-weights: the backbone a new head is trained on."""
+    f = click.option("--clip-weights", type=click.Path(dir_okay=False),
+                     help="Local CLIP checkpoint file (also $AIISCAN_CLIP_WEIGHTS).")(f)
+    f = click.option("--pretrained", default=DEFAULT_PRETRAINED,
+                     help="open_clip pretrained tag, or 'none' for random init (smoke tests only).")(f)
+    return click.option("--backbone", default=DEFAULT_BACKBONE,
+                        help="open_clip model name (a ViT for finetune), or an open_clip model-config "
+                             ".json.")(f)
+
+
 def _common(f: Callable) -> Callable:
     """-q/--quiet and --progress/--no-progress: every command."""
     f = click.option("--progress/--no-progress", default=None, show_default=False,
@@ -214,20 +251,12 @@ def _check(path: str | None, overwrite: bool, what: str) -> None:
                   "aiiscan train --natural ~/photos/authentic --val-natural ~/photos/held-out -o mine",
                   "aiiscan train --natural-list photos.txt -o weights/mine --views 2 --install-default",
                   "aiiscan train --natural ./photos --backbone ViT-B-32 --pretrained openai -o b32"))
-@click.option("--natural", multiple=True, type=click.Path(exists=True),
-              help="Folder (recursive) or file of natural photos; repeatable.")
-@click.option("--natural-list", type=click.Path(exists=True, dir_okay=False, allow_dash=True),
-              help="File listing natural photos, one path per line ('-' = stdin).")
+@_image_sets("natural photos")
 @_output_option(True, "Output prefix W: writes W.safetensors + W.json (folders are created).",
                 aliases=("--out",))
 @click.option("--mode", type=click.Choice(MODES), default="N+P",
               help="P: proxies only; N+P: naturals and proxies (best in the paper); N: naturals only.")
-@click.option("--backbone", default=DEFAULT_BACKBONE,
-              help="open_clip model name, or an open_clip model-config .json.")
-@click.option("--pretrained", default=DEFAULT_PRETRAINED,
-              help="open_clip pretrained tag, or 'none' for random init (smoke tests only).")
-@click.option("--clip-weights", type=click.Path(dir_okay=False),
-              help="Local CLIP checkpoint file (also $AIISCAN_CLIP_WEIGHTS).")
+@_backbone_options
 @click.option("--proxy", type=click.Choice(PROXY_KINDS), default="freq",
               help="How proxy images are made from natural photos.")
 @click.option("--band", type=click.Choice(BANDS), default="low",
@@ -316,21 +345,9 @@ def train(natural, natural_list, output, mode, backbone, pretrained, clip_weight
                   "aiiscan finetune --natural-list real.txt --ai-list ai.txt -o mpft --tune-blocks 4",
                   "aiiscan finetune --natural real/ --ai ai/ -o mpft --views 2 --device cpu   # CPU",
                   "aiiscan finetune --natural real/ --ai ai/ -o mpft --resume   # after an interruption"))
-@click.option("--natural", multiple=True, type=click.Path(exists=True),
-              help="Folder (recursive) or file of natural photos (label 0); repeatable.")
-@click.option("--natural-list", type=click.Path(exists=True, dir_okay=False, allow_dash=True),
-              help="File listing natural photos, one path per line ('-' = stdin).")
-@click.option("--ai", multiple=True, type=click.Path(exists=True),
-              help="Folder (recursive) or file of AI-generated images (label 1); repeatable.")
-@click.option("--ai-list", type=click.Path(exists=True, dir_okay=False),
-              help="File listing AI-generated images, one path per line.")
+@_image_sets("natural photos (label 0)", "AI-generated images (label 1)")
 @_output_option(True, "Output prefix W: writes W.safetensors + W.json (folders are created).")
-@click.option("--backbone", default=DEFAULT_BACKBONE,
-              help="open_clip ViT model name, or an open_clip model-config .json.")
-@click.option("--pretrained", default=DEFAULT_PRETRAINED,
-              help="open_clip pretrained tag, or 'none' for random init (smoke tests only).")
-@click.option("--clip-weights", type=click.Path(dir_okay=False),
-              help="Local CLIP checkpoint file (also $AIISCAN_CLIP_WEIGHTS).")
+@_backbone_options
 @click.option("--tune-blocks", type=click.IntRange(1), default=2,
               help="How many of the ViT's last transformer blocks are fine-tuned (with ln_post and proj).")
 @click.option("--tune-patch-embed", is_flag=True,
@@ -393,6 +410,7 @@ def finetune(natural, natural_list, ai, ai_list, output, backbone, pretrained, c
     if not ai and not ai_list:
         raise click.UsageError("give --ai DIR and/or --ai-list FILE (AI-generated images you hold); "
                                "with no AI image at all, train a CLIP-Flow head: aiiscan train")
+    _one_stdin(natural_list, ai_list)
     for suffix in (".safetensors", ".json"):
         check_output(output + suffix, overwrite=overwrite, companions=(".ckpt",), what="head file")
     cfg = FinetuneConfig(
@@ -536,15 +554,9 @@ def scan(paths, output, fmt, from_list, weights, threshold, combine, resume, inc
                   "aiiscan calibrate --weights mine --natural-list cal.txt --limit 500 --plot cal.png",
                   "aiiscan calibrate --weights mpft --natural ~/photos/held-out --ai ~/moderation/held-out"))
 @_model_options
-@click.option("--natural", multiple=True, type=click.Path(exists=True),
-              help="Held-out natural photos (folder or file; repeatable), not used in training.")
-@click.option("--natural-list", type=click.Path(exists=True, dir_okay=False, allow_dash=True),
-              help="File listing held-out natural photos ('-' = stdin).")
-@click.option("--ai", multiple=True, type=click.Path(exists=True),
-              help="AI-generated images not used in training (folder or file; repeatable): the "
-                   "positive set instead of the band-(30,100) copies.")
-@click.option("--ai-list", type=click.Path(exists=True, dir_okay=False, allow_dash=True),
-              help="File listing such AI images ('-' = stdin).")
+@_image_sets("held-out natural photos, not used in training",
+             "AI-generated images not used in training (the positive set instead of the "
+             "band-(30,100) copies)")
 @click.option("--policy", default="balanced", metavar="balanced|fpr:X",
               help="balanced: maximise balanced accuracy (the paper's); fpr:X: flag at most a fraction "
                    "X of natural photos (e.g. fpr:0.01).")
@@ -571,8 +583,7 @@ def calibrate(weights, natural, natural_list, ai, ai_list, policy, limit, seed, 
 
     if not natural and not natural_list:
         raise click.UsageError("give --natural DIR and/or --natural-list FILE (held-out authentic photos)")
-    if natural_list == "-" and ai_list == "-":
-        raise click.UsageError("--natural-list and --ai-list cannot both read stdin ('-'): give one a file")
+    _one_stdin(natural_list, ai_list)
     parse_policy(policy)
     _check(plot, overwrite, "plot")
     photos = list_images(natural, natural_list)
