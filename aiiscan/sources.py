@@ -146,7 +146,8 @@ class ListingLost(AiiscanError):
 
 def _remote(raw: str, archives: bool, in_list: bool) -> Iterator[Entry]:
     """Entries for a URL or an ``archive::member`` input named by the user. A listing that is
-    cut off by a transient failure raises ``ListingLost``; denied or missing is an error entry."""
+    cut off by a transient failure raises ``ListingLost``; denied or missing is an error entry,
+    and so is a prefix under which nothing at all is listed."""
     from . import stores
     from .shards import is_archive, split_member
     if split_member(raw) is not None:
@@ -168,7 +169,7 @@ def _remote(raw: str, archives: bool, in_list: bool) -> Iterator[Entry]:
         yield Entry(raw, explicit=True, skip=str(exc))
         return
     if kind == "missing":
-        yield Entry(raw, explicit=True, skip="no such object or prefix in the store")
+        yield Entry(raw, explicit=True, skip=stores.NOTHING_THERE)
     elif kind == "file":
         yield from (_members(raw) if is_archive(raw) else [Entry(raw, explicit=True)])
     else:
@@ -178,6 +179,8 @@ def _remote(raw: str, archives: bool, in_list: bool) -> Iterator[Entry]:
                     yield from _members(url)
                 else:
                     yield Entry(url)
+        except stores.NothingListed as exc:  # a typo'd prefix: an error row, as a missing object
+            yield Entry(raw, explicit=True, skip=str(exc))
         except stores.StoreError as exc:
             if exc.kind in stores.TRANSIENT:
                 raise ListingLost(f"the listing of {raw} was cut off: {exc}") from None

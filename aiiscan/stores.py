@@ -87,6 +87,17 @@ class StoreError(OSError):
         return self.reason
 
 
+NOTHING_THERE = "no such object or prefix in the store"
+
+
+class NothingListed(StoreError):
+    """A prefix under which the store lists nothing at all (not even a folder marker): most
+    often a typo in the URL, which must not pass as an empty scan."""
+
+    def __init__(self) -> None:
+        super().__init__(NOTHING_THERE, "missing")
+
+
 def scheme(path: str) -> str | None:
     """The URL scheme we handle (lower case), or None for a local path."""
     m = _URL.match(path)
@@ -388,8 +399,9 @@ def iter_prefix(url: str, page: int | None = None) -> Iterator[str]:
     """Every object under a prefix, as URLs, streaming: one page of the store's listing in
     memory at a time. S3: one flat paginated ListObjectsV2 in key order (UTF-8 binary order,
     the same for every run); other stores: a walk that sorts each level, like the local crawl.
-    A page that fails after the retries raises ``StoreError``. ``page``: keys per request
-    (default ``$AIISCAN_STORE_PAGE`` or 1000)."""
+    A page that fails after the retries raises ``StoreError``; a prefix (not a bucket's root)
+    under which nothing at all is listed raises ``NothingListed`` once the listing ends.
+    ``page``: keys per request (default ``$AIISCAN_STORE_PAGE`` or 1000)."""
     page = page or int(os.environ.get("AIISCAN_STORE_PAGE", "1000"))
     s = scheme(url)
     if s not in LISTABLE:
@@ -399,7 +411,7 @@ def iter_prefix(url: str, page: int | None = None) -> Iterator[str]:
     if SCHEMES[s][0] == "s3":
         yield from _iter_s3(fs, url, s, page)
         return
-    yield from _walk_generic(fs, url.rstrip("/"), s)
+    yield from _walk_root(fs, url.rstrip("/"), s)
 
 
 def _iter_s3(fs: Any, url: str, s: str, page: int) -> Iterator[str]:
@@ -408,8 +420,10 @@ def _iter_s3(fs: Any, url: str, s: str, page: int) -> Iterator[str]:
     if key and not key.endswith("/"):
         key += "/"  # s3://b/photos lists photos/..., never photos2/...
     kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": key, "MaxKeys": page}
+    listed = False  # a folder marker counts: the "folder" exists, as an empty local one would
     while True:
         out = call(lambda kw=dict(kwargs): fs.call_s3("list_objects_v2", **kw))
+        listed = listed or bool(out.get("Contents"))
         for obj in out.get("Contents", []):
             name = obj["Key"]
             if name.endswith("/"):  # a "folder" marker object
@@ -418,12 +432,29 @@ def _iter_s3(fs: Any, url: str, s: str, page: int) -> Iterator[str]:
             _remember(full, stat_of(obj))
             yield full
         if not out.get("IsTruncated"):
-            return
+            break
         kwargs["ContinuationToken"] = out["NextContinuationToken"]
+    if key and not listed:  # a bucket's root that lists without error exists, even when empty
+        raise NothingListed
 
 
-def _walk_generic(fs: Any, url: str, s: str) -> Iterator[str]:
-    items = call(lambda: fs.ls(url, detail=True))
+def _walk_root(fs: Any, url: str, s: str) -> Iterator[str]:
+    """``_walk_generic`` from a root, which must exist: backends answer a listing of a missing
+    prefix with nothing or with "not found", and either is ``NothingListed``, as on S3."""
+    try:
+        items = call(lambda: fs.ls(url, detail=True))
+    except StoreError as exc:
+        if exc.kind == "missing":
+            raise NothingListed from exc
+        raise
+    if not items and "/" in fs._strip_protocol(url).strip("/"):  # a bucket's root may be empty
+        raise NothingListed
+    yield from _walk_generic(fs, url, s, items)
+
+
+def _walk_generic(fs: Any, url: str, s: str, items: list[dict] | None = None) -> Iterator[str]:
+    if items is None:
+        items = call(lambda: fs.ls(url, detail=True))
     for info in sorted(items, key=lambda i: i["name"]):
         full = f"{s}://{fs._strip_protocol(info['name'])}"
         if info.get("type") == "directory":

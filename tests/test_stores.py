@@ -191,6 +191,28 @@ def test_iter_inputs_on_a_bucket(s3env, tmp_path):
     assert res.error == "no such object in the store (missing, or deleted before it could be read)"
 
 
+def test_a_prefix_that_lists_nothing_is_an_error_entry(s3env, moto_endpoint, monkeypatch):
+    """A typo'd prefix is an error entry (so a scan exits 3), from the S3 listing and from the
+    generic walk of the other stores alike; an existing but empty "folder" (a marker object, an
+    empty bucket) lists nothing, as an empty local folder does."""
+    import boto3
+    client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    client.put_object(Bucket=BUCKET, Key="marked/", Body=b"")  # a console's "Create folder"
+    client.create_bucket(Bucket="void")
+    imgs = sorted(f"s3://{BUCKET}/imgs/{n}" for n in IMAGES)
+    assert list(iter_inputs([f"s3://{BUCKET}/marked/"])) == []
+    for walk in ("s3", "generic"):
+        if walk == "generic":  # the gs:// and az:// walk, here over s3fs's ls
+            monkeypatch.setattr(stores, "_iter_s3",
+                                lambda fs, url, s, page: stores._walk_root(fs, url.rstrip("/"), s))
+        for root in (f"s3://{BUCKET}/nothing-here/", f"s3://{BUCKET}/imgs/nothing-here/"):
+            got = [(e.path, e.explicit, e.skip) for e in iter_inputs([root])]
+            assert got == [(root, True, "no such object or prefix in the store")], walk
+        assert [e.path for e in iter_inputs([f"s3://{BUCKET}/imgs/"])] == imgs, walk
+        assert list(iter_inputs(["s3://void/"])) == list(iter_inputs(["s3://void"])) == [], walk
+
+
 def test_throttling_is_retried_with_a_bound(s3env):
     key = "imgs/a.png"
     url = f"s3://{BUCKET}/{key}"

@@ -154,15 +154,18 @@ def test_folder_bucket_and_shard_give_the_same_rows(world, clean, tmp_path):
     ok = [r for r in bucket_rows.values() if r["status"] == "ok"]
     assert ok and all(r["etag"] and r["mtime"] is not None for r in ok)  # from the object
     assert all(r["etag"] is None for r in _by_name(local).values())
-    assert "no such object or prefix" in _by_name_missing(world, tmp_path, env)
+    for root in (f"s3://{BUCKET}/nothing-here.png", f"s3://{BUCKET}/nothing-here/"):
+        assert _missing_root(root, world, tmp_path, env) == "no such object or prefix in the store"
 
 
-def _by_name_missing(world, tmp_path, env) -> str:
-    """A URL root that does not exist is an error row, not a refusal before the scan."""
+def _missing_root(root: str, world, tmp_path, env) -> str:
+    """A URL root that does not exist (an object, or a prefix that lists nothing) is an error
+    row and exit 3, not a refusal before the scan, nor an empty report and exit 0."""
     out = tmp_path / "missing.parquet"
-    done = _scan(f"s3://{BUCKET}/nothing-here.png", "-o", str(out), *world["base"], env=env)
+    done = _scan(root, "-o", str(out), *world["base"], "--overwrite", env=env)
     assert done.returncode == 3, done.stderr
     (row,) = read_report(out).to_pylist()
+    assert (row["path"], row["status"]) == (root, "error")
     return row["error"]
 
 
