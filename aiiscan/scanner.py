@@ -234,6 +234,14 @@ def _uploader(url: str, fmt: str) -> Callable[[Path], None]:
     return publish
 
 
+def _drop_staging(local: Path) -> None:
+    """Remove the folder ``staging_for`` made for this URL once the upload and the parts' removal
+    have left it empty: a nightly job must not leave one empty folder per report URL. Only that
+    folder: the one above it may be the user's ``--parts-dir``."""
+    with contextlib.suppress(OSError):  # not empty (another scan's parts): it stays
+        local.parent.rmdir()
+
+
 def options_from(*, detector: Detector | None = None, engine: str = "local", ray_address: str | None = None,
                  gpus_per_worker: float | None = None, cpu_workers: int | None = None,
                  scorers: int | None = None, **kwargs) -> tuple[ScanOptions, Engine]:
@@ -464,6 +472,7 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
                                        publish=_uploader(str(output), fmt) if remote else None)
         if remote:
             summary.report = output  # type: ignore[assignment]  # the URL
+            _drop_staging(local_out)
     except BaseException as exc:
         writer.close()
         if isinstance(exc, sqlite3.Error):

@@ -271,7 +271,7 @@ def test_report_to_the_bucket_appears_whole_and_resumes(world, clean, tmp_path):
     local.write_bytes(world["client"].get_object(Bucket=BUCKET, Key="reports/night.parquet")["Body"].read())
     _same_rows(_by_name(local), _by_name(clean))
     assert report_metadata(local)["resumed_rows"] >= 4
-    assert not list(parts_dir.glob("*/night.parquet*"))  # the local copy and parts are gone
+    assert list(parts_dir.iterdir()) == []  # the local copy, its parts and their folder are gone
     again = _scan(*args, env=env)
     assert again.returncode == 2 and "already exists" in again.stderr and "--overwrite" in again.stderr
 
@@ -319,7 +319,7 @@ def test_a_failed_upload_keeps_the_parts_and_resume_uploads(world, tmp_path, mon
     assert len(body.splitlines()) == 1 + len(world["names"])  # header + one row per file
     meta = world["client"].get_object(Bucket="later", Key="night.csv.meta.json")["Body"].read()
     assert b'"resumed_rows"' in meta
-    assert not list((tmp_path / "p").glob("*/night.csv*"))
+    assert list((tmp_path / "p").iterdir()) == []  # --parts-dir itself stays
 
 
 # -- reports that live in the bucket: --incremental, --html and `aiiscan report` by URL -------------
@@ -359,6 +359,7 @@ def test_nightly_job_keeps_its_reports_in_the_bucket(world, clean, tmp_path):
     assert made.returncode == 0, made.stderr
     assert (tmp_path / "s.html").read_text().count('<img alt="thumbnail"') == n_ok
     assert list((tmp_path / "tmp").iterdir()) == []  # the fetched copies are gone
+    assert list((tmp_path / "cache" / "aiiscan" / "parts").iterdir()) == []  # nothing staged is left
 
     # A missing old report is one line and exit 2, before any part exists.
     out = tmp_path / "x.parquet"
