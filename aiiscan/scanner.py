@@ -52,6 +52,9 @@ if TYPE_CHECKING:
     from .detector import Detector
 
 
+_SHOWN_HEADS = 3  # sets of other heads' model ids named in the summary
+
+
 @dataclass
 class ScanSummary:
     report: Path | None
@@ -62,6 +65,8 @@ class ScanSummary:
     same_content: int = 0
     duplicates: int = 0
     resumed: int = 0
+    other_heads: int = 0  # scored rows of the --incremental report made by other heads: not reused
+    other_head_ids: list[str] = field(default_factory=list)  # their model ids (``_load_old``)
     not_images: int = 0
     archives: int = 0  # among not_images: .tar/.zip files left closed (no --archives)
     seconds: float = 0.0
@@ -116,6 +121,12 @@ class ScanSummary:
             f"{self.resumed} from the interrupted run; "
             f"{_n(self.not_images, 'non-image file')} in folders ignored",
         ]
+        if self.other_heads:
+            ids = "; ".join(self.other_head_ids[:_SHOWN_HEADS])
+            more = "; and more" if len(self.other_head_ids) > _SHOWN_HEADS else ""
+            out.append(f"note: {_n(self.other_heads, 'row')} of the --incremental report "
+                       f"{'was' if self.other_heads == 1 else 'were'} made by other heads "
+                       f"(model_id {ids}{more}): not reused")
         if self.status.get("error"):
             out.append(f"{_n(self.status['error'], 'file')} could not be scored: see the rows with "
                        "status=error, each with its reason")
@@ -158,20 +169,36 @@ def _mtime_int(table: pa.Table) -> pa.Table:
                             table.column("mtime").cast(pa.int64()))
 
 
-def _load_old(ledger: Ledger, incremental: str | Path, models: Sequence[str]) -> int:
+def _load_old(ledger: Ledger, incremental: str | Path, models: Sequence[str]) -> tuple[int, list[str]]:
     """The --incremental report's reusable rows into the ledger, streamed: scored by this scan's
-    heads (the same number of heads, the same model ids in the same order; else none is reused)."""
-    ids = ["model_id", *(f"model_id_{k}" for k in range(2, len(models) + 1))]
+    heads (the same number of heads, the same model ids in the same order; else none is reused).
+
+    Returns how many of its scored rows other heads made (so a scan that reuses nothing can say
+    why) and their model ids, one string per set of heads ("a", or "a + b" for two), at most
+    ``_SHOWN_HEADS`` and one more to show that there are more."""
+    other = 0
+    sets: dict[str, None] = {}  # ordered, first met first
 
     def reusable() -> Iterator[pa.Table]:
+        nonlocal other
         for table in iter_report(incremental):
-            if heads_in(table.column_names) != len(models):
-                return  # another set of heads: every file is scored again
-            keep = pc.equal(table.column("status"), "ok")
-            for col, model in zip(ids, models, strict=True):
-                keep = pc.and_(keep, pc.equal(table.column(col), model))
-            yield _mtime_int(table.filter(pc.fill_null(keep, False)))
-    return ledger.load_old(reusable())
+            theirs = ["model_id", *(f"model_id_{k}" for k in range(2, heads_in(table.column_names) + 1))]
+            ok = pc.fill_null(pc.equal(table.column("status"), "ok"), False)
+            if len(theirs) == len(models):
+                same = ok
+                for col, model in zip(theirs, models, strict=True):
+                    same = pc.and_(same, pc.equal(table.column(col), model))
+                same = pc.fill_null(same, False)
+                yield _mtime_int(table.filter(same))
+                foreign = table.filter(pc.and_(ok, pc.invert(same))).select(theirs)
+            else:  # another number of heads: no row is reused
+                foreign = table.filter(ok).select(theirs)
+            other += foreign.num_rows
+            if foreign.num_rows and len(sets) <= _SHOWN_HEADS:
+                for ids in foreign.group_by(theirs, use_threads=False).aggregate([]).to_pylist():
+                    sets.setdefault(" + ".join(str(ids[c]) for c in theirs), None)
+    ledger.load_old(reusable())
+    return other, list(sets)[:_SHOWN_HEADS + 1]
 
 
 def _still_true(path: str, row: dict) -> bool:
@@ -345,7 +372,7 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
     bar = progress_bars.bar(unit="file", show=run.progress)  # no total: the crawl streams
     try:
         if old is not None:
-            _load_old(ledger, old, mids)
+            summary.other_heads, summary.other_head_ids = _load_old(ledger, old, mids)
             fetched.close()
         if opts.resume:
             for part, first, table in writer.done_batches():
@@ -526,6 +553,7 @@ def _metadata(summary: ScanSummary, opts: ScanOptions, engine: Engine, model: Sc
         "prompts": opts.prompts,
         "resumed_rows": summary.resumed,
         "reused_rows": summary.reused,
+        "incremental_other_heads_rows": summary.other_heads,
         "same_content_rows": summary.same_content,
         "duplicate_rows": summary.duplicates,
         "options": opts.to_dict(),  # everything the scan was asked to do, as given

@@ -234,11 +234,40 @@ def test_incremental_reuses_only_rows_of_the_same_heads(backbone, head_prefix, h
     assert s.reused == 7 and s.scored == 0
     new, before = _rows(tmp_path / "new.parquet"), _rows(old)
     assert all(new[n]["score_2"] == before[n]["score_2"] and new[n]["reused"] == "unchanged" for n in new)
+    assert s.other_heads == report_metadata(tmp_path / "new.parquet")["incremental_other_heads_rows"] == 0
+    assert not [line for line in s.lines() if line.startswith("note:")]
     single = _scan(tmp_path / "single.parquet", d1, folder).report
     s = _scan(tmp_path / "again.parquet", multi, folder, incremental=str(single))
     assert s.reused == 0 and s.same_content == 0 and s.scored == 6  # other heads: rescored
+    note = (f"note: 7 rows of the --incremental report were made by other heads (model_id {d1.model_id}): "
+            "not reused")
+    assert note in s.lines()  # another number of heads
+    assert report_metadata(tmp_path / "again.parquet")["incremental_other_heads_rows"] == 7
     swapped = _scan(tmp_path / "swapped.parquet", MultiHead([d2, d1]), folder, incremental=str(old))
     assert swapped.reused == 0 and swapped.scored == 6
+    assert (f"note: 7 rows of the --incremental report were made by other heads (model_id {d1.model_id} + "
+            f"{d2.model_id}): not reused") in swapped.lines()  # the same heads in another order
+    assert report_metadata(swapped.report)["incremental_other_heads_rows"] == 7
+
+
+def test_incremental_made_by_another_head_says_why_nothing_is_reused(head_prefix, head2_prefix, folder,
+                                                                    tmp_path):
+    """`scan --incremental OLD` where OLD was made by another head rescores every file, and says
+    so in the summary and the metadata instead of a silent "reused 0"."""
+    base = [str(folder), "--workers", "0", "--quiet"]
+    old, new = tmp_path / "old.parquet", tmp_path / "new.parquet"
+    first = CliRunner().invoke(main, ["scan", *base, "-o", str(old), "--weights", str(head_prefix)])
+    assert first.exit_code == 0, first.output
+    res = CliRunner().invoke(main, ["scan", *base, "-o", str(new), "--weights", str(head2_prefix),
+                                    "--incremental", str(old)])
+    assert res.exit_code == 0, res.output
+    old_id = read_report(old).column("model_id")[0].as_py()
+    assert read_report(new).column("model_id")[0].as_py() != old_id
+    assert "reused 0 unchanged, 0 moved or copied" in res.output
+    assert (f"note: 7 rows of the --incremental report were made by other heads (model_id {old_id}): "
+            "not reused\n") in res.output
+    assert report_metadata(new)["incremental_other_heads_rows"] == 7
+    assert report_metadata(new)["reused_rows"] == 0
 
 
 # -- evaluate ------------------------------------------------------------------------------------------
