@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -10,6 +13,23 @@ __all__ = ["Detector", "scan", "__version__"]
 if TYPE_CHECKING:
     from .detector import Detector
     from .scanner import scan
+
+
+def _is_our_spawned_worker() -> bool:
+    """A child that multiprocessing spawned for an aiiscan command (the parent ran the ``aiiscan``
+    script or ``python -m aiiscan``; multiprocessing has already given the child its argv)."""
+    if getattr(sys, "orig_argv", [])[-1:] != ["--multiprocessing-fork"] or not sys.argv:
+        return False
+    main = os.path.normpath(sys.argv[0])
+    return os.path.basename(main) == "aiiscan" or main.endswith(os.path.join("aiiscan", "__main__.py"))
+
+
+# Ctrl-C in a terminal reaches the whole process group, decode workers included, and a worker
+# still importing its modules (a second or more) would print a KeyboardInterrupt traceback. The
+# main process stops its workers itself, so a worker ignores SIGINT from its first import of
+# this package, long before the pool's initializer runs (signals.ignore_in_worker).
+if _is_our_spawned_worker():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def __getattr__(name: str) -> Any:

@@ -16,10 +16,11 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 from pebble import ProcessExpired, ProcessPool
 
+from . import signals
 from .decode import DecodeJob, DecodeResult, decode_job
-from .signals import ignore_in_worker
 
 DEFAULT_TIMEOUT = 120.0
+POLL = 0.2  # seconds between checks for an interrupt while a result is awaited
 
 
 def default_workers() -> int:
@@ -46,23 +47,35 @@ def decode_stream(jobs: Iterable[DecodeJob], workers: int | None = None,
     # spawn: workers never inherit the parent's torch threads or model memory.
     ctx = multiprocessing.get_context("spawn")
     pending: deque = deque()
-    with ProcessPool(max_workers=workers, context=ctx, initializer=ignore_in_worker) as pool:
-        try:
-            for job in jobs:
+    # Every call into the pool is deferred() (see signals): an interrupt waits for it to return
+    # (at most POLL seconds), so no pool lock is ever left held and the pool always stops.
+    with signals.deferred():
+        pool = ProcessPool(max_workers=workers, context=ctx, initializer=signals.ignore_in_worker)
+    try:
+        for job in jobs:
+            with signals.deferred():
                 pending.append((job, pool.schedule(decode_job, args=(job,), timeout=timeout)))
-                while len(pending) >= window:
-                    yield _collect(*pending.popleft(), timeout)
-            while pending:
+            while len(pending) >= window:
                 yield _collect(*pending.popleft(), timeout)
-        finally:
+        while pending:
+            yield _collect(*pending.popleft(), timeout)
+    finally:
+        with signals.deferred():
             for _, fut in pending:
                 fut.cancel()
             pool.stop()
+            pool.join()
 
 
 def _collect(job: DecodeJob, future, timeout: float) -> DecodeResult:
     try:
-        return future.result()
+        while True:  # short waits: an interrupt is raised between them, never inside the pool
+            with signals.deferred():
+                try:
+                    return future.result(timeout=POLL)
+                except FutureTimeout:
+                    if future.done():  # the task's own time-out, set by the pool
+                        raise
     except FutureTimeout:
         return _failed(job, f"decode timed out after {timeout:g}s (worker restarted)")
     except ProcessExpired as exc:
