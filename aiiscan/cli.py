@@ -394,7 +394,7 @@ def finetune(natural, natural_list, ai, ai_list, output, backbone, pretrained, c
 
     Holds out --val-fraction of each class, keeps the epoch with the best held-out AUC and prints
     it. Writes W.safetensors (tuned tensors and head only) and W.json (its model card); scan,
-    calibrate, evaluate and report take it like any head. Scores are logits: higher = more likely AI.
+    calibrate and evaluate take it like any head. Scores are logits: higher = more likely AI.
     """
     import torch
 
