@@ -183,8 +183,8 @@ def resolve_clip_weights(name: str, tag: str, clip_weights: str | None = None) -
             f"  --clip-weights FILE (or {CLIP_WEIGHTS_ENV}=FILE): an open_clip checkpoint for {name}\n"
             "  download once on a networked machine (the Hugging Face cache "
             "~/.cache/huggingface or ~/.cache/clip is used if present)\n"
-            "  for an offline smoke run only: --backbone CONFIG.json --pretrained none "
-            "(random weights, meaningless scores)"
+            f"  for an offline smoke run only: --backbone {TINY_CONFIG} --pretrained none "
+            "(a tiny random backbone that ships with aiiscan: meaningless scores)"
         )
     log.info("downloading CLIP weights for %s/%s", name, tag)
     path = oc_pretrained.download_pretrained(cfg)

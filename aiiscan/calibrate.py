@@ -35,7 +35,7 @@ CAUTION = ("This threshold was placed on natural photos and band-(30,100) copies
 AI_CAUTION = ("This threshold was placed on natural photos and the AI images given for calibration. "
               "Its TPR holds for images like those; other generators may be caught less often.")
 MPFT_NEEDS_AI = ("an MPFT head's balanced threshold needs AI images the head has not seen: pass --ai DIR "
-                 "(Python: ai=[...]) or use --policy fpr:X (the band-(30,100) copies are CLIP-Flow's "
+                 "or use --policy fpr:X (the band-(30,100) copies are CLIP-Flow's "
                  "validation set and say little about a classifier trained on AI images)")
 
 

@@ -287,7 +287,8 @@ def _check(path: str | None, overwrite: bool, what: str) -> None:
 @click.option("--resume", is_flag=True, help="Continue from W.ckpt.* after an interruption.")
 @click.option("--install-default", is_flag=True,
               help="Also install the head as the default that scan, calibrate and evaluate use "
-                   "without --weights (in $AIISCAN_WEIGHTS_DIR or ~/.local/share/aiiscan/weights).")
+                   "without --weights (in $AIISCAN_WEIGHTS_DIR, else $XDG_DATA_HOME/aiiscan/weights, "
+                   "by default ~/.local/share/aiiscan/weights).")
 @_overwrite
 @_common
 def train(natural, natural_list, output, mode, backbone, pretrained, clip_weights, proxy, band,

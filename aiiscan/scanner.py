@@ -110,12 +110,13 @@ class ScanSummary:
         out = [
             "status: " + (", ".join(f"{k} {v}" for k, v in sorted(self.status.items())) or "no files"),
             "labels: " + labels,
-            f"threshold: {'none' if self.threshold is None else format(self.threshold, '.6g')} "
-            f"({self.threshold_source})",
+            "threshold: " + ("none (not calibrated)" if self.threshold is None else
+                             f"{self.threshold:.6g} ({self.threshold_source})"),
             *self._head_lines(),
             "provenance: " + (", ".join(f"{k} {v}" for k, v in sorted(self.hints.items())) or "no hints")
             + " (file metadata: evidence beside the score, not part of it)",
-            f"scored {_n(self.scored, 'file')} in {self.seconds:.1f}s ({rate:.1f} files/s); "
+            f"scored {_n(self.scored, 'file')} in {self.seconds:.1f}s"
+            + (f" ({rate:.1f} files/s); " if self.scored else "; ") +
             f"reused {self.reused} unchanged, {self.same_content} moved or copied (same content), "
             f"{_n(self.duplicates, 'duplicate')} of files scored in this scan (column reused); "
             f"{self.resumed} from the interrupted run; "
