@@ -148,8 +148,7 @@ def calibrate(detector: Scorer, natural: Sequence[str], policy: str = "balanced"
             f"calibration needs at least 2 AI images, got {len(fakes)}: give AI images that were not "
             "used for training")
     training = card.training
-    trained = {fp: "natural_fingerprints" for fp in training.get("natural_fingerprints") or ()}
-    trained |= {fp: "ai_fingerprints" for fp in training.get("ai_fingerprints") or ()}
+    trained = card.trained_on()
     run = {"batch_size": batch_size, "workers": workers, "progress": progress, "exact_decode": exact_decode}
     nat = _score(detector, paths, (None,) if fakes else (None, RADIAL), trained, "natural photos", **run)
     got = _score(detector, fakes, (None,), trained, "AI images", **run) if fakes else None

@@ -607,8 +607,8 @@ def calibrate(weights, natural, natural_list, ai, ai_list, policy, limit, seed, 
         info(f"unreadable: {path}: {reason}")
     for line in result.lines():
         click.echo(for_terminal(line))
-    if result.plot == plots.MISSING:
-        info(f"no plot: {plots.MISSING}")
+    if result.plot == plots.MISSING:  # a file asked for and not written: said even with -q
+        click.echo(f"warning: no plot written to {for_terminal(str(plot))}: {plots.MISSING}", err=True)
 
 
 @main.command(short_help="Per-generator AP, AUC and accuracies on a labelled set (the paper's tables).",
@@ -696,8 +696,9 @@ def evaluate(weights, dataset, real, fake, output, plots_dir, perturb, threshold
                 folder = Path(plots_dir) if len(heads) == 1 else Path(plots_dir) / f"head{k}"
                 written += write_plots(head_tables, evalset, folder)
             info(f"{len(written)} plots written to {plots_dir}")
-        else:
-            info(f"no plots: {plots.MISSING}")
+        else:  # files asked for and not written: said even with -q
+            click.echo(f"warning: no plots written to {for_terminal(str(plots_dir))}: {plots.MISSING}",
+                       err=True)
 
 
 @main.command(short_help="Turn a scan report into one self-contained HTML page (offline, no requests).",

@@ -49,6 +49,13 @@ class Table:
     scores: dict[str, float] = field(default_factory=dict)
     n_real: int = 0  # distinct files (a shared real pool counts once)
     n_fake: int = 0
+    trained_on: int = 0  # scored files whose content the head's card lists among its training images
+
+    def warning(self) -> str | None:
+        if not self.trained_on:
+            return None
+        return (f"warning: {self.trained_on} of these images were used to train this head (their content "
+                "is in its card's training fingerprints): its figures on them flatter it")
 
     def mean(self) -> Row:
         def avg(key: str) -> float | None:
@@ -60,9 +67,11 @@ class Table:
 
 def score_heads(detector: Scorer, paths: Sequence[str], condition: Condition | None = None,
                 batch_size: int = 64, workers: int | None = None, progress: bool = True,
-                exact_decode: bool = False) -> list[tuple[dict[str, float], list[tuple[str, str]]]]:
+                exact_decode: bool = False, fingerprints: dict[str, str] | None = None,
+                ) -> list[tuple[dict[str, float], list[tuple[str, str]]]]:
     """Per head of ``detector`` (one, or a ``MultiHead``'s): (scores by path, failed files), from
-    one decode per file."""
+    one decode per file; ``fingerprints`` receives each decoded file's sha256[:16]."""
+    fingerprints = {} if fingerprints is None else fingerprints
     size = detector.image_size
     jobs = (DecodeJob(p, size, condition=condition, fast_decode=not exact_decode) for p in paths)
     n = len(getattr(detector, "heads", None) or [detector])
@@ -76,17 +85,13 @@ def score_heads(detector: Scorer, paths: Sequence[str], condition: Condition | N
                 failed.append((res.path, res.error or "non-finite score"))
             else:
                 scores[res.path] = float(v)
+        if s is not None and res.info.get("sha256"):
+            fingerprints[res.path] = res.info["sha256"][:16]
     return per_head
 
 
-def score_files(detector: Scorer, paths: Sequence[str], condition: Condition | None = None,
-                batch_size: int = 64, workers: int | None = None, progress: bool = True,
-                exact_decode: bool = False) -> tuple[dict[str, float], list[tuple[str, str]]]:
-    return score_heads(detector, paths, condition, batch_size, workers, progress, exact_decode)[0]
-
-
 def _table(evalset: EvalSet, cond: Condition | None, thr: float | None, scores: dict[str, float],
-           failed: list[tuple[str, str]]) -> Table:
+           failed: list[tuple[str, str]], trained_on: int = 0) -> Table:
     rows = []
     for gen, reals, fakes in evalset.groups():
         neg = np.array([scores[p] for p in reals if p in scores])
@@ -98,20 +103,16 @@ def _table(evalset: EvalSet, cond: Condition | None, thr: float | None, scores: 
                         acc and acc.accuracy, acc and acc.real_accuracy, acc and acc.fake_accuracy))
     used_reals = {p for _, reals, _ in evalset.groups() for p in reals if p in scores}
     used_fakes = {p for _, _, fakes in evalset.groups() for p in fakes if p in scores}
-    return Table(str(cond) if cond else "none", thr, rows, failed, scores, len(used_reals), len(used_fakes))
+    return Table(str(cond) if cond else "none", thr, rows, failed, scores, len(used_reals), len(used_fakes),
+                 trained_on)
 
 
 def evaluate(detector: Scorer, evalset: EvalSet, conditions: Sequence[Condition | None] = (None,),
              threshold: float | None = None, *, batch_size: int = 64, workers: int | None = None,
              progress: bool = True, exact_decode: bool = False) -> list[Table]:
     """One table per condition; accuracies need a threshold (the card's, or ``threshold``)."""
-    thr = detector.card.threshold_value if threshold is None else check_threshold(threshold)
-    files = evalset.files()
-    tables = []
-    for cond in conditions:
-        scores, failed = score_files(detector, files, cond, batch_size, workers, progress, exact_decode)
-        tables.append(_table(evalset, cond, thr, scores, failed))
-    return tables
+    return evaluate_heads(detector, evalset, conditions, threshold, batch_size=batch_size, workers=workers,
+                          progress=progress, exact_decode=exact_decode)[0]
 
 
 def evaluate_heads(detector: Scorer, evalset: EvalSet, conditions: Sequence[Condition | None] = (None,),
@@ -123,11 +124,14 @@ def evaluate_heads(detector: Scorer, evalset: EvalSet, conditions: Sequence[Cond
     thrs = [detector.card.threshold_value if threshold is None else check_threshold(threshold),
             *(h.card.threshold_value for h in heads[1:])]
     files = evalset.files()
+    trained = [set(h.card.trained_on()) for h in heads]
     out: list[list[Table]] = [[] for _ in heads]
     for cond in conditions:
-        per_head = score_heads(detector, files, cond, batch_size, workers, progress, exact_decode)
+        shas: dict[str, str] = {}
+        per_head = score_heads(detector, files, cond, batch_size, workers, progress, exact_decode, shas)
         for k, (scores, failed) in enumerate(per_head):
-            out[k].append(_table(evalset, cond, thrs[k], scores, failed))
+            seen = sum(shas.get(p) in trained[k] for p in scores)
+            out[k].append(_table(evalset, cond, thrs[k], scores, failed, seen))
     return out
 
 
@@ -146,6 +150,8 @@ def to_markdown(tables: Sequence[Table], title: str, caveat: str | None = None) 
                else f"{t.threshold:.6g}")
         out.append(f"Threshold: {thr}; {len(t.failed)} files failed to decode.")
         out.append("")
+        if t.warning():
+            out += [f"**{t.warning()}**", ""]
         out.append("| generator | real | fake | AP | AUC | Acc | Real Acc | Fake Acc |")
         out.append("|---|---:|---:|---:|---:|---:|---:|---:|")
         mean = t.mean()
@@ -177,6 +183,8 @@ def to_markdown_heads(per_head: Sequence[Sequence[Table]], names: Sequence[str],
         fails = ", ".join(f"h{k} {len(t[c].failed)}" for k, t in zip(ks, per_head, strict=True))
         out.append(f"Thresholds: {thr}; files failed: {fails}.")
         out.append("")
+        out += [f"**h{k}: {t[c].warning()}**" for k, t in zip(ks, per_head, strict=True) if t[c].warning()]
+        out += [""] if any(t[c].warning() for t in per_head) else []
         cols = [f"{m} h{k}" for m in ("AP", "AUC", "Acc") for k in ks]
         out.append("| generator | real | fake | " + " | ".join(cols) + " |")
         out.append("|---|---:|---:|" + "---:|" * len(cols))
@@ -208,12 +216,13 @@ def to_csv_heads(per_head: Sequence[Sequence[Table]], names: Sequence[str]) -> s
 
 def to_csv(tables: Sequence[Table]) -> str:
     buf = io.StringIO()
-    fields = ["condition", "threshold", *Row.__dataclass_fields__]
+    fields = ["condition", "threshold", *Row.__dataclass_fields__, "trained_on"]
     w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     w.writeheader()
     for t in tables:
         for r in [*t.rows, t.mean()]:
-            w.writerow({"condition": t.condition, "threshold": t.threshold, **asdict(r)})
+            w.writerow({"condition": t.condition, "threshold": t.threshold, **asdict(r),
+                        "trained_on": t.trained_on})
     return buf.getvalue()
 
 

@@ -202,6 +202,12 @@ class ModelCard:
             tensors_sha256=card.get("tensors_sha256"),
             extra={k: v for k, v in card.items() if k not in known and k != "format"})
 
+    def trained_on(self) -> dict[str, str]:
+        """Short content fingerprints (sha256[:16]) of the images the head was trained on, each
+        with the card field that lists it: calibrate refuses them, evaluate warns about them."""
+        out = {fp: "natural_fingerprints" for fp in self.training.get("natural_fingerprints") or ()}
+        return out | {fp: "ai_fingerprints" for fp in self.training.get("ai_fingerprints") or ()}
+
     def to_dict(self) -> dict:
         out = {**self.extra, "format": CARD_FORMAT, "kind": self.kind,
                "aiiscan_version": self.aiiscan_version, "created": self.created,

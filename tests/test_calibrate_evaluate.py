@@ -210,6 +210,26 @@ def test_evaluate_real_fake_folders_table(head_copy, held_out, tmp_path):
     assert len(csv_rows) == 1 + 2 * 3 and csv_rows[0].startswith("condition,threshold,generator")
 
 
+def test_evaluate_warns_when_the_head_was_trained_on_some_images(head_copy, photos, held_out, tmp_path):
+    """The head's card lists its training photos: used as evaluation reals, they flatter it."""
+    (tmp_path / "real").mkdir()
+    for p in [*photos[:3], *held_out[:3]]:  # 3 training photos among 6 reals
+        shutil.copy(p, tmp_path / "real" / Path(p).name.replace("img", f"{Path(p).parent.name}_img"))
+    write_photos(tmp_path / "fake" / "gen", 3, seed=77)
+    es = from_folders([str(tmp_path / "real")], [str(tmp_path / "fake" / "gen")])
+    det = Detector.load(head_copy, device="cpu", quiet=True)
+    (table,) = evaluate(det, es, threshold=0.0, workers=0, progress=False)
+    assert table.trained_on == 3
+    assert "**warning: 3 of these images were used to train this head" in to_markdown([table], "t")
+    assert to_csv([table]).splitlines()[1].endswith(",3")
+    res = CliRunner().invoke(main, ["evaluate", "--weights", str(head_copy), "--real", str(tmp_path / "real"),
+                                    "--fake", str(tmp_path / "fake"), "--workers", "0", "-q"])
+    assert res.exit_code == 0 and "3 of these images were used to train this head" in res.output
+    (clean,) = evaluate(det, from_folders([str(Path(held_out[0]).parent)], [str(tmp_path / "fake" / "gen")]),
+                        threshold=0.0, workers=0, progress=False)
+    assert clean.trained_on == 0 and "warning" not in to_markdown([clean], "t")
+
+
 def test_evaluate_cli_usage_errors(head_copy, tmp_path):
     runner = CliRunner()
     res = runner.invoke(main, ["evaluate", "--weights", str(head_copy)])
@@ -264,3 +284,13 @@ def test_eval_dev_train_calibrate_scan_evaluate(tmp_path):
     assert (table["threshold"] == thr).all()
     assert len(list((tmp_path / "plots").glob("*.png"))) == 2 * 23
     json.loads((Path(str(head) + ".json")).read_text())  # the card is still valid JSON
+
+
+def test_a_plot_asked_for_and_not_written_is_said_even_with_quiet(head_copy, held_out, tmp_path, monkeypatch):
+    monkeypatch.setattr(plots, "available", lambda: False)  # as without the [plot] extra
+    res = CliRunner().invoke(main, ["calibrate", "--weights", str(head_copy), "--natural",
+                                    str(Path(held_out[0]).parent), "--plot", str(tmp_path / "cal.png"),
+                                    "--workers", "0", "-q"])
+    assert res.exit_code == 0, res.output
+    assert "warning: no plot written to" in res.stderr and "pip install 'aiiscan[plot]'" in res.stderr
+    assert not (tmp_path / "cal.png").exists() and read_card(head_copy).threshold is not None
