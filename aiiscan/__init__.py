@@ -7,7 +7,8 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from .version import __version__
+
 __all__ = ["Detector", "scan", "__version__"]
 
 if TYPE_CHECKING:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, plots
+from . import plots
 from .decode import RADIAL, DecodeJob
 from .engines import Scorer
 from .errors import AiiscanError
@@ -25,6 +25,7 @@ from .metrics import balanced_threshold, fpr_threshold, parse_policy, rates_at, 
 from .mpft import KIND as MPFT_KIND
 from .progress import bar
 from .train import training_digest
+from .version import __version__
 from .weights import now_iso, write_card
 
 BAND = "band-(30,100) copies"  # validation.positives: the natural photos' band copies

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import click
 
-from . import __version__, signals
 from . import progress as progress_bars
+from . import signals
 from .decode import DEFAULT_MAX_BYTES
 from .defaults import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, MASK_MODES, MODES, TEXTURES
 from .engines import ENGINES, make_engine
@@ -40,6 +40,7 @@ from .preprocess import DEFAULT_MAX_PIXELS
 from .proxies import BANDS, PROXY_KINDS
 from .report import FORMATS, SUFFIXES
 from .textsafe import for_terminal
+from .version import __version__
 
 PRECISIONS = ("auto", "fp32", "bf16")
 ENGINE_FLAGS = ("ray_address", "gpus_per_worker", "cpu_workers", "scorers")

@@ -30,3 +30,7 @@ class AiiscanError(Exception):
 
 class UsageError(AiiscanError, ValueError):
     """An option or argument value that cannot work (also a ValueError for API callers)."""
+
+
+class WeightsError(AiiscanError):
+    """A head cannot be found, read or trusted; the message says which file and why."""

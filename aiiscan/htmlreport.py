@@ -23,7 +23,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from PIL import Image
 
-from . import __version__
 from .files import atomic_write_bytes, now_iso
 from .preprocess import DEFAULT_MAX_PIXELS, open_image, to_rgb
 from .report import (
@@ -37,6 +36,7 @@ from .report import (
 )
 from .stores import is_indirect, is_url, put_file, read_entry
 from .textsafe import path_from_display
+from .version import __version__
 
 THUMB_PX = 160
 THUMB_BUDGET = 4 * 1024 * 1024  # bytes of thumbnails in one page, all together

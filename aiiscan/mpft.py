@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .errors import WeightsError
+
 KIND = "mpft"
 MAX_TUNED_ELEMENTS = 2**31  # ~8 GB of float32: more than a whole ViT-bigG image tower
 _NAME = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
@@ -145,7 +147,6 @@ def bind(backbone, head: MpftHead, owned: bool = False):
     """A backbone whose image tower carries the head's tuned tensors (a copy, unless ``owned``:
     the caller's backbone is never changed), and the head. Refuses tensors that do not fit."""
     from .backbone import ClipBackbone
-    from .weights import WeightsError
 
     params = dict(backbone.visual.named_parameters())
     bad = [k for k, v in head.tuned.items() if k not in params or tuple(params[k].shape) != tuple(v.shape)]

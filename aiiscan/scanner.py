@@ -22,8 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import __version__, signals
 from . import progress as progress_bars
+from . import signals
 from .decode import DecodeJob, DecodeResult
 from .engines import Engine, Scorer, make_engine
 from .errors import EXIT_FILE_ERRORS, EXIT_INTERRUPTED, EXIT_OK, AiiscanError, UsageError
@@ -47,6 +47,7 @@ from .shards import ARCHIVE_SUFFIXES
 from .sources import ListingLost, iter_inputs
 from .stores import StoreError, is_indirect, is_url, put_file, stat_entry
 from .textsafe import display_path
+from .version import __version__
 
 if TYPE_CHECKING:
     from .detector import Detector

@@ -20,12 +20,12 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from . import __version__
-from .errors import AiiscanError
+from .errors import WeightsError
 from .files import atomic_write_bytes, file_mode, now_iso  # noqa: F401 (re-exported)
 from .flow import HeadConfig
 from .heads import DEFAULT_KIND, KINDS, MAX_CLAMP  # noqa: F401 (MAX_CLAMP re-exported)
 from .mpft import MpftConfig
+from .version import __version__
 
 CARD_FORMAT = "aiiscan-head/1"
 MAX_CARD_BYTES = 16 * 1024 * 1024
@@ -34,10 +34,6 @@ DEFAULT_HEAD_ENV = "AIISCAN_WEIGHTS"
 DEFAULT_NAME = "default"
 _ST_DTYPES = {torch.float32: "F32", torch.int64: "I64"}  # the dtypes a head holds, as safetensors names them
 REPO_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-
-
-class WeightsError(AiiscanError):
-    """A head cannot be found, read or trusted; the message says which file and why."""
 
 
 def _paths(prefix: str | Path) -> tuple[Path, Path]:

@@ -29,6 +29,7 @@ from safetensors import safe_open
 from aiiscan.backbone import build_backbone
 from aiiscan.cli import main
 from aiiscan.detector import Detector
+from aiiscan.errors import WeightsError
 from aiiscan.masking import (
     TokenDrop,
     count_masked,
@@ -41,7 +42,7 @@ from aiiscan.metrics import balanced_threshold, roc_auc
 from aiiscan.report import read_report
 from aiiscan.selftest import TINY64_CONFIG, planted_pairs, texture_checkpoint
 from aiiscan.train import training_digest
-from aiiscan.weights import WeightsError, load_head, read_card
+from aiiscan.weights import load_head, read_card
 
 from .conftest import TRAIN_NATURAL
 

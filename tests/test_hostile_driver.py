@@ -25,8 +25,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from aiiscan.cli import main
+from aiiscan.errors import WeightsError
 from aiiscan.report import read_report
-from aiiscan.weights import WeightsError, load_head
+from aiiscan.weights import load_head
 
 from .conftest import write_photos
 

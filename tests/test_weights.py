@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from aiiscan.detector import Detector
-from aiiscan.weights import ModelCard, WeightsError, load_head, read_card
+from aiiscan.errors import WeightsError
+from aiiscan.weights import ModelCard, load_head, read_card
 
 
 def _copy(prefix: Path, dest: Path) -> Path:
