@@ -12,8 +12,8 @@ from .version import __version__
 __all__ = ["Detector", "scan", "__version__"]
 
 if TYPE_CHECKING:
-    from .detector import Detector
-    from .scanner import scan
+    from .models.scorer import Detector
+    from .scanner.driver import scan
 
 
 def _is_our_spawned_worker() -> bool:
@@ -36,11 +36,11 @@ if _is_our_spawned_worker():
 def __getattr__(name: str) -> Any:
     # Lazy: decode workers import this package and must not pay for torch.
     if name == "Detector":
-        from .detector import Detector
+        from .models.scorer import Detector
 
         return Detector
     if name == "scan":
-        from .scanner import scan
+        from .scanner.driver import scan
 
         return scan
     raise AttributeError(name)

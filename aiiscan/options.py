@@ -9,9 +9,16 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from .decode import DEFAULT_MAX_BYTES
-from .pipeline import DEFAULT_TIMEOUT
-from .preprocess import DEFAULT_MAX_PIXELS
+from .decode.job import DEFAULT_MAX_BYTES
+from .decode.pool import DEFAULT_TIMEOUT
+from .decode.preprocess import DEFAULT_MAX_PIXELS
+
+# Names and defaults the CLI shows and the model code uses.
+MODES = ("P", "N+P", "N")  # CLIP-Flow training modes (DESIGN §1)
+DEFAULT_BACKBONE = "ViT-L-14"  # the paper's backbone
+DEFAULT_PRETRAINED = "openai"
+TEXTURES = ("highpass", "gradient")  # MPFT texture measures per ViT patch (masking.py)
+MASK_MODES = ("drop", "zero")  # MPFT: drop masked patch tokens, or zero their pixels
 
 
 @dataclass(frozen=True)

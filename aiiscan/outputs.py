@@ -37,7 +37,7 @@ def check_output(path: str | Path, *, overwrite: bool = False, companions: Seque
     An object-store URL (``s3://bucket/key``) gets no local check: it must name an object, not
     a prefix, and an existing object is refused unless ``overwrite``.
     """
-    from .stores import is_url
+    from .inputs.store import is_url
     if is_url(str(path)):
         check_url_output(str(path), overwrite=overwrite, what=what)
         return path  # type: ignore[return-value]  # a URL stays a string
@@ -102,7 +102,7 @@ def _check_folder(path: Path, companions: Sequence[str], what: str) -> None:
 def check_url_output(url: str, *, overwrite: bool = False, what: str = "output") -> None:
     """An object-store output: a writable scheme, an object name, no existing object unless
     ``overwrite``. One request (a HEAD, or a listing of the name as a prefix)."""
-    from .stores import LISTABLE, StoreError, scheme, url_kind
+    from .inputs.store import LISTABLE, StoreError, scheme, url_kind
     if scheme(url) not in LISTABLE:
         raise OutputError(f"{what} {url}: aiiscan writes only to s3://, gs:// and az:// (abfs://) URLs")
     if url.endswith("/") or url.rstrip("/").count("/") <= 2:

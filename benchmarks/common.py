@@ -25,7 +25,7 @@ def command() -> str:
 
 def camera_jpegs(folder: Path, n: int, size=(4000, 3000), quality: int = 92) -> list[str]:
     """Camera-sized JPEGs (real archives are full of them); a few distinct pictures, copied."""
-    from aiiscan.selftest import synthetic_photo
+    from aiiscan.tasks.selftest import synthetic_photo
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -49,7 +49,7 @@ def camera_jpegs(folder: Path, n: int, size=(4000, 3000), quality: int = 92) -> 
 
 
 def small_jpegs(folder: Path, n: int, size=(640, 480)) -> list[str]:
-    from aiiscan.selftest import synthetic_photo
+    from aiiscan.tasks.selftest import synthetic_photo
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -74,10 +74,10 @@ def detector_for(backbone_name: str, precision: str = "auto"):
     """A Detector with a random head on a random-init backbone (no weights needed)."""
     import torch
 
-    from aiiscan.backbone import TINY_CONFIG, build_backbone
-    from aiiscan.detector import Detector
-    from aiiscan.flow import FlowHead, HeadConfig
-    from aiiscan.weights import ModelCard
+    from aiiscan.models.backbone import TINY_CONFIG, build_backbone
+    from aiiscan.models.headfile import ModelCard
+    from aiiscan.models.kinds.flow import FlowHead, HeadConfig
+    from aiiscan.models.scorer import Detector
 
     name = str(TINY_CONFIG) if backbone_name == "tiny" else backbone_name
     bb = build_backbone(name, "none", device="cpu", quiet=True)
@@ -103,11 +103,11 @@ def median_rate(fn: Callable[[], int], runs: int) -> float:
 def trained_detector(backbone_name: str, out: Path, n_photos: int = 200):
     """A head trained briefly (N+P) on train-natural photos: random-init backbone, but a head whose
     scores actually vary, so score differences can be compared with their spread."""
-    from aiiscan.backbone import TINY_CONFIG, build_backbone
-    from aiiscan.detector import Detector
-    from aiiscan.proxies import ProxySpec
-    from aiiscan.train import TrainConfig, train
-    from aiiscan.weights import load_head
+    from aiiscan.decode.proxies import ProxySpec
+    from aiiscan.models.backbone import TINY_CONFIG, build_backbone
+    from aiiscan.models.headfile import load_head
+    from aiiscan.models.scorer import Detector
+    from aiiscan.tasks.train import TrainConfig, train
 
     photos = sorted(str(p) for p in TRAIN_NATURAL.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     if not photos:

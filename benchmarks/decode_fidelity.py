@@ -27,8 +27,8 @@ from common import EVAL_DEV, camera_jpegs, command, eval_dev, trained_detector  
 
 
 def decode_all(paths, crop: int, fast: bool):
-    from aiiscan.decode import DecodeJob
-    from aiiscan.pipeline import decode_stream
+    from aiiscan.decode.job import DecodeJob
+    from aiiscan.decode.pool import decode_stream
 
     return [r.arrays[0] if r.status == "ok" else None
             for r in decode_stream((DecodeJob(p, crop, fast_decode=fast) for p in paths), None)]
@@ -41,9 +41,9 @@ def main() -> None:
     ap.add_argument("--camera-files", type=int, default=24)
     ap.add_argument("--cache", default="/tmp/aiiscan-bench")
     args = ap.parse_args()
-    from aiiscan.datasets import load_dataset
-    from aiiscan.detector import Detector
-    from aiiscan.metrics import balanced_threshold
+    from aiiscan.models.scorer import Detector
+    from aiiscan.tasks.datasets import load_dataset
+    from aiiscan.tasks.metrics import balanced_threshold
 
     det = (Detector.load(args.weights, device="cpu") if args.weights
            else trained_detector(args.backbone, Path(args.cache) / f"fidelity-head-{args.backbone}"))
@@ -86,7 +86,7 @@ def main() -> None:
               f"{flips} | {px_txt} |")
 
     cams = camera_jpegs(Path(args.cache) / "camera", args.camera_files)
-    from aiiscan.decode import DecodeJob, decode_job
+    from aiiscan.decode.job import DecodeJob, decode_job
 
     timing = {}
     for fast_flag in (False, True):

@@ -30,7 +30,7 @@ def main() -> None:
 
     import ray
 
-    from aiiscan.scanner import options_from, run_scan
+    from aiiscan.scanner.driver import options_from, run_scan
 
     paths = small_jpegs(Path(args.cache) / "small", args.files)
     head = Path(args.cache) / "fidelity-head-tiny"

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from aiiscan.backbone import build_backbone  # noqa: E402
-from aiiscan.finetune import FinetuneConfig, _Model  # noqa: E402
-from aiiscan.masking import MaskSpec  # noqa: E402
+from aiiscan.models.backbone import build_backbone  # noqa: E402
+from aiiscan.tasks.finetune import FinetuneConfig, _Model  # noqa: E402
+from aiiscan.tasks.masking import MaskSpec  # noqa: E402
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ MODEL = "bench-model"
 
 
 def inner(way: str, report: str) -> None:
-    from aiiscan.report import COLUMNS, SCHEMA, read_report
+    from aiiscan.reports.report import COLUMNS, SCHEMA, read_report
 
     base = peak_rss_mib()
     t0 = time.perf_counter()
@@ -38,8 +38,8 @@ def inner(way: str, report: str) -> None:
         del table
         lookup = rows.get
     else:
-        from aiiscan.ledger import Ledger
-        from aiiscan.scanner import _load_old
+        from aiiscan.reports.ledger import Ledger
+        from aiiscan.scanner.driver import _load_old
 
         led = Ledger(Path(tempfile.mkdtemp()) / "index.sqlite", SCHEMA)
         _load_old(led, report, MODEL)

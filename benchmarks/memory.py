@@ -69,7 +69,7 @@ def _hex(rng: np.random.Generator, n: int) -> pa.Array:
 def synthetic_rows(tree: Path, total: int, model_id: str, seed: int = 0):
     """Tables of ``total`` report rows: the tree's files as they are on disk (size, mtime), then
     rows for files elsewhere in the archive, in one-million-row slices."""
-    from aiiscan.report import SCHEMA
+    from aiiscan.reports.report import SCHEMA
 
     rng = np.random.default_rng(seed)
     real = sorted(str(p) for p in tree.rglob("*.jpg"))
@@ -131,7 +131,7 @@ def _watch_parts(parts: Path, t0: float, box: dict) -> None:
 
 def prepare(kind: str, tree: Path, rows: int, cache: Path, model_id: str) -> Path:
     """The old report (incremental) or the interrupted run's parts (resume), made once."""
-    from aiiscan.report import SCHEMA
+    from aiiscan.reports.report import SCHEMA
 
     target = cache / {"incremental": f"old-{rows}.parquet",
                       "report": f"report-{rows}.parquet"}.get(kind, f"parts-{rows}")
@@ -158,7 +158,7 @@ def prepare(kind: str, tree: Path, rows: int, cache: Path, model_id: str) -> Pat
 
 
 def inner_report(args) -> None:
-    from aiiscan.htmlreport import render
+    from aiiscan.reports.html import render
 
     t0 = time.perf_counter()
     page = render(args.source)
@@ -171,7 +171,7 @@ def inner(args) -> None:
     if args.inner == "report":
         inner_report(args)
         return
-    from aiiscan.scanner import options_from, run_scan
+    from aiiscan.scanner.driver import options_from, run_scan
 
     det = detector_for("tiny")
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:

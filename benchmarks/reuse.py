@@ -31,7 +31,7 @@ from common import command, detector_for  # noqa: E402
 def make_archive(root: Path, n: int, folders: int = 4) -> None:
     from PIL import Image
 
-    from aiiscan.selftest import synthetic_photo
+    from aiiscan.tasks.selftest import synthetic_photo
 
     rng = np.random.default_rng(0)
     for i in range(n):
@@ -51,8 +51,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
 
-    from aiiscan.report import read_report
-    from aiiscan.scanner import options_from, run_scan
+    from aiiscan.reports.report import read_report
+    from aiiscan.scanner.driver import options_from, run_scan
 
     det = detector_for(args.backbone)
     passes = [0]

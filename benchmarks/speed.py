@@ -39,7 +39,7 @@ def inputs(kind: str, n: int, cache: Path) -> list[str]:
 
 
 def model_only(det, paths: list[str], batch: int, runs: int) -> float:
-    from aiiscan.decode import DecodeJob, decode_job
+    from aiiscan.decode.job import DecodeJob, decode_job
 
     arrays = [decode_job(DecodeJob(p, det.backbone.image_size)).arrays[0] for p in paths[:batch * 2]]
     batches = [np.stack(arrays[i:i + batch]) for i in range(0, len(arrays), batch)]
@@ -54,8 +54,8 @@ def model_only(det, paths: list[str], batch: int, runs: int) -> float:
 
 
 def decode_only(paths: list[str], crop: int, workers: int, runs: int, fast: bool) -> float:
-    from aiiscan.decode import DecodeJob
-    from aiiscan.pipeline import decode_stream
+    from aiiscan.decode.job import DecodeJob
+    from aiiscan.decode.pool import decode_stream
 
     def run() -> int:
         return sum(1 for _ in decode_stream((DecodeJob(p, crop, fast_decode=fast) for p in paths), workers))
@@ -67,7 +67,7 @@ def naive_loop(det, paths: list[str], runs: int) -> float:
     """What a first script does: one file at a time, full decode, model at batch 1."""
     from PIL import Image
 
-    from aiiscan.preprocess import prepare
+    from aiiscan.decode.preprocess import prepare
 
     def run() -> int:
         for p in paths:
@@ -116,7 +116,7 @@ def dataloader_loop(det, paths: list[str], workers: int, runs: int) -> float:
 
 
 def aiiscan_e2e(det, paths: list[str], batch: int, workers: int, runs: int, fast: bool) -> float:
-    from aiiscan.scanner import options_from, run_scan
+    from aiiscan.scanner.driver import options_from, run_scan
 
     with tempfile.TemporaryDirectory() as tmp:
         listing = Path(tmp) / "list.txt"

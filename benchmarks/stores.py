@@ -67,8 +67,9 @@ def main() -> None:
 
     import boto3
 
-    from aiiscan import shards, stores
-    from aiiscan.decode import DecodeJob, decode_job
+    from aiiscan.decode.job import DecodeJob, decode_job
+    from aiiscan.inputs import archive as shards
+    from aiiscan.inputs import store as stores
 
     tmp = Path(tempfile.mkdtemp(prefix="aiiscan-bench-stores-"))
     files = small_jpegs(tmp / "disk", args.n, size=(w, h))

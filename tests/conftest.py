@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aiiscan.backbone import TINY_CONFIG, build_backbone
-from aiiscan.selftest import synthetic_photo
+from aiiscan.models.backbone import TINY_CONFIG, build_backbone
+from aiiscan.tasks.selftest import synthetic_photo
 
 # Tests never see the user's installed default head or head folders.
 for _var in ("AIISCAN_WEIGHTS", "AIISCAN_WEIGHTS_DIR"):
@@ -86,8 +86,8 @@ def photos(tmp_path_factory) -> list[str]:
 
 @pytest.fixture(scope="session")
 def head_prefix(tmp_path_factory, backbone, photos) -> Path:
-    from aiiscan.proxies import ProxySpec
-    from aiiscan.train import TrainConfig, train
+    from aiiscan.decode.proxies import ProxySpec
+    from aiiscan.tasks.train import TrainConfig, train
 
     out = tmp_path_factory.mktemp("head") / "tiny"
     cfg = TrainConfig(mode="N+P", proxy=ProxySpec(ratio=0.1), epochs=2, batch_size=8, lr=1e-3,
@@ -99,8 +99,8 @@ def head_prefix(tmp_path_factory, backbone, photos) -> Path:
 @pytest.fixture(scope="session")
 def head2_prefix(tmp_path_factory, backbone, photos) -> Path:
     """A second CLIP-Flow head on the same tiny backbone (P mode, another seed)."""
-    from aiiscan.proxies import ProxySpec
-    from aiiscan.train import TrainConfig, train
+    from aiiscan.decode.proxies import ProxySpec
+    from aiiscan.tasks.train import TrainConfig, train
 
     out = tmp_path_factory.mktemp("head2") / "tiny2"
     cfg = TrainConfig(mode="P", proxy=ProxySpec(ratio=0.1), epochs=1, batch_size=8, lr=1e-3,
@@ -112,7 +112,7 @@ def head2_prefix(tmp_path_factory, backbone, photos) -> Path:
 @pytest.fixture(scope="session")
 def mpft_prefix(tmp_path_factory, backbone) -> Path:
     """An MPFT head tuned (one short epoch) from the same tiny backbone: its own backbone pass."""
-    from aiiscan.finetune import FinetuneConfig, finetune
+    from aiiscan.tasks.finetune import FinetuneConfig, finetune
 
     root = tmp_path_factory.mktemp("mpft")
     natural = write_photos(root / "natural", 8, seed=31)

@@ -15,8 +15,8 @@ import zlib
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from aiiscan.decode import DecodeJob, decode_job
-from aiiscan.provenance import COLUMNS
+from aiiscan.decode.job import DecodeJob, decode_job
+from aiiscan.decode.provenance import COLUMNS
 
 CROP = 32
 MAX_PIXELS = 4_000_000  # mutated headers may claim anything; keep each example cheap

@@ -14,14 +14,14 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from aiiscan.scan import driver as scanner
 
-from aiiscan import scanner
-from aiiscan.decode import DecodeJob
-from aiiscan.detector import Detector, feature_batches
-from aiiscan.ledger import Ledger
-from aiiscan.report import COLUMNS, SCHEMA, ReportWriter, iter_report, read_report
-from aiiscan.scanner import options_from, run_scan
-from aiiscan.weights import load_head
+from aiiscan.decode.job import DecodeJob
+from aiiscan.models.headfile import load_head
+from aiiscan.models.scorer import Detector, feature_batches
+from aiiscan.reports.ledger import Ledger
+from aiiscan.reports.report import COLUMNS, SCHEMA, ReportWriter, iter_report, read_report
+from aiiscan.scanner.driver import options_from, run_scan
 
 from .conftest import write_empty, write_photos
 
@@ -226,7 +226,7 @@ def test_same_tree_same_rows_clean_resumed_incremental(det, tmp_path):
 
 
 def test_a_sort_out_of_memory_keeps_every_row_and_says_what_to_do(tmp_path, monkeypatch):
-    from aiiscan import report
+    from aiiscan.reports import report
 
     monkeypatch.setattr(report, "SORT_MEMORY", "1MB")
     writer = ReportWriter(tmp_path / "r.csv", rows_per_part=10)

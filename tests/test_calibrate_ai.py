@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from aiiscan.calibrate import AI, BAND, CalibrationError, calibrate
 from aiiscan.cli import main
-from aiiscan.metrics import balanced_threshold, fpr_threshold, rates_at, roc_auc
-from aiiscan.mpft import MpftConfig
-from aiiscan.train import training_digest
-from aiiscan.weights import read_card
+from aiiscan.models.headfile import read_card
+from aiiscan.models.kinds.mpft import MpftConfig
+from aiiscan.tasks.calibrate import AI, BAND, CalibrationError, calibrate
+from aiiscan.tasks.metrics import balanced_threshold, fpr_threshold, rates_at, roc_auc
+from aiiscan.tasks.train import training_digest
 
 from .conftest import write_photos
 

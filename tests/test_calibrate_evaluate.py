@@ -14,15 +14,15 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from aiiscan import plots
-from aiiscan.calibrate import CalibrationError, calibrate
 from aiiscan.cli import main
-from aiiscan.datasets import DatasetError, from_folders, load_dataset
-from aiiscan.detector import Detector
-from aiiscan.evaluate import evaluate, to_csv, to_markdown
-from aiiscan.launder import Condition
-from aiiscan.report import read_report
-from aiiscan.weights import read_card
+from aiiscan.decode.launder import Condition
+from aiiscan.models.headfile import read_card
+from aiiscan.models.scorer import Detector
+from aiiscan.reports.report import read_report
+from aiiscan.tasks import plots
+from aiiscan.tasks.calibrate import CalibrationError, calibrate
+from aiiscan.tasks.datasets import DatasetError, from_folders, load_dataset
+from aiiscan.tasks.evaluate import evaluate, to_csv, to_markdown
 
 from .conftest import EVAL_DEV, TINY_CONFIG, write_photos
 

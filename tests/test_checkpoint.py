@@ -9,10 +9,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from aiiscan.backbone import build_backbone
-from aiiscan.finetune import FinetuneConfig, FinetuneError, finetune
-from aiiscan.selftest import TINY64_CONFIG, planted_pairs
-from aiiscan.train import TrainConfig, TrainingError, train
+from aiiscan.models.backbone import build_backbone
+from aiiscan.tasks.finetune import FinetuneConfig, FinetuneError, finetune
+from aiiscan.tasks.selftest import TINY64_CONFIG, planted_pairs
+from aiiscan.tasks.train import TrainConfig, TrainingError, train
 
 from .test_finetune import SIZE
 

@@ -26,11 +26,13 @@ import torch
 from click.testing import CliRunner
 from safetensors import safe_open
 
-from aiiscan.backbone import build_backbone
 from aiiscan.cli import main
-from aiiscan.detector import Detector
 from aiiscan.errors import WeightsError
-from aiiscan.masking import (
+from aiiscan.models.backbone import build_backbone
+from aiiscan.models.headfile import load_head, read_card
+from aiiscan.models.scorer import Detector
+from aiiscan.reports.report import read_report
+from aiiscan.tasks.masking import (
     TokenDrop,
     count_masked,
     keep_indices,
@@ -38,11 +40,9 @@ from aiiscan.masking import (
     texture_energy,
     zero_patches,
 )
-from aiiscan.metrics import balanced_threshold, roc_auc
-from aiiscan.report import read_report
-from aiiscan.selftest import TINY64_CONFIG, planted_pairs, texture_checkpoint
-from aiiscan.train import training_digest
-from aiiscan.weights import load_head, read_card
+from aiiscan.tasks.metrics import balanced_threshold, roc_auc
+from aiiscan.tasks.selftest import TINY64_CONFIG, planted_pairs, texture_checkpoint
+from aiiscan.tasks.train import training_digest
 
 from .conftest import TRAIN_NATURAL
 
@@ -240,7 +240,7 @@ def test_a_mismatched_backbone_is_refused(mpft_head, planted, backbone):
     same_shape = build_backbone(str(TINY64_CONFIG), "none", device="cpu", quiet=True)  # other weights
     with pytest.raises(WeightsError, match="does not belong"):
         Detector(same_shape, head, card, prefix)
-    from aiiscan import mpft
+    from aiiscan.models.kinds import mpft
 
     head.tuned["proj"] = torch.zeros(3, 3)
     with pytest.raises(WeightsError, match="another base backbone"):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from aiiscan.flow import FlowHead, HeadConfig, clip_flow_loss
+from aiiscan.models.kinds.flow import FlowHead, HeadConfig, clip_flow_loss
 
 
 def _head(seed=0, dim=8, feature_dim=16, dtype=torch.float32):

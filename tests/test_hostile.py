@@ -7,8 +7,8 @@ from collections import Counter
 
 import pytest
 
-from aiiscan.report import read_report
-from aiiscan.scanner import display_path, options_from, run_scan
+from aiiscan.reports.report import read_report
+from aiiscan.scanner.driver import display_path, options_from, run_scan
 
 from .hostile import make_corpus
 
@@ -56,7 +56,7 @@ def test_hostile_corpus_scan_loses_nothing(corpus, head_prefix, tmp_path):
 def test_vanished_and_replaced_files_between_crawl_and_decode(tmp_path, head_prefix, monkeypatch):
     """The crawl lists the files; before a worker reads them, one is deleted, one becomes a
     directory and one a FIFO. Each gets an error row; nothing else changes."""
-    import aiiscan.scanner as scanner
+    import aiiscan.scanner.driver as scanner
 
     from .conftest import write_photos
     files = write_photos(tmp_path / "in", 6, seed=2)

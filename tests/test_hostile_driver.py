@@ -26,8 +26,8 @@ from PIL import Image
 
 from aiiscan.cli import main
 from aiiscan.errors import WeightsError
-from aiiscan.report import read_report
-from aiiscan.weights import load_head
+from aiiscan.models.headfile import load_head
+from aiiscan.reports.report import read_report
 
 from .conftest import write_photos
 
@@ -158,9 +158,9 @@ def test_non_finite_threshold_option_is_refused(head_prefix, photos, tmp_path, c
 
 
 def test_non_finite_threshold_is_refused_by_the_python_api(head_prefix, photos, tmp_path):
-    from aiiscan.detector import Detector
-    from aiiscan.evaluate import evaluate
-    from aiiscan.scanner import scan
+    from aiiscan.models.scorer import Detector
+    from aiiscan.scanner.driver import scan
+    from aiiscan.tasks.evaluate import evaluate
 
     with pytest.raises(ValueError, match="finite number"):
         scan([photos[0]], tmp_path / "r.parquet", weights=str(head_prefix), threshold=float("nan"))
@@ -343,8 +343,8 @@ def test_undecodable_and_backslash_names_stay_apart_across_resume(tmp_path, head
 
 def test_report_paths_lead_back_to_their_files(tmp_path):
     """The HTML report finds thumbnails by the report's path: escaped names must lead back."""
-    from aiiscan.htmlreport import thumbnail
-    from aiiscan.scanner import display_path
+    from aiiscan.reports.html import thumbnail
+    from aiiscan.scanner.driver import display_path
 
     for name in (os.fsdecode(b"a_\xff.png"), "a_\\xff.png", "back\\slash.png"):
         Image.new("RGB", (8, 8), (10, 200, 30)).save(tmp_path / name)

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from aiiscan.decode import DecodeJob, decode_job
-from aiiscan.report import ReportWriter, read_report
+from aiiscan.decode.job import DecodeJob, decode_job
+from aiiscan.reports.report import ReportWriter, read_report
 
 from .hostile import (
     _photo,
@@ -152,7 +152,7 @@ def test_metadata_parsing_is_linear_on_backtracking_bait(tmp_path, name):
 
 
 def test_xmp_fields_still_found_by_the_linear_parser():
-    from aiiscan.provenance import _xmp_field
+    from aiiscan.decode.provenance import _xmp_field
 
     xmp = ('<x:xmpmeta><xmp:CreatorTool>\n  GIMP &amp; co \n</xmp:CreatorTool>'
            '<Iptc4xmpExt:DigitalSourceType rdf:resource="http://x/trainedAlgorithmicMedia"/>'
@@ -166,7 +166,7 @@ def test_xmp_fields_still_found_by_the_linear_parser():
 
 def test_text_chunks_share_one_inflation_budget(tmp_path):
     """250 zTXt chunks of 4 MB each took 1 GB; the file's text now stops at MAX_TEXT_TOTAL."""
-    from aiiscan.provenance import MAX_TEXT_TOTAL
+    from aiiscan.decode.provenance import MAX_TEXT_TOTAL
 
     out = _decode_in_child(tmp_path, ztxt_flood_png(250))
     assert out["status"] == "ok"
@@ -186,7 +186,7 @@ def test_sixteen_bit_image_memory_is_bounded(tmp_path):
 # -- item 5: progressive JPEG scan bomb ------------------------------------------------------------
 
 def test_progressive_scan_bomb_is_refused_cheaply(tmp_path):
-    from aiiscan.preprocess import MAX_JPEG_SCANS, jpeg_scans
+    from aiiscan.decode.preprocess import MAX_JPEG_SCANS, jpeg_scans
 
     real = _save(_photo(np.random.default_rng(3), 640, 480), "JPEG", progressive=True)
     assert 5 <= jpeg_scans(real) <= 20 and jpeg_scans(_save(_photo(np.random.default_rng(3)), "JPEG")) == 1

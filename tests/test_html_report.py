@@ -18,8 +18,8 @@ import pytest
 from click.testing import CliRunner
 
 from aiiscan.cli import main
-from aiiscan.htmlreport import render
-from aiiscan.report import SCHEMA, read_report, report_metadata
+from aiiscan.reports.html import render
+from aiiscan.reports.report import SCHEMA, read_report, report_metadata
 
 from .conftest import write_photos
 
@@ -212,7 +212,7 @@ def _between(page, start, end):
 
 @pytest.mark.parametrize(("dyadic", "threshold"), [(True, 0.25), (True, None), (False, 0.125)])
 def test_streamed_page_has_the_in_memory_figures(tmp_path, monkeypatch, dyadic, threshold):
-    from aiiscan import htmlreport
+    from aiiscan.reports import html as htmlreport
 
     report = tmp_path / "mixed.parquet"
     _mixed_report(report, seed=7, dyadic=dyadic, threshold=threshold)

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from aiiscan.backbone import BackboneIdentity, ClipBackbone
-from aiiscan.decode import RADIAL, DecodeJob
-from aiiscan.detector import Detector
-from aiiscan.metrics import roc_auc
-from aiiscan.proxies import ProxySpec
-from aiiscan.train import TrainConfig, train
-from aiiscan.weights import load_head
+from aiiscan.decode.job import RADIAL, DecodeJob
+from aiiscan.decode.proxies import ProxySpec
+from aiiscan.models.backbone import BackboneIdentity, ClipBackbone
+from aiiscan.models.headfile import load_head
+from aiiscan.models.scorer import Detector
+from aiiscan.tasks.metrics import roc_auc
+from aiiscan.tasks.train import TrainConfig, train
 
 from .conftest import write_photos
 
@@ -72,7 +72,7 @@ def band_auc(det: Detector, photos: list[str]) -> float:
 def fit(sets, tmp_path, mode: str, ratio: float, sign: float = 1.0, monkeypatch=None) -> Detector:
     train_set, val_set, _ = sets
     if sign != 1.0:
-        import aiiscan.train as trainer
+        import aiiscan.tasks.train as trainer
 
         real_loss = trainer.clip_flow_loss
         monkeypatch.setattr(trainer, "clip_flow_loss", lambda *a, **k: sign * real_loss(*a, **k))

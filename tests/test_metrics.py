@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from aiiscan.metrics import (
+from aiiscan.tasks.metrics import (
     average_precision,
     balanced_threshold,
     fpr_threshold,

@@ -14,17 +14,17 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from aiiscan import pipeline
 from aiiscan.cli import main
-from aiiscan.datasets import from_folders
-from aiiscan.detector import Detector
+from aiiscan.decode import pool as pipeline
 from aiiscan.errors import UsageError
-from aiiscan.evaluate import evaluate, evaluate_heads, to_markdown_heads
-from aiiscan.htmlreport import render
-from aiiscan.multihead import MultiHead, combine
-from aiiscan.report import ReportError, ReportWriter, read_report, report_metadata, report_schema
-from aiiscan.scanner import options_from, run_scan
-from aiiscan.weights import load_head
+from aiiscan.models.headfile import load_head
+from aiiscan.models.multihead import MultiHead, combine
+from aiiscan.models.scorer import Detector
+from aiiscan.reports.html import render
+from aiiscan.reports.report import ReportError, ReportWriter, read_report, report_metadata, report_schema
+from aiiscan.scanner.driver import options_from, run_scan
+from aiiscan.tasks.datasets import from_folders
+from aiiscan.tasks.evaluate import evaluate, evaluate_heads, to_markdown_heads
 
 from .conftest import write_photos
 

@@ -26,9 +26,9 @@ from PIL import Image
 
 from aiiscan import progress
 from aiiscan.cli import main
-from aiiscan.htmlreport import card_evidence, nice_ticks
-from aiiscan.report import COLUMNS, ReportError, ReportWriter, read_report
-from aiiscan.scanner import ScanSummary
+from aiiscan.reports.html import card_evidence, nice_ticks
+from aiiscan.reports.report import COLUMNS, ReportError, ReportWriter, read_report
+from aiiscan.scanner.driver import ScanSummary
 
 from .conftest import write_photos
 
@@ -258,7 +258,7 @@ def test_internal_errors_are_one_line_and_debug_shows_the_traceback(tmp_path, fo
     def bug(*args, **kwargs):
         raise KeyError("a bug stands in here")
 
-    monkeypatch.setattr("aiiscan.htmlreport.write_html", bug)
+    monkeypatch.setattr("aiiscan.reports.html.write_html", bug)
     res = CliRunner().invoke(main, ["report", str(out), "-o", str(tmp_path / "p.html")])
     assert res.exit_code == 4 and "internal error" in res.stderr and "--debug" in res.stderr
     assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 2

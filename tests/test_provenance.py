@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from PIL import Image, PngImagePlugin
 
 from aiiscan.cli import main
-from aiiscan.provenance import extract
-from aiiscan.report import read_report
+from aiiscan.decode.provenance import extract
+from aiiscan.reports.report import read_report
 
 DST = "http://cv.iptc.org/newscodes/digitalsourcetype/"
 XMP_ATTR = (f'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF><rdf:Description '

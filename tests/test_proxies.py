@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aiiscan.preprocess import crop, prepare, resize_square, to_rgb
-from aiiscan.proxies import ProxySpec, band_mask, band_slices, freq_mask, radial_band_perturb
+from aiiscan.decode.preprocess import crop, prepare, resize_square, to_rgb
+from aiiscan.decode.proxies import ProxySpec, band_mask, band_slices, freq_mask, radial_band_perturb
 
 
 def _img(seed=0, size=64):

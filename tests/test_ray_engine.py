@@ -10,8 +10,8 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from aiiscan.report import read_report, report_metadata  # noqa: E402
-from aiiscan.scanner import options_from, run_scan  # noqa: E402
+from aiiscan.reports.report import read_report, report_metadata  # noqa: E402
+from aiiscan.scanner.driver import options_from, run_scan  # noqa: E402
 
 from .conftest import write_photos  # noqa: E402
 from .hostile import png_bomb  # noqa: E402
@@ -62,7 +62,7 @@ def test_ray_engine_matches_local_engine(local_cluster, mixed_folder, head_prefi
 
 def test_ray_engine_resumes_like_the_local_one(local_cluster, mixed_folder, head_prefix, tmp_path):
     """Rows already in parts are not sent to the cluster again."""
-    from aiiscan.report import ReportWriter
+    from aiiscan.reports.report import ReportWriter
 
     out = tmp_path / "r.parquet"
     first = run_scan([str(mixed_folder / "sub")], tmp_path / "sub.parquet",
@@ -83,12 +83,12 @@ def test_calibrate_and_evaluate_on_ray_match_the_local_engine(local_cluster, mix
     """Per-job variants (the band copies), conditions and seeds travel to Ray: same numbers."""
     import shutil
 
-    from aiiscan.calibrate import calibrate
-    from aiiscan.datasets import from_folders
+    from aiiscan.decode.launder import Condition
     from aiiscan.engines import make_engine
-    from aiiscan.evaluate import evaluate
-    from aiiscan.launder import Condition
     from aiiscan.options import RunOptions
+    from aiiscan.tasks.calibrate import calibrate
+    from aiiscan.tasks.datasets import from_folders
+    from aiiscan.tasks.evaluate import evaluate
 
     photos = sorted(str(p) for p in mixed_folder.glob("img_*.png"))
     heads = {}
@@ -197,7 +197,7 @@ def test_ray_multihead_scan_resumes_and_reuses(local_cluster, multi_folder, cali
     """An interrupted multi-head scan's parts (here: the sub folder, scored locally) stand, and so
     do an --incremental report's rows of the same heads; Ray scores the rest, and the report is
     the local engine's."""
-    from aiiscan.report import ReportWriter, report_schema
+    from aiiscan.reports.report import ReportWriter, report_schema
 
     heads, thr = calibrated_heads
     kw = dict(weights=heads, threshold=thr, device="cpu", batch_size=4, quiet=True)
@@ -222,11 +222,11 @@ def test_ray_multihead_scan_resumes_and_reuses(local_cluster, multi_folder, cali
 
 def test_ray_refuses_heads_of_different_crop_sizes_as_local(local_cluster, head_prefix, photos,
                                                             tmp_path):
-    from aiiscan.backbone import build_backbone
+    from aiiscan.decode.proxies import ProxySpec
     from aiiscan.errors import UsageError
-    from aiiscan.proxies import ProxySpec
-    from aiiscan.selftest import TINY64_CONFIG
-    from aiiscan.train import TrainConfig, train
+    from aiiscan.models.backbone import build_backbone
+    from aiiscan.tasks.selftest import TINY64_CONFIG
+    from aiiscan.tasks.train import TrainConfig, train
 
     small = tmp_path / "tiny64"
     bb = build_backbone(str(TINY64_CONFIG), "none", device="cpu", quiet=True)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from aiiscan.backbone import TINY_CONFIG
-from aiiscan.report import read_report
+from aiiscan.models.backbone import TINY_CONFIG
+from aiiscan.reports.report import read_report
 
 from .conftest import write_photos
 

@@ -14,8 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from aiiscan.cli import main
-from aiiscan.report import read_report, report_metadata
-from aiiscan.sources import iter_inputs
+from aiiscan.inputs.crawl import iter_inputs
+from aiiscan.reports.report import read_report, report_metadata
 
 from .conftest import write_photos
 
@@ -167,7 +167,7 @@ def test_follow_symlinks_cuts_loops(tmp_path):
 
 
 def test_two_scans_cannot_write_the_same_report(tmp_path):
-    from aiiscan.report import ReportError, ReportWriter
+    from aiiscan.reports.report import ReportError, ReportWriter
 
     with ReportWriter(tmp_path / "r.parquet"):
         with pytest.raises(ReportError, match="another scan"):
@@ -262,8 +262,8 @@ def test_python_api_example_runs(tmp_path, head_prefix, photos):
 def test_fast_jpeg_decode_keeps_facts_and_stays_close(tmp_path):
     from PIL import Image
 
-    from aiiscan.decode import DecodeJob, decode_job
-    from aiiscan.selftest import synthetic_photo
+    from aiiscan.decode.job import DecodeJob, decode_job
+    from aiiscan.tasks.selftest import synthetic_photo
 
     big = tmp_path / "big.jpg"
     synthetic_photo(np.random.default_rng(0), (2400, 1800)).save(big, quality=92)

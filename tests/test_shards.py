@@ -1,4 +1,4 @@
-"""Archive shards as inputs (aiiscan.shards): members listed and read in memory, hostile
+"""Archive shards as inputs (aiiscan.inputs.archive): members listed and read in memory, hostile
 archives giving one error each, the same decode results as the loose files."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from aiiscan import shards
-from aiiscan.decode import DecodeJob, decode_job
-from aiiscan.shards import Limits, iter_members, read_member, split_member
-from aiiscan.sources import iter_inputs
-from aiiscan.stores import is_indirect, stat_entry
+from aiiscan.decode.job import DecodeJob, decode_job
+from aiiscan.inputs import archive as shards
+from aiiscan.inputs.archive import Limits, iter_members, read_member, split_member
+from aiiscan.inputs.crawl import iter_inputs
+from aiiscan.inputs.store import is_indirect, stat_entry
 from tests.hostile import plain_png
 from tests.test_stores import IMAGES, assert_same_results, image_files
 

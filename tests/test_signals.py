@@ -14,8 +14,8 @@ import psutil
 import pytest
 
 from aiiscan import signals
-from aiiscan.decode import DecodeJob
-from aiiscan.pipeline import decode_stream
+from aiiscan.decode.job import DecodeJob
+from aiiscan.decode.pool import decode_stream
 
 from .conftest import write_photos
 

@@ -1,4 +1,4 @@
-"""Object-store inputs (aiiscan.stores) against a real S3-protocol server on 127.0.0.1.
+"""Object-store inputs (aiiscan.inputs.store) against a real S3-protocol server on 127.0.0.1.
 
 The server is moto's standalone server, started here in a thread; a tiny fault-injecting HTTP
 proxy in front of it returns 503 SlowDown, 429, 403, drops connections or stalls for chosen
@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aiiscan import shards, stores
-from aiiscan.decode import DecodeJob, decode_job
-from aiiscan.sources import ListingLost, iter_inputs
+from aiiscan.decode.job import DecodeJob, decode_job
+from aiiscan.inputs import archive as shards
+from aiiscan.inputs import store as stores
+from aiiscan.inputs.crawl import ListingLost, iter_inputs
 from tests.hostile import plain_png
 from tests.s3server import s3_environment
 
@@ -121,11 +122,11 @@ def test_url_recognition():
 def test_local_scan_imports_no_store_backend():
     import subprocess
     import sys
-    code = ("import sys, tempfile, pathlib; import aiiscan.decode, aiiscan.sources\n"
+    code = ("import sys, tempfile, pathlib; import aiiscan.decode.job, aiiscan.inputs.crawl\n"
             "t = tempfile.TemporaryDirectory(); d = pathlib.Path(t.name)\n"
             "(d / 'a.png').write_bytes(b'x')\n"
-            "list(aiiscan.sources.iter_inputs([str(d)]))\n"
-            "aiiscan.decode.decode_job(aiiscan.decode.DecodeJob(str(d / 'a.png')))\n"
+            "list(aiiscan.inputs.crawl.iter_inputs([str(d)]))\n"
+            "aiiscan.decode.job.decode_job(aiiscan.decode.job.DecodeJob(str(d / 'a.png')))\n"
             "bad = [m for m in sys.modules if m.split('.')[0] in ('fsspec', 's3fs', 'botocore')]\n"
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])

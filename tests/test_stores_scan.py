@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, PngImagePlugin
 
-from aiiscan.report import read_report, report_metadata
+from aiiscan.reports.report import read_report, report_metadata
 
 from .conftest import write_photos
 from .s3server import s3_environment
@@ -282,8 +282,8 @@ def test_ray_engine_scans_a_bucket_like_the_local_engine(world, clean, tmp_path,
     """Workers get the backend's settings from their environment (here: inherited from the
     driver that starts the local cluster); the files are never on a shared disk."""
     ray = pytest.importorskip("ray")
-    from aiiscan import stores
-    from aiiscan.scanner import options_from, run_scan
+    from aiiscan.inputs import store as stores
+    from aiiscan.scanner.driver import options_from, run_scan
     for var, value in s3_environment(world["endpoint"]).items():
         monkeypatch.setenv(var, value)
     stores._LISTED.clear()
@@ -301,9 +301,9 @@ def test_ray_engine_scans_a_bucket_like_the_local_engine(world, clean, tmp_path,
 
 
 def test_a_failed_upload_keeps_the_parts_and_resume_uploads(world, tmp_path, monkeypatch):
-    from aiiscan import stores
-    from aiiscan.report import ReportError
-    from aiiscan.scanner import options_from, run_scan
+    from aiiscan.inputs import store as stores
+    from aiiscan.reports.report import ReportError
+    from aiiscan.scanner.driver import options_from, run_scan
     for var, value in s3_environment(world["endpoint"]).items():
         monkeypatch.setenv(var, value)
     stores._LISTED.clear()

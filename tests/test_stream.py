@@ -1,8 +1,8 @@
 """The one decode -> features stream: order, alignment, and bad files that never wait."""
 
-from aiiscan.decode import DecodeJob
-from aiiscan.detector import Detector, feature_batches
-from aiiscan.weights import load_head
+from aiiscan.decode.job import DecodeJob
+from aiiscan.models.headfile import load_head
+from aiiscan.models.scorer import Detector, feature_batches
 
 from .conftest import write_empty, write_photos
 

@@ -5,9 +5,9 @@ import pytest
 from click.testing import CliRunner
 
 from aiiscan.cli import main
-from aiiscan.detector import Detector
-from aiiscan.train import TrainConfig, train
-from aiiscan.weights import load_head
+from aiiscan.models.headfile import load_head
+from aiiscan.models.scorer import Detector
+from aiiscan.tasks.train import TrainConfig, train
 
 from .conftest import TRAIN_NATURAL, natural_photos
 
@@ -41,7 +41,7 @@ def test_train_cli_writes_a_head_that_reloads_identically(tmp_path, tiny_config,
 
 
 def test_training_refuses_too_few_photos(backbone, tmp_path):
-    from aiiscan.train import TrainingError
+    from aiiscan.tasks.train import TrainingError
 
     with pytest.raises(TrainingError, match="at least 2"):
         train(backbone, ["one.png"], tmp_path / "x", TrainConfig(), progress=False)

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aiiscan.detector import Detector
 from aiiscan.errors import WeightsError
-from aiiscan.weights import ModelCard, load_head, read_card
+from aiiscan.models.headfile import ModelCard, load_head, read_card
+from aiiscan.models.scorer import Detector
 
 
 def _copy(prefix: Path, dest: Path) -> Path:

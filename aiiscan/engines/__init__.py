@@ -26,7 +26,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..decode import DecodeJob, DecodeResult
+from ..decode.job import DecodeJob, DecodeResult
 from ..errors import UsageError
 from ..options import RunOptions
 from .local import LocalEngine

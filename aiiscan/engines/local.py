@@ -9,8 +9,8 @@ from ..errors import UsageError
 from ..options import RunOptions
 
 if TYPE_CHECKING:
-    from ..detector import Detector
-    from ..multihead import MultiHead
+    from ..models.multihead import MultiHead
+    from ..models.scorer import Detector
 
 
 @dataclass
@@ -23,7 +23,7 @@ class LocalEngine:
 
     def open(self, weights: str | tuple[str, ...] | None, run: RunOptions) -> Detector | MultiHead:
         """A ``Detector`` for one head (None: the default), a ``MultiHead`` for a tuple of heads."""
-        from ..multihead import load_scorer
+        from ..models.multihead import load_scorer
 
         if self.detector is not None and isinstance(weights, tuple):
             raise UsageError("give either a loaded detector or several weights, not both")

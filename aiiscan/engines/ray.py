@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..decode import DecodeJob, DecodeResult, decode_job
+from ..decode.job import DecodeJob, DecodeResult, decode_job
 from ..errors import UsageError
 from ..options import RunOptions
 
@@ -50,7 +50,7 @@ class _Scorer:
     ``[row, variant]`` for one head, ``[row, variant, head]`` for several."""
 
     def __init__(self, weights: str | tuple[str, ...], run: RunOptions):
-        from ..multihead import heads_of, load_scorer
+        from ..models.multihead import heads_of, load_scorer
 
         self.model = load_scorer(weights, replace(run, quiet=True))
         n = len(heads_of(self.model))
@@ -110,8 +110,8 @@ class RayScorer:
         except ImportError:
             raise UsageError("--engine ray needs Ray: pip install 'aiiscan[ray]'") from None
         # driver only: decode tasks must not import torch
-        from ..multihead import backbone_passes, check_crop_sizes
-        from ..weights import load_head, model_id
+        from ..models.headfile import load_head, model_id
+        from ..models.multihead import backbone_passes, check_crop_sizes
 
         self.heads: list[Head] = []
         for w in weights if isinstance(weights, tuple) else (weights,):

@@ -1,0 +1,1 @@
+"""Models: the frozen backbone, how it runs, the head files, the head kinds and the scorer."""

@@ -1,0 +1,277 @@
+"""Frozen feature extractors: the one place that knows how to build and load a backbone.
+
+A backbone is anything with an identity, a preprocessing config and ``encode`` from a
+normalised NCHW batch to features. The provider here is open_clip: a model name plus a
+pretrained tag (real weights, resolved from a local file, the local caches, or a download),
+or a path to an open_clip model-config JSON with ``pretrained="none"`` (random init, for tests
+and offline smoke runs only; its scores mean nothing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import socket
+import sys
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+
+from ..errors import AiiscanError
+from ..options import DEFAULT_BACKBONE, DEFAULT_PRETRAINED  # noqa: F401 (re-exported)
+
+CLIP_WEIGHTS_ENV = "AIISCAN_CLIP_WEIGHTS"
+TINY_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny-vit.json"
+
+log = logging.getLogger(__name__)
+
+
+class BackboneError(AiiscanError):
+    """A backbone cannot be built; the message says what to do about it."""
+
+
+@dataclass(frozen=True)
+class BackboneIdentity:
+    """What a feature depends on; travels with every feature and every head card."""
+
+    name: str
+    pretrained: str
+    weights_sha256: str | None
+    config_sha256: str | None
+    feature_dim: int
+    image_size: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def random_init(self) -> bool:
+        return self.pretrained == "none"
+
+    def mismatch(self, other: dict) -> list[str]:
+        """Fields that differ from a recorded identity (a card's), ignoring unknowns."""
+        diffs = []
+        for key, mine in self.to_dict().items():
+            theirs = other.get(key)
+            if theirs is None or mine is None:
+                continue
+            if theirs != mine:
+                diffs.append(f"{key}: head was trained with {theirs!r}, backbone in use has {mine!r}")
+        return diffs
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+class ClipBackbone:
+    """The image tower of an open_clip model, frozen, in inference mode."""
+
+    def __init__(self, visual: torch.nn.Module, identity: BackboneIdentity,
+                 mean: tuple[float, ...], std: tuple[float, ...], device: torch.device,
+                 source: str | None = None):
+        self.visual = visual.eval().requires_grad_(False).to(device)
+        self.identity = identity
+        # What rebuilds it in another process: the model name, or the config file's full path.
+        self.source = source or identity.name
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self.device = device
+        self.precision = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU; or "fp32" / "bf16"
+
+    @property
+    def image_size(self) -> int:
+        return self.identity.image_size
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        if self.precision == "bf16" or (self.precision == "auto" and self.device.type == "cuda"):
+            return torch.bfloat16
+        return None
+
+    @torch.inference_mode()
+    def encode(self, batch: torch.Tensor) -> torch.Tensor:
+        """Features of a normalised NCHW float batch, as float32 (the head always runs in fp32)."""
+        dtype = self.autocast_dtype
+        if dtype is not None:
+            with torch.autocast(self.device.type, dtype=dtype):
+                return self.visual(batch).float()
+        return self.visual(batch).float()
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BackboneError(f"--device {device} asked for, but torch sees no CUDA device here")
+    return dev
+
+
+def _network_reachable(url: str, timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False  # the Hugging Face convention for "never touch the network"
+    host = urlparse(url).hostname or url
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _cached_weights(name: str, tag: str) -> str | None:
+    """A local copy of (name, tag) in the Hugging Face or open_clip cache, without network."""
+    from open_clip import pretrained as oc_pretrained
+
+    cfg = oc_pretrained.get_pretrained_cfg(name, tag)
+    hub = cfg.get("hf_hub", "")
+    if hub:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:  # pragma: no cover - huggingface_hub ships with open_clip
+            try_to_load_from_cache = None
+        if try_to_load_from_cache is not None:
+            model_id, filename = os.path.split(hub)
+            filename = filename or oc_pretrained.HF_WEIGHTS_NAME
+            for candidate in [*oc_pretrained._get_safe_alternatives(filename), filename]:
+                hit = try_to_load_from_cache(model_id, candidate)
+                if isinstance(hit, str) and os.path.isfile(hit):
+                    return hit
+    url = cfg.get("url", "")
+    if url:
+        local = Path("~/.cache/clip").expanduser() / os.path.basename(url)
+        if local.is_file():
+            return str(local)
+    return None
+
+
+def resolve_clip_weights(name: str, tag: str, clip_weights: str | None = None) -> str:
+    """Path of the weights file for (name, tag): explicit file, env var, caches, download.
+
+    Fails fast with an actionable message when offline and nothing is cached, instead of
+    letting a download hang or a traceback reach the user.
+    """
+    from open_clip import pretrained as oc_pretrained
+
+    explicit = clip_weights or os.environ.get(CLIP_WEIGHTS_ENV)
+    if explicit:
+        if not os.path.isfile(explicit):
+            raise BackboneError(f"CLIP weights file not found: {explicit}")
+        return explicit
+    cfg = oc_pretrained.get_pretrained_cfg(name, tag)
+    if not cfg:
+        known = ", ".join(oc_pretrained.list_pretrained_tags_by_model(name)) or "none"
+        raise BackboneError(f"open_clip has no pretrained tag {tag!r} for {name!r} (known: {known})")
+    cached = _cached_weights(name, tag)
+    if cached:
+        return cached
+    # open_clip prefers the Hugging Face hub when a tag has both a hub entry and a URL.
+    source = "https://huggingface.co" if cfg.get("hf_hub") or not cfg.get("url") else cfg["url"]
+    if not _network_reachable(source):
+        raise BackboneError(
+            f"CLIP weights for {name}/{tag} are not on this machine and {urlparse(source).hostname} "
+            "cannot be reached.\nProvide them in one of these ways:\n"
+            f"  --clip-weights FILE (or {CLIP_WEIGHTS_ENV}=FILE): an open_clip checkpoint for {name}\n"
+            "  download once on a networked machine (the Hugging Face cache "
+            "~/.cache/huggingface or ~/.cache/clip is used if present)\n"
+            f"  for an offline smoke run only: --backbone {TINY_CONFIG} --pretrained none "
+            "(a tiny random backbone that ships with aiiscan: meaningless scores)"
+        )
+    log.info("downloading CLIP weights for %s/%s", name, tag)
+    path = oc_pretrained.download_pretrained(cfg)
+    if not path:
+        raise BackboneError(f"download of CLIP weights for {name}/{tag} failed")
+    return path
+
+
+def _config_name(path: Path) -> str:
+    import open_clip
+
+    open_clip.add_model_config(path)
+    return path.stem
+
+
+def build_backbone(name: str = DEFAULT_BACKBONE, pretrained: str = DEFAULT_PRETRAINED,
+                   clip_weights: str | None = None, device: str | torch.device = "auto",
+                   quiet: bool = False) -> ClipBackbone:
+    """Build a frozen open_clip image tower.
+
+    ``name`` is an open_clip model name or a path to a model-config JSON. ``pretrained`` is a
+    tag, ``"none"`` for random init, or ignored when ``clip_weights`` names a file.
+    """
+    import open_clip
+
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    config_sha = None
+    model_name = name
+    if name.endswith(".json"):
+        cfg_path = Path(name)
+        if not cfg_path.is_file():
+            raise BackboneError(f"backbone config not found: {name}")
+        try:
+            json.loads(cfg_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise BackboneError(f"backbone config {name} is not valid JSON: {exc}") from exc
+        config_sha = sha256_file(cfg_path)
+        model_name = _config_name(cfg_path)
+    elif name not in open_clip.list_models():
+        raise BackboneError(f"unknown backbone {name!r}: not an open_clip model name nor a .json config")
+
+    weights_path = None
+    weights_sha = None
+    tag = pretrained or "none"
+    if clip_weights or os.environ.get(CLIP_WEIGHTS_ENV) or tag != "none":
+        weights_path = resolve_clip_weights(model_name, tag, clip_weights)
+        weights_sha = sha256_file(weights_path)
+        if tag == "none":
+            tag = "file"
+    elif not quiet:
+        print(
+            "WARNING: random-init backbone (--pretrained none): scores carry NO meaning about "
+            "whether an image is AI-generated. Use it only for tests and smoke runs.",
+            file=sys.stderr,
+        )
+
+    root = logging.getLogger()
+    level = root.level
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        root.setLevel(logging.ERROR)  # open_clip logs its own random-init notice at WARNING
+        try:
+            # Seeded init: a random-init backbone rebuilt from a card is the same network.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                model = open_clip.create_model(model_name, pretrained=weights_path, device="cpu")
+        except (RuntimeError, ValueError, KeyError, OSError) as exc:
+            raise BackboneError(f"could not build {name} with weights {weights_path} (not an open_clip "
+                                f"checkpoint for it?): {type(exc).__name__}: {exc}") from exc
+        finally:
+            root.setLevel(level)
+    visual = model.visual
+    cfg = getattr(visual, "preprocess_cfg", {}) or {}
+    mean = cfg.get("mean") or open_clip.OPENAI_DATASET_MEAN
+    std = cfg.get("std") or open_clip.OPENAI_DATASET_STD
+    size = visual.image_size
+    size = int(size[0] if isinstance(size, (tuple, list)) else size)
+    del model
+    with torch.inference_mode():
+        feature_dim = int(visual(torch.zeros(1, 3, size, size)).shape[-1])
+    identity = BackboneIdentity(
+        name=name if config_sha is None else model_name,
+        pretrained=tag,
+        weights_sha256=weights_sha,
+        config_sha256=config_sha,
+        feature_dim=feature_dim,
+        image_size=size,
+    )
+    source = str(Path(name).resolve()) if name.endswith(".json") else name
+    return ClipBackbone(visual, identity, mean, std, dev, source=source)

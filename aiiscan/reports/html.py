@@ -1,0 +1,556 @@
+"""The report a person reads: one self-contained HTML file from a scan report.
+
+Inline CSS, inline SVG and one small inline script; no network fetch of any kind. A strict
+Content-Security-Policy admits exactly that style block and that script (by hash) and data:
+images. Everything that comes from the scanned files (paths, errors, metadata, prompts) is
+escaped: the material is hostile until proven otherwise.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Sequence
+from html import escape
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from PIL import Image
+
+from ..decode.preprocess import DEFAULT_MAX_PIXELS, open_image, to_rgb
+from ..files import atomic_write_bytes, now_iso
+from ..inputs.store import is_indirect, is_url, put_file, read_entry
+from ..textsafe import path_from_display
+from ..version import __version__
+from .report import (
+    ReportError,
+    duckdb_connect,
+    duckdb_errors,
+    heads_in,
+    iter_report,
+    local_report,
+    report_metadata,
+)
+
+THUMB_PX = 160
+THUMB_BUDGET = 4 * 1024 * 1024  # bytes of thumbnails in one page, all together
+THUMB_MAX_FILE = 64 * 1024 * 1024  # don't decode larger originals just for a thumbnail
+MAX_TABLE_ROWS = 2000  # error and directory rows listed; the counts are always complete
+BATCH_ROWS = 8192  # report rows per batch while the page's figures are gathered
+HIST_BINS = 40
+
+CSS = """
+body{font:14px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1200px;padding:1em 2em;color:#222}
+h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ccc}
+table{border-collapse:collapse;width:100%;margin:.5em 0}
+th,td{border:1px solid #ddd;padding:3px 6px;text-align:left;vertical-align:top;word-break:break-all}
+th{background:#f3f3f3;cursor:pointer;user-select:none}
+th.num,td.num{text-align:right;word-break:normal}
+.caution{background:#fff4d6;border:1px solid #e0b000;padding:.6em 1em}
+.note{color:#555;font-size:.9em}
+.counts{display:flex;gap:2em;flex-wrap:wrap;align-items:flex-start}
+.counts table{width:auto;min-width:14em}
+.cards{display:flex;flex-wrap:wrap;gap:12px}
+.card{border:1px solid #ccc;border-radius:4px;width:220px;padding:6px;font-size:12px}
+.card img{display:block;max-width:208px;max-height:160px;margin:auto}
+.card .noimg{height:60px;background:#eee;color:#666;padding:4px}
+.card .path{word-break:break-all}
+.score{font-weight:bold}
+.ai{color:#b00020}
+input.filter{width:40%;margin:.3em 0;padding:3px}
+svg text{font-size:11px;fill:#333}
+""".strip()
+
+JS = """
+document.querySelectorAll('table.sortable').forEach(function (table) {
+  var heads = table.tHead.rows[0].cells;
+  Array.prototype.forEach.call(heads, function (th, col) {
+    th.addEventListener('click', function () {
+      var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
+      var asc = th.getAttribute('data-dir') !== 'asc';
+      Array.prototype.forEach.call(heads, function (h) { h.removeAttribute('data-dir'); });
+      th.setAttribute('data-dir', asc ? 'asc' : 'desc');
+      var num = th.classList.contains('num');
+      rows.sort(function (a, b) {
+        var x = a.cells[col].getAttribute('data-v') || a.cells[col].textContent;
+        var y = b.cells[col].getAttribute('data-v') || b.cells[col].textContent;
+        var c = num ? (parseFloat(x) || 0) - (parseFloat(y) || 0) : x.localeCompare(y);
+        return asc ? c : -c;
+      });
+      rows.forEach(function (r) { body.appendChild(r); });
+    });
+  });
+});
+document.querySelectorAll('input.filter').forEach(function (input) {
+  var table = document.getElementById(input.getAttribute('data-table'));
+  input.addEventListener('input', function () {
+    var q = input.value.toLowerCase();
+    Array.prototype.forEach.call(table.tBodies[0].rows, function (r) {
+      r.hidden = q !== '' && r.textContent.toLowerCase().indexOf(q) < 0;
+    });
+  });
+});
+""".strip()
+
+
+def _csp() -> str:
+    def digest(text: str) -> str:
+        return base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
+
+    return ("default-src 'none'; img-src data:; "
+            f"style-src 'sha256-{digest(CSS)}'; script-src 'sha256-{digest(JS)}'; "
+            "base-uri 'none'; form-action 'none'")
+
+
+def _e(value) -> str:
+    return escape("" if value is None else str(value), quote=True)
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def thumbnail(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str | None, str | None]:
+    """(data URI, None) or (None, why not): decoded with the scan's own guards."""
+    path = path_from_display(path)  # the report's form of the name (escaped bytes, backslashes)
+    try:
+        if is_indirect(path):  # an object in a store or an archive member, read as the scan read it
+            data = read_entry(path, THUMB_MAX_FILE)[0]
+        else:
+            if os.path.getsize(path) > THUMB_MAX_FILE:
+                return None, "file too large for a thumbnail"
+            with open(path, "rb") as f:
+                data = f.read(THUMB_MAX_FILE + 1)
+        img = open_image(data, max_pixels)
+        img = to_rgb(img)
+        img.thumbnail((THUMB_PX, THUMB_PX), Image.Resampling.BILINEAR)
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=80)
+        return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode(), None
+    except Exception as exc:  # vanished, changed or hostile since the scan
+        return None, f"no thumbnail: {type(exc).__name__}"
+
+
+def nice_ticks(lo: float, hi: float, target: int = 6) -> list[float]:
+    """Round axis values (steps of 1, 2 or 5 x 10^k) inside [lo, hi], about ``target`` of them."""
+    raw = (hi - lo) / target
+    magnitude = 10 ** np.floor(np.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
+    first = np.ceil(lo / step) * step
+    ticks = np.arange(first, hi + step * 1e-9, step)
+    return [float(round(t / step) * step) for t in ticks]
+
+
+def histogram_range(lo: float, hi: float, threshold: float | None) -> tuple[float, float]:
+    """The histogram's x range: the scores' own, widened to show the threshold, never empty."""
+    if threshold is not None:
+        lo, hi = min(lo, threshold), max(hi, threshold)
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    return lo, hi
+
+
+def histogram_svg(scores: np.ndarray, threshold: float | None, bins: int = HIST_BINS) -> str:
+    if len(scores) == 0:
+        return histogram_svg_counts(None, None, 0.0, 1.0, threshold)
+    lo, hi = histogram_range(float(scores.min()), float(scores.max()), threshold)
+    counts, edges = np.histogram(scores, bins=bins, range=(lo, hi))
+    return histogram_svg_counts(counts, edges, lo, hi, threshold)
+
+
+def histogram_svg_counts(counts: np.ndarray | None, edges: np.ndarray | None, lo: float, hi: float,
+                         threshold: float | None) -> str:
+    """The score histogram from its bin counts and edges over ``[lo, hi]`` (None: no scores)."""
+    width, height, pad = 760, 220, 36
+    if counts is None or edges is None:
+        return '<svg id="histogram" width="760" height="40" role="img"><text x="4" y="20">' \
+               'no scored images</text></svg>'
+    bins = len(counts)
+    top = max(int(counts.max()), 1)
+    bw = (width - 2 * pad) / bins
+
+    def x(v: float) -> float:
+        return pad + (v - lo) / (hi - lo) * (width - 2 * pad)
+
+    parts = [f'<svg id="histogram" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}" role="img" aria-label="score histogram">']
+    for i, c in enumerate(counts):
+        h = (height - 2 * pad) * c / top
+        colour = "#c0392b" if threshold is not None and edges[i] >= threshold else "#4a78b5"
+        parts.append(f'<rect class="bar" x="{pad + i * bw:.1f}" y="{height - pad - h:.1f}" '
+                     f'width="{max(bw - 1, 1):.1f}" height="{h:.1f}" fill="{colour}">'
+                     f'<title>{edges[i]:.4g} to {edges[i + 1]:.4g}: {c}</title></rect>')
+    parts.append(f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" '
+                 'stroke="#333"/>')
+    for t in nice_ticks(lo, hi):
+        parts.append(f'<line class="tick" x1="{x(t):.1f}" y1="{height - pad}" x2="{x(t):.1f}" '
+                     f'y2="{height - pad + 4}" stroke="#333"/>'
+                     f'<text class="tick" x="{x(t):.1f}" y="{height - pad + 16}" text-anchor="middle">'
+                     f'{t:.4g}</text>')
+    parts.append(f'<text x="{pad}" y="{pad - 12}">{top} images</text>')
+    parts.append(f'<text x="{width / 2}" y="{height - 4}" text-anchor="middle">'
+                 'score (higher = less like a natural photo)</text>')
+    if threshold is not None:
+        tx = x(threshold)
+        parts.append(f'<line id="threshold-line" x1="{tx:.1f}" y1="{pad - 6}" x2="{tx:.1f}" '
+                     f'y2="{height - pad}" stroke="#000" stroke-dasharray="4 3"/>')
+        parts.append(f'<text x="{tx + 4:.1f}" y="{pad}">threshold {threshold:.4g}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _table(table_id: str, headers: Sequence[tuple[str, bool]], rows: Sequence[Sequence], caption: str,
+           filterable: bool = True) -> str:
+    out = []
+    if filterable:
+        out.append(f'<input class="filter" type="search" placeholder="filter…" data-table="{table_id}" '
+                   f'aria-label="filter {escape(caption)}">')
+    out.append(f'<table id="{table_id}" class="sortable"><thead><tr>')
+    out += [f'<th{" class=num" if num else ""}>{escape(h)}</th>' for h, num in headers]
+    out.append("</tr></thead><tbody>")
+    for row in rows:
+        cells = []
+        for (_, num), value in zip(headers, row, strict=True):
+            if num:
+                cells.append(f'<td class="num" data-v="{_e(value)}">{_e(_fmt(value))}</td>')
+            else:
+                cells.append(f"<td>{_e(value)}</td>")
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+def card_evidence(row: dict) -> list[str]:
+    bits = []
+    if row.get("provenance_hint"):
+        bits.append(f"hint: {row['provenance_hint']}")
+    if row.get("gen_tool"):
+        bits.append(f"generator params: {row['gen_tool']}")
+    if row.get("iptc_digital_source_type"):
+        bits.append(f"IPTC source: {row['iptc_digital_source_type']}")
+    if row.get("c2pa_present"):
+        bits.append("C2PA manifest" + (" declaring AI" if row.get("c2pa_declares_ai") else ""))
+    make, model = (row.get("exif_make") or "").strip(), (row.get("exif_model") or "").strip()
+    if make or model:  # "Canon" + "Canon EOS 5D" reads "Canon EOS 5D", not "Canon Canon EOS 5D"
+        bits.append("camera: " + (model if make and model.lower().startswith(make.lower())
+                                  else f"{make} {model}".strip()))
+    if row.get("xmp_creator_tool"):
+        bits.append(f"creator tool: {row['xmp_creator_tool']}")
+    if row.get("gen_prompt"):
+        bits.append(f"prompt: {row['gen_prompt'][:160]}")
+    return bits
+
+
+def _dirname(paths) -> pa.Array:
+    """``os.path.dirname`` of every path, vectorised, with ``'.'`` for a bare name: the head up to
+    the last ``/``, its trailing slashes dropped unless it is nothing but slashes (``'/'``)."""
+    head = pc.replace_substring_regex(paths, pattern="[^/]*$", replacement="")
+    trimmed = pc.utf8_rtrim(head, characters="/")
+    return pc.if_else(pc.equal(trimmed, ""), pc.if_else(pc.equal(head, ""), ".", head), trimmed)
+
+
+def _or_none(col):
+    """``value or "none"`` for a string column."""
+    return pc.if_else(pc.or_kleene(pc.is_null(col), pc.equal(col, "")), "none", col)
+
+
+def _counts(col) -> Counter:
+    return Counter({v["values"]: v["counts"] for v in pc.value_counts(col).to_pylist()})
+
+
+class PageFigures:
+    """Every figure the page shows, gathered from the report one batch at a time.
+
+    Memory is set by the batch size, ``top`` and ``MAX_TABLE_ROWS``, never by the report's length:
+    counts are counters of a few status/label/hint values; the scored images' scores go to a
+    temporary file (8 bytes each) and are binned on a second read of that file, once their range
+    is known, so the histogram is exactly ``np.histogram`` over all of them; the top ``top`` rows
+    are kept by (score desc, report order), the order of a stable sort; the first error rows are
+    kept and all are counted. Directories can be as many as files: each batch's per-directory sums
+    go to an on-disk DuckDB table, grouped once at the end within ``AIISCAN_SORT_MEMORY`` (DuckDB
+    spills beyond it), and only the first ``MAX_TABLE_ROWS`` of the sorted table are fetched.
+    """
+
+    def __init__(self, workdir: Path, top: int):
+        self.top = max(top, 0)
+        self.rows = self.ok = self.error_count = 0
+        self.status: Counter = Counter()
+        self.labels: Counter = Counter()
+        self.hints: Counter = Counter()
+        self.heads = 1  # a multi-head report's heads (``report.heads_in``), and its verdict counts
+        self.verdicts: Counter = Counter()
+        self.first_ok_threshold: float | None = None
+        self._seen_ok = False
+        self.lo = self.hi = None
+        self.best: pa.Table | None = None
+        self.errors: list[tuple] = []
+        self._scores = open(workdir / "scores.f8", "w+b")  # noqa: SIM115 (closed by close())
+        self.con = duckdb_connect(str(workdir / "dirs.duckdb"), workdir / "spill")
+        self.con.execute("CREATE TABLE part (dir VARCHAR, files BIGINT, scored BIGINT, flagged BIGINT, "
+                         "errors BIGINT, total DOUBLE)")
+
+    def close(self) -> None:
+        self._scores.close()
+        self.con.close()
+
+    def add(self, batch: pa.Table) -> None:
+        n = len(batch)
+        if not n:
+            return
+        status, score, label = batch.column("status"), batch.column("score"), batch.column("label")
+        ok = pc.and_(pc.fill_null(pc.equal(status, "ok"), False), pc.is_valid(score))
+        self.status.update(_counts(status))
+        self.labels.update(_counts(_or_none(label)))
+        self.hints.update(_counts(_or_none(batch.column("provenance_hint"))))
+        self.heads = heads_in(batch.column_names)
+        if "verdict" in batch.column_names:
+            self.verdicts.update(_counts(_or_none(batch.column("verdict"))))
+
+        scored = batch.filter(ok)
+        if len(scored):
+            if not self._seen_ok:
+                self._seen_ok = True
+                self.first_ok_threshold = scored.column("threshold")[0].as_py()
+            values = scored.column("score").to_numpy()
+            self._scores.write(values.astype(np.float64).tobytes())
+            lo, hi = float(values.min()), float(values.max())
+            self.lo = lo if self.lo is None else min(self.lo, lo)
+            self.hi = hi if self.hi is None else max(self.hi, hi)
+            self.ok += len(scored)
+            if self.top:
+                order = np.flatnonzero(ok.to_numpy(zero_copy_only=False)) + self.rows
+                cand = scored.append_column("_row", pa.array(order, pa.int64()))
+                if self.best is not None:
+                    cand = pa.concat_tables([self.best, cand])
+                if len(cand) > self.top:
+                    cand = cand.take(pc.select_k_unstable(cand, k=self.top, sort_keys=[
+                        ("score", "descending"), ("_row", "ascending")]))
+                self.best = cand
+
+        bad = pc.fill_null(pc.not_equal(status, "ok"), True)
+        bad_count = pc.sum(pc.cast(bad, pa.int64())).as_py() or 0
+        if bad_count and len(self.errors) < MAX_TABLE_ROWS:
+            listed = batch.filter(bad).slice(0, MAX_TABLE_ROWS - len(self.errors))
+            self.errors += zip(*(listed.column(c).to_pylist() for c in ("path", "status", "error")),
+                               strict=True)
+        self.error_count += bad_count
+
+        flagged = pc.and_(ok, pc.fill_null(pc.equal(label, "ai"), False))
+        part = pa.table({
+            "dir": _dirname(batch.column("path")),
+            "scored": pc.cast(ok, pa.int64()),
+            "flagged": pc.cast(flagged, pa.int64()),
+            "errors": pc.cast(pc.fill_null(pc.equal(status, "error"), False), pa.int64()),
+            "total": pc.if_else(ok, score, pa.scalar(None, pa.float64())),
+        }).group_by("dir").aggregate([("scored", "count"), ("scored", "sum"), ("flagged", "sum"),
+                                       ("errors", "sum"), ("total", "sum")])
+        part = part.select(["dir", "scored_count", "scored_sum", "flagged_sum", "errors_sum", "total_sum"])
+        self.con.from_arrow(part).insert_into("part")
+        self.rows += n
+
+    def highest(self) -> list[dict]:
+        """The top rows, highest score first, ties in report order."""
+        if self.best is None:
+            return []
+        best = self.best.take(pc.sort_indices(self.best, sort_keys=[("score", "descending"),
+                                                                    ("_row", "ascending")]))
+        return best.drop_columns(["_row"]).to_pylist()
+
+    def histogram(self, threshold: float | None, bins: int = HIST_BINS):
+        """(counts, edges, lo, hi) over every scored image, or Nones when there are none."""
+        if not self.ok:
+            return None, None, 0.0, 1.0
+        lo, hi = histogram_range(self.lo, self.hi, threshold)
+        counts = np.zeros(bins, np.int64)
+        edges = None
+        self._scores.flush()
+        self._scores.seek(0)
+        while chunk := self._scores.read(8 << 20):
+            c, edges = np.histogram(np.frombuffer(chunk, np.float64), bins=bins, range=(lo, hi))
+            counts += c
+        return counts, edges, lo, hi
+
+    def directories(self, threshold: float | None) -> tuple[int, list[tuple]]:
+        """(number of directories, the first ``MAX_TABLE_ROWS`` rows of the table): sorted by ai
+        rate (none: 0) descending, then by name (code-point order, as Python sorts)."""
+        order = ("CASE WHEN scored > 0 THEN flagged::DOUBLE / scored ELSE 0 END DESC, dir"
+                 if threshold is not None else "dir")  # no threshold, no rates: by name
+        self.con.execute("CREATE TABLE dirs AS SELECT dir, sum(files)::BIGINT AS files, sum(scored)::BIGINT "
+                         "AS scored, sum(flagged)::BIGINT AS flagged, sum(errors)::BIGINT AS errors, "
+                         "sum(total) AS total FROM part GROUP BY dir")
+        count = self.con.execute("SELECT count(*) FROM dirs").fetchone()[0]
+        listed = self.con.execute(f"SELECT dir, files, scored, flagged, errors, total FROM dirs ORDER BY "
+                                  f"{order} LIMIT {MAX_TABLE_ROWS}").fetchall()
+        rows = []
+        for d, files, scored, flagged, errors, total in listed:
+            rate_v = flagged / scored if scored and threshold is not None else None
+            mean = float(total / scored) if scored else None
+            rows.append((d, files, scored, flagged, rate_v, mean, errors))
+        return count, rows
+
+
+def gather(report: str | Path, top: int, workdir: Path, batch_rows: int | None = None) -> PageFigures:
+    """One pass over ``report``: the figures of the page (close them when done)."""
+    figures = PageFigures(workdir, top)
+    pool = pa.default_memory_pool()
+    try:
+        for batch in iter_report(report, batch_rows or BATCH_ROWS):
+            figures.add(batch)
+            del batch
+            # mimalloc keeps what each batch freed and creeps up over a long report (+42 MiB at
+            # 1,000,000 rows); handing it back after every batch halves that at no measurable cost
+            pool.release_unused()
+    except BaseException:
+        figures.close()
+        raise
+    return figures
+
+
+def _figures(report: str | Path, top: int, threshold: float | None):
+    """The page's figures from one streamed pass over the report, in a private temp folder."""
+    with tempfile.TemporaryDirectory(prefix="aiiscan-page-") as tmp:
+        figures = gather(report, top, Path(tmp))
+        try:
+            with duckdb_errors(f"grouping {Path(report).name} by directory", "{fix} and rerun"):
+                thr = threshold if threshold is not None else figures.first_ok_threshold
+                return figures, thr, figures.histogram(thr), figures.directories(thr), figures.highest()
+        finally:
+            figures.close()
+
+
+def render(report: str | Path, top: int = 50, thumbnails: bool = True,
+           thumb_budget: int = THUMB_BUDGET, name: str | None = None) -> str:
+    """The page for the local report file ``report``; ``name`` is what the page calls it."""
+    name = name or Path(report).name
+    meta = report_metadata(report)
+    figures, thr, histogram, (dir_count, dir_rows), highest = _figures(report, top, meta.get("threshold"))
+    status, labels, hints = figures.status, figures.labels, figures.hints
+    more = range(2, figures.heads + 1)  # a multi-head scan's further heads
+    verdicts = figures.verdicts if len(more) else None
+    head_meta, head_thrs = meta.get("heads") or [], meta.get("head_thresholds") or []
+    backbone = meta.get("backbone") or {}
+    block = meta.get("threshold_block") or {}
+    validation = block.get("validation") or {}
+    with_ai = (f" + {validation.get('ai_count')} AI images" if validation.get("positives") == "ai images"
+               else "")
+
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+           f'<meta http-equiv="Content-Security-Policy" content="{_e(_csp())}">',
+           '<meta name="referrer" content="no-referrer">',
+           f"<title>aiiscan report: {_e(name)}</title>",
+           f"<style>{CSS}</style></head><body>",
+           f"<h1>aiiscan report: {_e(name)}</h1>"]
+    if backbone.get("pretrained") == "none":
+        out.append('<p class="caution" id="caution">This scan used a randomly initialised backbone: '
+                   "its scores carry no meaning about AI generation.</p>")
+    out.append('<p class="note">Scores rank images by how unlike a natural photo they look to this '
+               "head; the label is the score against the threshold. Metadata columns are evidence "
+               "beside the score, never part of it, and their absence means nothing.</p>")
+
+    out.append('<h2 id="scan">Scan</h2><table id="meta"><tbody>')
+    facts = [
+        ("model", meta.get("model_id")),
+        ("backbone", f"{backbone.get('name', '')} / {backbone.get('pretrained', '')}".strip(" /")),
+        ("model card sha256", meta.get("model_card_sha256")),
+        ("threshold", None if thr is None else f"{thr:.6g} ({meta.get('threshold_source', '')})"),
+        ("calibration", (f"policy {block.get('policy')}, {validation.get('natural_count')} "
+                         f"natural photos{with_ai}, on {block.get('created')}") if block else "none"),
+        *((f"head {k}", f"{head_meta[k - 1].get('model_id') if len(head_meta) >= k else ''} (threshold "
+                        f"{_fmt(head_thrs[k - 1]) if len(head_thrs) >= k else ''})") for k in more),
+        *((("verdict", f"--combine {meta.get('combine', 'any')}: the heads' labels combined"),)
+          if len(more) else ()),
+        ("roots", ", ".join(meta.get("roots") or [])),
+        ("command", meta.get("command")),
+        ("started", meta.get("started")), ("finished", meta.get("finished")),
+        ("aiiscan", meta.get("aiiscan_version")),
+        ("page made", f"{now_iso()} by aiiscan {__version__}"),
+    ]
+    out += [f"<tr><th>{escape(k)}</th><td>{_e(v)}</td></tr>" for k, v in facts]
+    out.append("</tbody></table>")
+
+    out.append('<h2 id="counts">Counts</h2><div class="counts">')
+    counters = [("status", status), ("label", labels), ("provenance hint", hints)]
+    if verdicts is not None:
+        counters.insert(2, ("verdict", verdicts))
+    for title, counter in counters:
+        body = "".join(f"<tr><td>{_e(k)}</td><td class=num>{v}</td></tr>" for k, v in sorted(counter.items()))
+        out.append(f'<table class="count" id="count-{escape(title.replace(" ", "-"))}">'
+                   f"<thead><tr><th>{escape(title)}</th><th class=num>files</th></tr></thead>"
+                   f"<tbody>{body or '<tr><td>none</td><td class=num>0</td></tr>'}</tbody></table>")
+    out.append(f"</div><p>{figures.rows} rows in the report.</p>")
+
+    out.append('<h2 id="scores">Score distribution</h2>')
+    out.append(histogram_svg_counts(*histogram, thr))
+
+    out.append(f'<h2 id="flagged">The {min(top, figures.ok)} highest scores</h2>')
+    out.append('<p class="note">Ranked by score; each card\'s label follows the threshold, so a high '
+               'rank alone is no verdict.</p>')
+    if not thumbnails:
+        out.append('<p class="note">Thumbnails left out (--no-thumbnails).</p>')
+    out.append('<div class="cards" id="cards">')
+    spent = 0
+    for r in highest:
+        img = '<div class="noimg">thumbnail left out</div>'
+        if thumbnails:
+            uri, why = thumbnail(r["path"]) if spent < thumb_budget else (None, "thumbnail budget spent")
+            if uri is not None and spent + len(uri) <= thumb_budget:
+                spent += len(uri)
+                img = f'<img alt="thumbnail" src="{uri}">'
+            else:
+                img = f'<div class="noimg">{_e(why or "thumbnail budget spent")}</div>'
+        label = r.get("label") or "unlabelled"
+        evidence = "".join(f"<li>{_e(b)}</li>" for b in card_evidence(r))
+        others = "".join(f"<div>head {k}: score {_fmt(r[f'score_{k}'])} · "
+                         f"{_e(r[f'label_{k}'] or 'unlabelled')}</div>" for k in more)
+        if len(more):
+            others += f"<div>verdict: {_e(r.get('verdict') or 'none')}</div>"
+        out.append(f'<div class="card">{img}<div class="score{" ai" if label == "ai" else ""}">'
+                   f"score {_fmt(r['score'])} · {_e(label)}</div>{others}"
+                   f"<div class=\"path\">{_e(r['path'])}</div>"
+                   f"<ul>{evidence}</ul></div>")
+    out.append("</div>")
+
+    out.append('<h2 id="dirs">Per directory</h2>')
+    if dir_count > MAX_TABLE_ROWS:
+        out.append(f'<p class="note">The first {MAX_TABLE_ROWS} of {dir_count} directories listed, by ai '
+                   "rate; all are in the report file.</p>")
+    out.append(_table("dir-table", [("directory", False), ("files", True), ("scored", True),
+                                    ("flagged ai", True), ("ai rate", True), ("mean score", True),
+                                    ("errors", True)], dir_rows, "directories"))
+
+    out.append(f'<h2 id="errors">Errors and skipped files ({figures.error_count})</h2>')
+    if figures.error_count > MAX_TABLE_ROWS:
+        out.append(f'<p class="note">First {MAX_TABLE_ROWS} listed; all are in the report file.</p>')
+    out.append(_table("error-table", [("path", False), ("status", False), ("reason", False)],
+                      figures.errors, "errors"))
+    out.append(f'<p class="note">Made by aiiscan {__version__} from {_e(name)}. '
+               "Self-contained: no network requests.</p>")
+    out.append(f"<script>{JS}</script></body></html>")
+    return "\n".join(out)
+
+
+def write_html(report: str | Path, output: str | Path, **kwargs) -> str:
+    """Render ``report`` into ``output`` atomically; either may be an object URL (the report is
+    fetched, the page uploaded in one put). Returns where the page is."""
+    with local_report(report) as local:
+        page = render(local, name=str(report).rsplit("/", 1)[-1], **kwargs).encode("utf-8")
+    if not is_url(str(output)):
+        atomic_write_bytes(Path(output), page)
+        return str(output)
+    with tempfile.TemporaryDirectory(prefix="aiiscan-page-") as tmp:
+        (Path(tmp) / "page.html").write_bytes(page)
+        try:
+            put_file(Path(tmp) / "page.html", str(output))
+        except OSError as exc:
+            raise ReportError(f"cannot upload the HTML page to {output}: {exc}") from None
+    return str(output)

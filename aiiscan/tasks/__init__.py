@@ -1,0 +1,1 @@
+"""What users run besides scans: train, finetune, calibrate, evaluate, selftest, and their helpers."""

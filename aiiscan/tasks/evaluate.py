@@ -1,0 +1,252 @@
+"""Per-generator tables in the layout of the paper's Tables I and II (AP, AUC, accuracies).
+
+Scores come from ``Detector.score_stream``, the scan's own decode-and-score loop. Each file is
+scored once per condition even when several generators share it (a shared real pool). Several
+heads (``multihead.MultiHead``) are scored from the same decode and shown side by side
+(``evaluate_heads``, ``to_markdown_heads``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..decode.job import DecodeJob
+from ..decode.launder import Condition
+from ..engines import Scorer
+from ..progress import bar
+from . import plots
+from .datasets import EvalSet
+from .metrics import average_precision, check_threshold, rates_at, roc_auc
+
+METRICS = ("ap", "auc", "acc", "real_acc", "fake_acc")
+
+
+@dataclass
+class Row:
+    generator: str
+    n_real: int
+    n_fake: int
+    ap: float
+    auc: float
+    acc: float | None
+    real_acc: float | None
+    fake_acc: float | None
+
+
+@dataclass
+class Table:
+    condition: str  # "none" or e.g. "jpeg:90"
+    threshold: float | None
+    rows: list[Row]
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    scores: dict[str, float] = field(default_factory=dict)
+    n_real: int = 0  # distinct files (a shared real pool counts once)
+    n_fake: int = 0
+    trained_on: int = 0  # scored files whose content the head's card lists among its training images
+
+    def warning(self) -> str | None:
+        if not self.trained_on:
+            return None
+        return (f"warning: {self.trained_on} of these images were used to train this head (their content "
+                "is in its card's training fingerprints): its figures on them flatter it")
+
+    def mean(self) -> Row:
+        def avg(key: str) -> float | None:
+            vals = [getattr(r, key) for r in self.rows]
+            return None if any(v is None for v in vals) else float(np.mean(vals))
+
+        return Row("mean", self.n_real, self.n_fake, *(avg(k) for k in METRICS))
+
+
+def score_heads(detector: Scorer, paths: Sequence[str], condition: Condition | None = None,
+                batch_size: int = 64, workers: int | None = None, progress: bool = True,
+                exact_decode: bool = False, fingerprints: dict[str, str] | None = None,
+                ) -> list[tuple[dict[str, float], list[tuple[str, str]]]]:
+    """Per head of ``detector`` (one, or a ``MultiHead``'s): (scores by path, failed files), from
+    one decode per file; ``fingerprints`` receives each decoded file's sha256[:16]."""
+    fingerprints = {} if fingerprints is None else fingerprints
+    size = detector.image_size
+    jobs = (DecodeJob(p, size, condition=condition, fast_decode=not exact_decode) for p in paths)
+    n = len(getattr(detector, "heads", None) or [detector])
+    per_head: list[tuple[dict[str, float], list[tuple[str, str]]]] = [({}, []) for _ in range(n)]
+    stream = detector.score_stream(jobs, batch_size=batch_size, workers=workers)
+    for res, s in bar(stream, total=len(paths), unit="img", show=progress,
+                      desc=f"evaluate ({condition or 'as is'})"):
+        values = [None] * n if s is None else np.atleast_1d(s[0])
+        for (scores, failed), v in zip(per_head, values, strict=True):
+            if v is None or not np.isfinite(v):
+                failed.append((res.path, res.error or "non-finite score"))
+            else:
+                scores[res.path] = float(v)
+        if s is not None and res.info.get("sha256"):
+            fingerprints[res.path] = res.info["sha256"][:16]
+    return per_head
+
+
+def _table(evalset: EvalSet, cond: Condition | None, thr: float | None, scores: dict[str, float],
+           failed: list[tuple[str, str]], trained_on: int = 0) -> Table:
+    rows = []
+    for gen, reals, fakes in evalset.groups():
+        neg = np.array([scores[p] for p in reals if p in scores])
+        pos = np.array([scores[p] for p in fakes if p in scores])
+        if len(neg) == 0 or len(pos) == 0:
+            continue  # every file of one side failed; listed in ``failed``
+        acc = rates_at(neg, pos, thr) if thr is not None else None
+        rows.append(Row(gen, len(neg), len(pos), average_precision(neg, pos), roc_auc(neg, pos),
+                        acc and acc.accuracy, acc and acc.real_accuracy, acc and acc.fake_accuracy))
+    used_reals = {p for _, reals, _ in evalset.groups() for p in reals if p in scores}
+    used_fakes = {p for _, _, fakes in evalset.groups() for p in fakes if p in scores}
+    return Table(str(cond) if cond else "none", thr, rows, failed, scores, len(used_reals), len(used_fakes),
+                 trained_on)
+
+
+def evaluate(detector: Scorer, evalset: EvalSet, conditions: Sequence[Condition | None] = (None,),
+             threshold: float | None = None, *, batch_size: int = 64, workers: int | None = None,
+             progress: bool = True, exact_decode: bool = False) -> list[Table]:
+    """One table per condition; accuracies need a threshold (the card's, or ``threshold``)."""
+    return evaluate_heads(detector, evalset, conditions, threshold, batch_size=batch_size, workers=workers,
+                          progress=progress, exact_decode=exact_decode)[0]
+
+
+def evaluate_heads(detector: Scorer, evalset: EvalSet, conditions: Sequence[Condition | None] = (None,),
+                   threshold: float | None = None, *, batch_size: int = 64, workers: int | None = None,
+                   progress: bool = True, exact_decode: bool = False) -> list[list[Table]]:
+    """``evaluate`` for every head of ``detector`` (a ``MultiHead``), one decode per file for all:
+    ``[head][condition]``. ``threshold`` is head 1's; the other heads use their cards'."""
+    heads = list(getattr(detector, "heads", None) or [detector])
+    thrs = [detector.card.threshold_value if threshold is None else check_threshold(threshold),
+            *(h.card.threshold_value for h in heads[1:])]
+    files = evalset.files()
+    trained = [set(h.card.trained_on()) for h in heads]
+    out: list[list[Table]] = [[] for _ in heads]
+    for cond in conditions:
+        shas: dict[str, str] = {}
+        per_head = score_heads(detector, files, cond, batch_size, workers, progress, exact_decode, shas)
+        for k, (scores, failed) in enumerate(per_head):
+            seen = sum(shas.get(p) in trained[k] for p in scores)
+            out[k].append(_table(evalset, cond, thrs[k], scores, failed, seen))
+    return out
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.1f}"
+
+
+def to_markdown(tables: Sequence[Table], title: str, caveat: str | None = None) -> str:
+    out = [f"# {title}", ""]
+    if caveat:
+        out += [f"> {caveat}", ""]
+    for t in tables:
+        out.append(f"## Condition: {t.condition}")
+        out.append("")
+        thr = ("none (accuracies need `aiiscan calibrate` or --threshold)" if t.threshold is None
+               else f"{t.threshold:.6g}")
+        out.append(f"Threshold: {thr}; {len(t.failed)} files failed to decode.")
+        out.append("")
+        if t.warning():
+            out += [f"**{t.warning()}**", ""]
+        out.append("| generator | real | fake | AP | AUC | Acc | Real Acc | Fake Acc |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+        mean = t.mean()
+        for r in [*t.rows, mean]:
+            name = "**mean**" if r is mean else r.generator.replace("|", "\\|")
+            out.append(f"| {name} | {r.n_real} | {r.n_fake} | {_pct(r.ap)} | {_pct(r.auc)} | "
+                       f"{_pct(r.acc)} | {_pct(r.real_acc)} | {_pct(r.fake_acc)} |")
+        out.append("")
+        out.append("AP and AUC in %; Acc over all images, Real Acc = real kept, Fake Acc = fake flagged; "
+                   "the mean row averages generators and counts distinct files.")
+        out.append("")
+    return "\n".join(out)
+
+
+def to_markdown_heads(per_head: Sequence[Sequence[Table]], names: Sequence[str], title: str,
+                      caveat: str | None = None) -> str:
+    """Several heads side by side: per condition, one row per generator with each head's AP,
+    AUC and accuracy (``h1``, ``h2``...: the heads in the order given)."""
+    out = [f"# {title}", ""]
+    if caveat:
+        out += [f"> {caveat}", ""]
+    out += ["Heads: " + "; ".join(f"h{k} = {n}" for k, n in enumerate(names, start=1)), ""]
+    ks = range(1, len(per_head) + 1)
+    for c, first in enumerate(per_head[0]):
+        out.append(f"## Condition: {first.condition}")
+        out.append("")
+        thr = ", ".join(f"h{k} " + ("none" if t[c].threshold is None else f"{t[c].threshold:.6g}")
+                        for k, t in zip(ks, per_head, strict=True))
+        fails = ", ".join(f"h{k} {len(t[c].failed)}" for k, t in zip(ks, per_head, strict=True))
+        out.append(f"Thresholds: {thr}; files failed: {fails}.")
+        out.append("")
+        out += [f"**h{k}: {t[c].warning()}**" for k, t in zip(ks, per_head, strict=True) if t[c].warning()]
+        out += [""] if any(t[c].warning() for t in per_head) else []
+        cols = [f"{m} h{k}" for m in ("AP", "AUC", "Acc") for k in ks]
+        out.append("| generator | real | fake | " + " | ".join(cols) + " |")
+        out.append("|---|---:|---:|" + "---:|" * len(cols))
+        rows = [{r.generator: r for r in t[c].rows} | {"\0mean": t[c].mean()} for t in per_head]
+        for gen in [*(r.generator for r in first.rows), "\0mean"]:
+            mine = [h.get(gen) for h in rows]
+            ref = mine[0]
+            if ref is None:
+                continue
+            name = "**mean**" if gen == "\0mean" else gen.replace("|", "\\|")
+            cells = [_pct(getattr(r, m) if r else None) for m in ("ap", "auc", "acc") for r in mine]
+            out.append(f"| {name} | {ref.n_real} | {ref.n_fake} | " + " | ".join(cells) + " |")
+        out.append("")
+        out.append("AP, AUC and Acc in %, per head (h1 = the first --weights); counts are head 1's.")
+        out.append("")
+    return "\n".join(out)
+
+
+def to_csv_heads(per_head: Sequence[Sequence[Table]], names: Sequence[str]) -> str:
+    """``to_csv`` of every head, with a ``head`` column (its model id) first."""
+    parts = []
+    for k, (name, tables) in enumerate(zip(names, per_head, strict=True)):
+        lines = to_csv(tables).splitlines()
+        if k == 0:
+            parts.append("head," + lines[0])
+        parts += [f"{name}," + line for line in lines[1:]]
+    return "\n".join(parts) + "\n"
+
+
+def to_csv(tables: Sequence[Table]) -> str:
+    buf = io.StringIO()
+    fields = ["condition", "threshold", *Row.__dataclass_fields__, "trained_on"]
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    w.writeheader()
+    for t in tables:
+        for r in [*t.rows, t.mean()]:
+            w.writerow({"condition": t.condition, "threshold": t.threshold, **asdict(r),
+                        "trained_on": t.trained_on})
+    return buf.getvalue()
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[:80] or "generator"
+
+
+def write_plots(tables: Sequence[Table], evalset: EvalSet, folder: str | Path) -> list[Path]:
+    """Per condition: one score histogram per generator and one ROC figure."""
+    folder = Path(folder)
+    written = []
+    groups = evalset.groups()
+    for t in tables:
+        curves = []
+        for gen, reals, fakes in groups:
+            neg = np.array([t.scores[p] for p in reals if p in t.scores])
+            pos = np.array([t.scores[p] for p in fakes if p in t.scores])
+            if len(neg) == 0 or len(pos) == 0:
+                continue
+            path = folder / f"hist_{_slug(t.condition)}_{_slug(gen)}.png"
+            plots.histogram(path, [("real", neg), (gen, pos)], t.threshold, f"{gen} ({t.condition})")
+            written.append(path)
+            curves.append((gen, neg, pos))
+        path = folder / f"roc_{_slug(t.condition)}.png"
+        plots.roc(path, curves, f"ROC per generator ({t.condition})")
+        written.append(path)
+    return written

@@ -1,0 +1,335 @@
+"""Fine-tuning an MPFT head on natural photos and a few hundred AI images (``aiiscan finetune``).
+
+MPFT as we read arXiv 2601.03586 (README, "MPFT, as we read it"): the last ``tune_blocks`` blocks
+of the CLIP ViT (and its final norm and projection) plus a linear classifier are trained with
+binary cross-entropy (label 1 = AI), and in every training step the most-textured fraction of
+each crop's ViT patches is masked (``masking.py``), so that the model cannot lean on the
+high-frequency textures where one generator's fingerprints sit. Nothing is masked at evaluation
+or scan time.
+
+Data: the same decode stage as scans (``pipeline.decode_stream`` of ``DecodeJob``s: random crop
+and flip per seed while training, centre crop for the held-out split). ``views=0`` decodes fresh
+augmented crops every epoch; ``views=K`` decodes K views once and each epoch picks one per photo
+(cheaper on a CPU). Crops are held in memory (150 KB each at 224x224): a few thousand images
+need a few hundred MB.
+
+Held-out split: ``val_fraction`` of each class, drawn with the seed, never trained on. After
+every epoch the held-out AUC is measured, the best epoch is kept, and training stops after
+``patience`` epochs without improvement. The AUC printed is the kept epoch's: it chose that
+epoch, so it is slightly optimistic; score a separate labelled set (``aiiscan evaluate``) for an
+unbiased figure. A checkpoint (safetensors + JSON, no pickle) is written after each epoch;
+``resume=True`` continues from it.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..decode.job import DecodeJob
+from ..decode.pool import decode_stream
+from ..errors import AiiscanError
+from ..inputs.crawl import FOUND_HOW
+from ..models.backbone import ClipBackbone
+from ..models.headfile import ModelCard, now_iso, save_head
+from ..models.kinds.mpft import KIND, MpftConfig, MpftHead, tuned_names
+from ..models.scorer import normalize
+from ..progress import bar
+from .checkpoint import Checkpoint
+from .masking import MaskSpec, TokenDrop, keep_indices, most_textured, texture_energy, zero_patches
+from .metrics import roc_auc
+from .train import training_digest
+
+# Where an MPFT head's labels sit until `aiiscan calibrate` moves them: the classifier's own
+# decision boundary, logit 0 (p = 0.5).
+LOGIT_THRESHOLD = {"value": 0.0, "policy": "logit:0",
+                   "note": "the classifier's decision boundary (p = 0.5), set by aiiscan finetune"}
+
+
+class FinetuneError(AiiscanError):
+    """Fine-tuning cannot go on; the message says why and what to change."""
+
+
+@dataclass
+class FinetuneConfig:
+    tune_blocks: int = 2
+    tune_patch_embed: bool = False  # also tune conv1, the patch embedding (pixel-level filters)
+    mask: MaskSpec = field(default_factory=MaskSpec)
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-5  # tuned ViT blocks
+    head_lr: float = 1e-3  # the linear classifier
+    weight_decay: float = 0.01
+    val_fraction: float = 0.2
+    patience: int = 3
+    views: int = 0
+    seed: int = 0
+    grad_clip: float = 1.0
+    loss_sign: float = 1.0  # tests only: -1.0 flips the loss, and learning must then fail
+    workers: int | None = None
+    exact_decode: bool = False
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["mask"] = self.mask.to_dict()
+        d.pop("workers")
+        if self.loss_sign == 1.0:
+            d.pop("loss_sign")
+        return d
+
+
+@dataclass
+class Crops:
+    """Decoded crops of one labelled set, aligned row by row."""
+
+    paths: list[str]
+    sha256: list[str]
+    labels: list[int]
+    arrays: list[np.ndarray]
+    failed: list[tuple[str, str]]
+
+
+def decode_crops(paths: Sequence[str], labels: Sequence[int], size: int, seed: tuple[int, ...] | None,
+                 workers: int | None, fast_decode: bool = True, desc: str | None = None) -> Crops:
+    """The scan's decode stage: one crop per file (random crop + flip when ``seed`` is set)."""
+    jobs = (DecodeJob(p, size, (None,), None if seed is None else (*seed, i), fast_decode=fast_decode)
+            for i, p in enumerate(paths))
+    out = Crops([], [], [], [], [])
+    with bar(total=len(paths), desc=desc, show=desc is not None) as progress:
+        for label, res in zip(labels, decode_stream(jobs, workers, window=64), strict=True):
+            if res.status == "ok":
+                out.paths.append(res.path)
+                out.sha256.append(res.info["sha256"])
+                out.labels.append(label)
+                out.arrays.append(res.arrays[0])
+            else:
+                out.failed.append((res.path, res.error or "unknown error"))
+            progress.update(1)
+    return out
+
+
+def split(natural: Sequence[str], ai: Sequence[str], fraction: float, seed: int
+          ) -> tuple[list[str], list[int], list[str], list[int]]:
+    """Stratified, seeded held-out split: (train paths, labels, held-out paths, labels)."""
+    rng = np.random.default_rng([seed, 4242])
+    tr, trl, va, val = [], [], [], []
+    for label, paths in ((0, sorted(natural)), (1, sorted(ai))):
+        what = "natural photos" if label == 0 else "AI images"
+        if len(paths) < 2:
+            raise FinetuneError(f"fine-tuning needs at least 2 {what}, got {len(paths)}. {FOUND_HOW}")
+        order = rng.permutation(len(paths))
+        n_val = min(len(paths) - 1, max(1, round(fraction * len(paths))))
+        va += [paths[i] for i in order[:n_val]]
+        tr += [paths[i] for i in order[n_val:]]
+        val += [label] * n_val
+        trl += [label] * (len(paths) - n_val)
+    return tr, trl, va, val
+
+
+def _classifier(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k[len("classifier."):]: v for k, v in state.items() if k.startswith("classifier.")}
+
+
+class _Model:
+    """The trainable pieces: the backbone's image tower (last blocks tuned, ``TokenDrop`` in
+    place of its patch dropout) and the classifier."""
+
+    def __init__(self, backbone: ClipBackbone, cfg: FinetuneConfig, own: bool):
+        visual = backbone.visual if own else copy.deepcopy(backbone.visual)
+        try:
+            self.names = tuned_names(visual, cfg.tune_blocks, cfg.tune_patch_embed)
+        except ValueError as exc:
+            raise FinetuneError(str(exc)) from None
+        ps = visual.patch_size
+        self.patch = int(ps[0] if isinstance(ps, (tuple, list)) else ps)
+        if backbone.image_size % self.patch:
+            raise FinetuneError(f"crop {backbone.image_size} is not a multiple of the patch size "
+                                f"{self.patch}")
+        self.visual = visual.eval().requires_grad_(False)
+        self._saved_dropout = visual.patch_dropout
+        self.drop = TokenDrop()
+        visual.patch_dropout = self.drop
+        params = dict(visual.named_parameters())
+        self.tuned = [params[n].requires_grad_(True) for n in self.names]
+        self.classifier = torch.nn.Linear(backbone.identity.feature_dim, 1).to(backbone.device)
+        self.backbone = backbone
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [*self.tuned, *self.classifier.parameters()]
+
+    def state(self) -> dict[str, torch.Tensor]:
+        out = {f"visual.{n}": p.detach().cpu().clone() for n, p in zip(self.names, self.tuned, strict=True)}
+        head = self.classifier.state_dict()
+        out.update({f"classifier.{k}": v.detach().cpu().clone() for k, v in head.items()})
+        return out
+
+    def load(self, state: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for n, p in zip(self.names, self.tuned, strict=True):
+                p.copy_(state[f"visual.{n}"].to(p.device, p.dtype))
+            self.classifier.load_state_dict(_classifier(state))
+
+    def logits(self, crops: np.ndarray, mask: MaskSpec | None) -> torch.Tensor:
+        """Logits of uint8 HWC crops; ``mask`` (training steps only) masks textured patches."""
+        bb = self.backbone
+        x = normalize(crops, bb.mean, bb.std, bb.device)
+        if mask is not None and mask.ratio > 0:
+            energy = texture_energy(torch.as_tensor(crops).to(bb.device), self.patch, mask.texture)
+            masked = most_textured(energy, mask.ratio)
+            if mask.mode == "drop":
+                self.drop.keep = keep_indices(masked)
+            else:
+                x = zero_patches(x, masked, self.patch)
+        dtype = bb.autocast_dtype
+        with torch.autocast(bb.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            feats = self.visual(x)
+        return self.classifier(feats.float()).squeeze(-1)
+
+    @torch.inference_mode()
+    def scores(self, crops: list[np.ndarray], batch_size: int) -> np.ndarray:
+        out = [self.logits(np.stack(crops[i:i + batch_size]), None).float().cpu().numpy()
+               for i in range(0, len(crops), batch_size)]
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+    def restore(self) -> None:
+        self.visual.patch_dropout = self._saved_dropout
+        self.visual.requires_grad_(False)
+
+
+def finetune(backbone: ClipBackbone, natural: Sequence[str], ai: Sequence[str], out: str | Path,
+             cfg: FinetuneConfig, resume: bool = False, backbone_source: str | None = None,
+             progress: bool = True, own_backbone: bool = False,
+             on_epoch: Callable[[dict], None] | None = None,
+             echo: Callable[[str], None] | None = None) -> ModelCard:
+    """Fine-tune an MPFT head and write ``out.safetensors`` + ``out.json``; returns the card.
+
+    ``own_backbone``: the backbone was built for this run and may be changed in place (the CLI);
+    otherwise its image tower is copied first and the caller's backbone stays as it was.
+    """
+    out = Path(out)
+    tr_paths, tr_labels, va_paths, va_labels = split(natural, ai, cfg.val_fraction, cfg.seed)
+    torch.manual_seed(cfg.seed)
+    model = _Model(backbone, cfg, own_backbone)
+    opt = torch.optim.AdamW([{"params": model.tuned, "lr": cfg.lr},
+                             {"params": list(model.classifier.parameters()), "lr": cfg.head_lr}],
+                            weight_decay=cfg.weight_decay)
+    ckpt = Checkpoint(out, "fine-tuning", FinetuneError)
+    fingerprint = hashlib.sha256(json.dumps(
+        [cfg.to_dict(), backbone.identity.to_dict(), sorted(natural), sorted(ai)], sort_keys=True).encode()
+    ).hexdigest()
+    start, history, bad = 0, [], 0
+    best_state, best_epoch, best_auc = model.state(), None, -math.inf
+    resumed = ckpt.start(resume, fingerprint, opt, echo)
+    if resumed:
+        meta, state, best_state = resumed
+        model.load(state)
+        start, history, bad = meta["epoch"], meta["history"], meta["bad_epochs"]
+        best_epoch = meta["best_epoch"]
+        best_auc = -math.inf if meta["best_auc"] is None else meta["best_auc"]
+
+    size, fast = backbone.image_size, not cfg.exact_decode
+    try:
+        val = decode_crops(va_paths, va_labels, size, None, cfg.workers, fast,
+                           desc="held-out images" if progress else None)
+        views = [decode_crops(tr_paths, tr_labels, size, (cfg.seed, 1_000_000 + v), cfg.workers, fast,
+                              desc=f"view {v + 1}/{cfg.views}" if progress else None)
+                 for v in range(cfg.views)]
+        for what, label in (("natural photos", 0), ("AI images", 1)):
+            if val.labels.count(label) < 1:
+                raise FinetuneError(f"none of the held-out {what} could be decoded: "
+                                    + "; ".join(f"{p}: {e}" for p, e in val.failed[:3]))
+        crops = views[0] if views else None
+        stopped_early = False
+        for epoch in range(start, cfg.epochs):
+            if not views:
+                crops = decode_crops(tr_paths, tr_labels, size, (cfg.seed, epoch), cfg.workers, fast,
+                                     desc=f"epoch {epoch + 1} images" if progress else None)
+            gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+            n = len(crops.paths)
+            if len(set(crops.labels)) < 2:
+                raise FinetuneError("the training split lost a whole class to unreadable files: "
+                                    + "; ".join(f"{p}: {e}" for p, e in crops.failed[:3]))
+            pick = torch.randint(len(views), (n,), generator=gen).tolist() if views else [0] * n
+            source = views or [crops]
+            order = torch.randperm(n, generator=gen).tolist()
+            labels = torch.tensor(crops.labels, dtype=torch.float32)
+            losses = []
+            steps = bar(range(0, n, cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
+                        show=progress)
+            for start_i in steps:
+                idx = order[start_i:start_i + cfg.batch_size]
+                batch = np.stack([source[pick[i]].arrays[i] for i in idx])
+                y = labels[idx].to(backbone.device)
+                loss = cfg.loss_sign * F.binary_cross_entropy_with_logits(model.logits(batch, cfg.mask), y)
+                if not torch.isfinite(loss):
+                    raise FinetuneError(f"non-finite loss at epoch {epoch + 1}: lower --lr / --head-lr")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                opt.step()
+                losses.append(loss.item())
+                steps.set_postfix(loss=f"{losses[-1]:.4g}")
+            s = model.scores(val.arrays, cfg.batch_size)
+            lab = np.asarray(val.labels)
+            auc = roc_auc(s[lab == 0], s[lab == 1]) if np.isfinite(s).all() else float("nan")
+            record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "heldout_auc": auc}
+            history.append(record)
+            if auc == auc and auc > best_auc:
+                best_auc, best_epoch, bad = auc, epoch + 1, 0
+                best_state = model.state()
+            else:
+                bad += 1
+            if echo:
+                echo(f"epoch {epoch + 1}/{cfg.epochs}  loss {record['loss']:.5g}  held-out AUC {auc:.4f}")
+            ckpt.save(model.state(), best_state, opt, {
+                "epoch": epoch + 1, "history": history, "best_epoch": best_epoch, "bad_epochs": bad,
+                "best_auc": None if best_auc == -math.inf else best_auc, "fingerprint": fingerprint})
+            if on_epoch:
+                on_epoch(record)
+            if bad >= cfg.patience and epoch + 1 < cfg.epochs:
+                stopped_early = True
+                if echo:
+                    echo(f"no held-out improvement for {bad} epochs: stopping early")
+                break
+        model.load(best_state)
+        head = MpftHead(MpftConfig(backbone.identity.feature_dim, cfg.tune_blocks,
+                                   {n: list(p.shape) for n, p in zip(model.names, model.tuned, strict=True)}))
+        head.classifier.load_state_dict(_classifier(best_state))
+        head.tuned = {k[7:]: v for k, v in best_state.items() if k.startswith("visual.")}
+    finally:
+        model.restore()
+    seen = crops if crops is not None else val
+    used = list(zip([*seen.sha256, *val.sha256], [*seen.labels, *val.labels], strict=True))
+    card = ModelCard(
+        kind=KIND,
+        created=now_iso(),
+        backbone={**backbone.identity.to_dict(), "source": backbone_source or backbone.source},
+        head=head.config,
+        training={
+            **cfg.to_dict(),
+            "natural_count": len(natural), "ai_count": len(ai),
+            "train_count": len(seen.paths), "train_failed": len(seen.failed),
+            "heldout_natural": val.labels.count(0), "heldout_ai": val.labels.count(1),
+            "heldout_failed": len(val.failed),
+            "data_digest": training_digest([*seen.sha256, *val.sha256]),
+            # Short content fingerprints let `calibrate` refuse photos and AI images used here.
+            "natural_fingerprints": sorted({h[:16] for h, lab in used if lab == 0}),
+            "ai_fingerprints": sorted({h[:16] for h, lab in used if lab == 1}),
+            "kept_epoch": best_epoch, "kept_by": "held-out AUC", "stopped_early": stopped_early,
+            "history": history,
+        },
+        threshold=dict(LOGIT_THRESHOLD),
+        metrics={"heldout_auc": None if best_auc == -math.inf else best_auc},
+    )
+    card = save_head(out, head, card)
+    ckpt.remove()
+    return card
