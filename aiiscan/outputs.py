@@ -37,8 +37,8 @@ def check_output(path: str | Path, *, overwrite: bool = False, companions: Seque
     An object-store URL (``s3://bucket/key``) gets no local check: it must name an object, not
     a prefix, and an existing object is refused unless ``overwrite``.
     """
-    from .inputs.store import is_url
-    if is_url(str(path)):
+    from .inputs import is_remote
+    if is_remote(str(path)):
         check_url_output(str(path), overwrite=overwrite, what=what)
         return path  # type: ignore[return-value]  # a URL stays a string
     path = Path(path)

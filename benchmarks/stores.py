@@ -4,7 +4,7 @@ and from a tar shard.
     python benchmarks/stores.py [--n 300] [--size 640x480]
 
 What is timed is a scan's input side, one file after another in this process: the read alone
-(``read_entry``/a local read) and the read plus the scan's decode (``decode.decode_job``: bytes,
+(``inputs.read``) and the read plus the scan's decode (``decode.decode_job``: bytes,
 sha256, metadata, the crop). The backbone is the same whatever the source, so it is left out.
 The server is moto's standalone server in its own process on 127.0.0.1 (pure Python: it is the
 bottleneck here, so the bucket figures are a floor, not what S3 itself delivers; a real store
@@ -67,6 +67,7 @@ def main() -> None:
 
     import boto3
 
+    from aiiscan import inputs
     from aiiscan.decode.job import DecodeJob, decode_job
     from aiiscan.inputs import archive as shards
     from aiiscan.inputs import store as stores
@@ -90,17 +91,14 @@ def main() -> None:
         sources = {
             "local disk": files,
             "bucket (loopback)": list(stores.iter_prefix("s3://bench/photos/")),
-            "tar shard": [p for p, problem, _ in shards.iter_members(str(shard)) if problem is None],
+            "tar shard": [e.location.raw for e in shards.members(inputs.parse(str(shard))) if e.skip is None],
         }
         assert all(len(v) == len(files) for v in sources.values()), {k: len(v) for k, v in sources.items()}
         total_bytes = sum(os.path.getsize(f) for f in files)
         mb = total_bytes / 1e6
 
         def read(p: str) -> int:
-            if stores.is_indirect(p):
-                return len(stores.read_entry(p, 1 << 30)[0])
-            with open(p, "rb") as fh:
-                return len(fh.read())
+            return len(inputs.read(inputs.parse(p), 1 << 30)[0])
 
         def decode(p: str) -> int:
             res = decode_job(DecodeJob(p, 224))

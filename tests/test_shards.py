@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from aiiscan import inputs
 from aiiscan.decode.job import DecodeJob, decode_job
 from aiiscan.inputs import archive as shards
-from aiiscan.inputs.archive import Limits, iter_members, read_member, split_member
+from aiiscan.inputs.archive import DEFAULT_LIMITS, Limits
 from aiiscan.inputs.crawl import iter_inputs
-from aiiscan.inputs.store import is_indirect, stat_entry
 from tests.hostile import plain_png
 from tests.test_stores import IMAGES, assert_same_results, image_files
 
@@ -26,6 +26,28 @@ def _fresh_cache():
     shards.close_all()
     yield
     shards.close_all()
+
+
+def split_member(raw: str) -> tuple[str, str] | None:
+    """(container, member) of a name typed as SHARD::MEMBER, or None."""
+    loc = inputs.parse(raw)
+    return (loc.container.raw, loc.member) if loc.source == "archive" else None
+
+
+def is_indirect(raw: str) -> bool:
+    return inputs.parse(raw).source != "local"
+
+
+def iter_members(shard: str, limits: Limits = DEFAULT_LIMITS) -> list[tuple[str, str | None, bool]]:
+    return [(e.location.raw, e.skip, e.explicit) for e in shards.members(inputs.parse(shard), limits)]
+
+
+def read_member(raw: str, max_bytes: int):
+    return inputs.read(inputs.parse(raw), max_bytes)
+
+
+def stat_entry(raw: str):
+    return inputs.stat(inputs.parse(raw))
 
 
 def make_tar(path: Path, members: dict[str, bytes], mode: str = "w") -> Path:

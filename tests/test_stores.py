@@ -18,10 +18,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from aiiscan import inputs
 from aiiscan.decode.job import DecodeJob, decode_job
 from aiiscan.inputs import archive as shards
 from aiiscan.inputs import store as stores
-from aiiscan.inputs.crawl import ListingLost, iter_inputs
+from aiiscan.inputs.crawl import iter_inputs
+from aiiscan.inputs.location import ListingLost
 from tests.hostile import plain_png
 from tests.s3server import s3_environment
 
@@ -55,13 +57,17 @@ def image_files(folder: Path) -> list[str]:
     return [str(folder / n) for n in IMAGES]
 
 
+def stat_entry(raw: str):
+    return inputs.stat(inputs.parse(raw))
+
+
 def assert_same_results(expected, actual):
     """Decode results equal in everything but path, mtime and etag."""
     assert len(expected) == len(actual)
     for e, a in zip(expected, actual, strict=True):
         assert (e.status, e.error) == (a.status, a.error), (e.path, a.path)
-        ei = {k: v for k, v in e.info.items() if k not in ("mtime_ns", "etag")}
-        ai = {k: v for k, v in a.info.items() if k not in ("mtime_ns", "etag")}
+        ei = {k: v for k, v in e.info.items() if k not in ("mtime_us", "etag")}
+        ai = {k: v for k, v in a.info.items() if k not in ("mtime_us", "etag")}
         assert ei == ai, (e.path, a.path)
         assert len(e.arrays) == len(a.arrays)
         assert all(np.array_equal(x, y) for x, y in zip(e.arrays, a.arrays, strict=True))
@@ -114,7 +120,7 @@ def test_url_recognition():
     assert stores.scheme("S3://b/k") == "s3" and stores.is_url("gs://b/k")
     assert stores.is_url("abfs://c/k") and stores.is_url("https://h/x.jpg")
     assert not stores.is_url("/data/a.jpg") and not stores.is_url("ftp://h/x")
-    assert not stores.is_url("s3:/b/k") and not stores.is_indirect("./s3:/b/k")
+    assert not stores.is_url("s3:/b/k") and inputs.parse("./s3:/b/k").source == "local"
     assert "pip install 'aiiscan[gcs]'" in str(stores.StoreError(
         "gs:// URLs need the optional backend: pip install 'aiiscan[gcs]'"))
 
@@ -141,7 +147,7 @@ def test_listing_streams_page_by_page(s3env):
     assert [first, *rest] == sorted([first, *rest])
     # the listing's metadata answers the driver's stat without a HEAD request
     heads = sum(s3env.hits.values())
-    assert stores.stat_entry(rest[-1]) == (22, stores.stat_entry(rest[-1]).mtime_us,
+    assert stat_entry(rest[-1]) == (22, stat_entry(rest[-1]).mtime_us,
                                            hashlib.md5(b"x" * 22).hexdigest())
     assert sum(s3env.hits.values()) == heads
 
@@ -149,12 +155,12 @@ def test_listing_streams_page_by_page(s3env):
 def test_bytes_and_stat_equal_local(s3env, bucket):
     for name, data in IMAGES.items():
         url = f"s3://{BUCKET}/imgs/{name}"
-        got, st = stores.read_entry(url, 1 << 20)
+        got, st = inputs.read(inputs.parse(url), 1 << 20)
         assert got == data and st.size == len(data)
         assert st.etag == hashlib.md5(data).hexdigest() and st.mtime_us > 1_600_000_000 * 10**6
-        assert stores.stat_url(url, fresh=True) == st == stores.stat_entry(url)
+        assert stores.stat_url(url, fresh=True) == st == stat_entry(url)
     local = bucket["files"][0]
-    assert stores.stat_entry(local) == (os.stat(local).st_size, os.stat(local).st_mtime_ns // 1000, None)
+    assert stat_entry(local) == (os.stat(local).st_size, os.stat(local).st_mtime_ns // 1000, None)
 
 
 def test_same_results_from_folder_bucket_and_shards(s3env, bucket, tmp_path):

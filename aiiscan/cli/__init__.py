@@ -238,9 +238,9 @@ class ReportFile(click.ParamType):
     name = "report"
 
     def convert(self, value, param, ctx):
-        from ..inputs.store import is_url
+        from ..inputs import is_remote
 
-        if is_url(str(value)):
+        if is_remote(str(value)):
             return str(value)
         return click.Path(exists=True, dir_okay=False).convert(value, param, ctx)
 
@@ -309,11 +309,11 @@ def train(natural, natural_list, output, mode, backbone, pretrained, clip_weight
     downloaded once into the Hugging Face cache, or given with --clip-weights.
     """
     from ..decode.proxies import ProxySpec
-    from ..inputs.crawl import list_images
     from ..models.backbone import build_backbone
     from ..models.headfile import DEFAULT_NAME, user_weights_dir
     from ..models.headfile import install_default as install
     from ..outputs import check_output
+    from ..tasks.datasets import list_images
     from ..tasks.train import MODE_DEFAULTS, TrainConfig
     from ..tasks.train import train as run_train
 
@@ -407,9 +407,9 @@ def finetune(natural, natural_list, ai, ai_list, output, backbone, pretrained, c
     """
     import torch
 
-    from ..inputs.crawl import list_images
     from ..models.backbone import build_backbone
     from ..outputs import check_output
+    from ..tasks.datasets import list_images
     from ..tasks.finetune import FinetuneConfig
     from ..tasks.finetune import finetune as run_finetune
     from ..tasks.masking import MaskSpec
@@ -584,10 +584,10 @@ def calibrate(weights, natural, natural_list, ai, ai_list, policy, limit, seed, 
     AI image needed). An MPFT head's balanced policy needs --ai; fpr:X uses the photos only.
     The previous calibration moves to the card's calibration_history.
     """
-    from ..inputs.crawl import FOUND_HOW, list_images
     from ..tasks import plots
     from ..tasks.calibrate import CalibrationError
     from ..tasks.calibrate import calibrate as run_calibrate
+    from ..tasks.datasets import FOUND_HOW, list_images
     from ..tasks.metrics import parse_policy
 
     if not natural and not natural_list:

@@ -10,17 +10,16 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import stat
 import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import ImageOps
 
-from ..inputs.archive import ShardError
-from ..inputs.crawl import IMAGE_EXTENSIONS, sniff_format
-from ..inputs.store import StoreError, is_indirect, read_entry
+from .. import inputs
+from ..inputs.location import Location, Refused, SourceError
 from ..textsafe import clean_text
+from .formats import IMAGE_EXTENSIONS, sniff_format
 from .launder import Condition
 from .preprocess import CROP, DEFAULT_MAX_PIXELS, DecodeError, load, orientation, prepare, probe, resize_for
 from .provenance import extract as extract_provenance
@@ -34,9 +33,10 @@ Variant = None | str | ProxySpec
 
 @dataclass(frozen=True)
 class DecodeJob:
-    """What to make of one file: which variants (original, a proxy, the radial band copy)."""
+    """What to make of one file: which variants (original, a proxy, the radial band copy).
+    ``location``: the object to read; a name typed by a user is parsed once, here."""
 
-    path: str
+    location: Location
     crop_size: int = CROP
     variants: tuple[Variant, ...] = (None,)
     seed: tuple[int, ...] | None = None  # set for training: random crops/flips, fresh proxies
@@ -49,35 +49,28 @@ class DecodeJob:
     keep_gps: bool = False
     prompts: bool = True
 
+    def __post_init__(self) -> None:
+        if isinstance(self.location, str):
+            object.__setattr__(self, "location", inputs.parse(self.location))
+
+    @property
+    def path(self) -> str:
+        """The name as typed or found (what a task that listed it compares against)."""
+        return self.location.raw
+
 
 @dataclass
 class DecodeResult:
-    path: str
+    location: Location
     status: str  # "ok", "error", or "skipped" (found in a folder, not an image)
     error: str | None = None
     info: dict = field(default_factory=dict)
     arrays: list[np.ndarray] = field(default_factory=list)
     reused: np.ndarray | None = None  # scores the scan already knew for this content (no backbone pass)
 
-
-def read_file(path: str, max_bytes: int) -> tuple[bytes, os.stat_result]:
-    """The file's bytes and its stat, from one open (the file may change under us)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    try:
-        st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            raise DecodeError("is a directory")
-        if not stat.S_ISREG(st.st_mode):
-            raise DecodeError("not a regular file (FIFO, socket or device)")
-        if st.st_size > max_bytes:
-            raise DecodeError(f"file of {st.st_size} bytes exceeds the size cap {max_bytes}")
-        with os.fdopen(os.dup(fd), "rb") as f:
-            data = f.read(max_bytes + 1)
-        if len(data) > max_bytes:
-            raise DecodeError(f"file grew past the size cap {max_bytes} while being read")
-        return data, st
-    finally:
-        os.close(fd)
+    @property
+    def path(self) -> str:
+        return self.location.raw
 
 
 def _variant(img, job: DecodeJob, variant: Variant, index: int) -> np.ndarray:
@@ -133,20 +126,14 @@ def decode_job(job: DecodeJob) -> DecodeResult:
 
 
 def _decode(job: DecodeJob) -> DecodeResult:
-    result = DecodeResult(path=job.path, status="error")
+    result = DecodeResult(location=job.location, status="error")
     try:
-        if is_indirect(job.path):  # an object URL or an archive member (stores, shards)
-            data, where = read_entry(job.path, job.max_bytes)
-            result.info.update(size=where.size, etag=where.etag,
-                               mtime_ns=None if where.mtime_us is None else where.mtime_us * 1000,
-                               sha256=hashlib.sha256(data).hexdigest())
-        else:
-            data, st = read_file(job.path, job.max_bytes)
-            result.info.update(size=st.st_size, mtime_ns=st.st_mtime_ns,
-                               sha256=hashlib.sha256(data).hexdigest())
+        data, where = inputs.read(job.location, job.max_bytes)
+        result.info.update(size=where.size, etag=where.etag, mtime_us=where.mtime_us,
+                           sha256=hashlib.sha256(data).hexdigest())
         kind = sniff_format(data[:16])
         if kind is None:
-            ext = os.path.splitext(job.path)[1].lower()
+            ext = os.path.splitext(job.location.raw)[1].lower()
             if not job.explicit and ext not in IMAGE_EXTENSIONS:
                 result.status, result.error = "skipped", "not an image"
                 return result
@@ -167,7 +154,7 @@ def _decode(job: DecodeJob) -> DecodeResult:
             img = job.condition(ImageOps.exif_transpose(img) if turn != 1 else img)
         result.arrays = [_variant(img, job, v, i) for i, v in enumerate(job.variants)]
         result.status = "ok"
-    except (StoreError, ShardError) as exc:  # already one line, written for the row
+    except SourceError as exc:  # already one line, written for the row
         result.error = str(exc)
     except FileNotFoundError:
         result.error = "no such file (missing, or vanished before it could be read)"
@@ -175,7 +162,7 @@ def _decode(job: DecodeJob) -> DecodeResult:
         result.error = "permission denied"
     except IsADirectoryError:
         result.error = "is a directory"
-    except DecodeError as exc:
+    except (DecodeError, Refused) as exc:
         result.error = _oneline(exc)
     except OSError as exc:
         result.error = f"read error: {_oneline(exc.strerror or exc)}"

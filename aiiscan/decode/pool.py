@@ -31,7 +31,7 @@ def default_workers() -> int:
 
 
 def _failed(job: DecodeJob, reason: str) -> DecodeResult:
-    return DecodeResult(path=job.path, status="error", error=reason)
+    return DecodeResult(location=job.location, status="error", error=reason)
 
 
 def decode_stream(jobs: Iterable[DecodeJob], workers: int | None = None,

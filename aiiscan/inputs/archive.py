@@ -1,10 +1,11 @@
 """Archive shards as inputs: ``.tar``, ``.tar.gz``/``.tgz`` and ``.zip``, member by member.
 
-A member is named ``SHARD::MEMBER`` (``shards/000.tar::dir/img.jpg``,
-``s3://b/000.tar::img.jpg``): the shard's path (local or a store URL), ``::``, and the member's
-name exactly as the archive stores it. The first ``::`` after a name ending in an archive
-suffix splits the two, so member names may contain ``::`` but shard paths may not. A local
-file whose own name has that shape is refused by the crawl (the name would be ambiguous).
+A source (``inputs.SOURCES``): an ``ArchiveMember`` is a container (any other location: a
+local file, an object in a store) and the member's name exactly as the archive stores it,
+shown as ``SHARD::MEMBER`` (``shards/000.tar::dir/img.jpg``, ``s3://b/000.tar::img.jpg``). A
+user names one the same way: the first ``::`` after a name ending in an archive suffix splits
+the two, so member names may contain ``::`` but container names typed that way may not. The
+container is opened through its own source; this module knows none of them.
 
 Nothing is ever extracted to disk: members are read into memory under the decode stage's size
 cap. Hostile archives give one error entry (or row) each and the scan goes on:
@@ -32,7 +33,6 @@ member names, the first one is scanned (the crawl lists the name once).
 
 from __future__ import annotations
 
-import os
 import re
 import stat as statmod
 import struct
@@ -44,25 +44,31 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, ClassVar
 
-from . import store as stores
-from .store import EntryStat
+from . import open_seekable, parse, version_tag
+from .location import Entry, EntryStat, Location, Refused, SourceError
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
 SEP = "::"
 _MEMBER = re.compile(r"^(.*?\.(?:tar|tar\.gz|tgz|zip))::(.*)\Z", re.IGNORECASE | re.DOTALL)
 
 
-class ShardError(OSError):
+class ShardError(SourceError):
     """An archive or member that cannot be read; ``str(exc)`` is the row's one-line reason."""
 
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
 
-    def __str__(self) -> str:
-        return self.reason
+@dataclass(frozen=True)
+class ArchiveMember(Location):
+    """A member of an archive: the container's location and the member's stored name."""
+
+    container: Location
+    member: str
+    source: ClassVar[str] = "archive"
+
+    @property
+    def raw(self) -> str:
+        return f"{self.container.raw}{SEP}{self.member}"
 
 
 @dataclass(frozen=True)
@@ -76,18 +82,31 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 
-def is_archive(path: str) -> bool:
-    return path.lower().endswith(ARCHIVE_SUFFIXES)
+def is_archive(name: str) -> bool:
+    return name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
-def split_member(path: str) -> tuple[str, str] | None:
-    """(shard, member) of ``SHARD::MEMBER``, or None."""
-    m = _MEMBER.match(path)
-    return (m.group(1), m.group(2)) if m else None
+def is_container(loc: Location) -> bool:
+    """A location whose name says it is an archive (not a member: nested archives are refused)."""
+    return not isinstance(loc, ArchiveMember) and is_archive(loc.raw)
 
 
-def member_path(shard: str, name: str) -> str:
-    return f"{shard}{SEP}{name}"
+def claim(raw: str) -> ArchiveMember | None:
+    """``SHARD::MEMBER`` as a user types it, the container parsed by its own source."""
+    m = _MEMBER.match(raw)
+    return ArchiveMember(parse(m.group(1)), m.group(2)) if m else None
+
+
+def expand(loc: ArchiveMember, crawl: Any) -> Iterator[Entry]:  # noqa: ARG001
+    yield Entry(loc, explicit=True)
+
+
+def exists(loc: ArchiveMember) -> bool:  # noqa: ARG001
+    return True  # a missing member or archive comes out of the crawl as an error row
+
+
+def is_regular(loc: ArchiveMember) -> bool:  # noqa: ARG001
+    return True
 
 
 def _unsafe_name(name: str) -> str | None:
@@ -106,27 +125,16 @@ def _oneline(exc: BaseException) -> str:
     return text[:300] or type(exc).__name__
 
 
-def _kind(shard: str) -> str:
-    return "zip" if shard.lower().endswith(".zip") else "tar"
+def _kind(shard: Location) -> str:
+    return "zip" if shard.raw.lower().endswith(".zip") else "tar"
 
 
-def _open_raw(shard: str) -> tuple[BinaryIO, int | None, str]:
-    """A seekable binary file on the shard, its size, and a tag naming this version of it."""
-    if stores.is_url(shard):
-        st = stores.stat_url(shard, fresh=True)
-        return stores.open_object(shard), st.size, f"etag:{st.etag}"
-    f = open(shard, "rb")  # noqa: SIM115 (kept open in the cache)
-    st = os.fstat(f.fileno())
-    if not statmod.S_ISREG(st.st_mode):
-        f.close()
-        raise ShardError("archive is not a regular file")
-    return f, st.st_size, f"{st.st_size}-{st.st_mtime_ns}-{st.st_ino}"
-
-
-def _open_error(shard: str, exc: BaseException) -> ShardError:
+def _open_error(shard: Location, exc: BaseException) -> ShardError:
     if isinstance(exc, ShardError):
         return exc
-    if isinstance(exc, stores.StoreError):
+    if isinstance(exc, Refused):
+        return ShardError(f"archive is {exc}")
+    if isinstance(exc, SourceError):
         return ShardError(f"archive: {exc}")
     if isinstance(exc, FileNotFoundError):
         return ShardError("no such archive (missing, or vanished before it could be read)")
@@ -340,15 +348,15 @@ class _Zip:
 # ---------------------------------------------------------------------------------------------
 # Listing (the crawl)
 
-def iter_members(shard: str, limits: Limits = DEFAULT_LIMITS) -> Iterator[tuple[str, str | None, bool]]:
-    """``(member path, problem, explicit)`` for every file member of ``shard``, in archive
-    order, streaming (tar) or from the central directory (zip). ``problem`` is a reason not to
-    read the member; ``explicit`` marks problems that are errors (links are merely skipped).
-    An archive that cannot be opened, or stops early, gives one ``(shard, reason, True)``."""
+def members(shard: Location, limits: Limits = DEFAULT_LIMITS) -> Iterator[Entry]:
+    """An entry for every file member of ``shard``, in archive order, streaming (tar) or from the
+    central directory (zip). A member's ``skip`` is a reason not to read it (an error entry,
+    except links, which are merely skipped). An archive that cannot be opened, or stops early,
+    gives one error entry for the archive itself."""
     try:
-        raw, size, tag = _open_raw(shard)
+        raw, size, tag = open_seekable(shard)
     except (OSError, ValueError) as exc:
-        yield shard, str(_open_error(shard, exc)), True
+        yield Entry(shard, explicit=True, skip=str(_open_error(shard, exc)))
         return
     archive: Any = None
     try:
@@ -356,19 +364,20 @@ def iter_members(shard: str, limits: Limits = DEFAULT_LIMITS) -> Iterator[tuple[
             archive = _Zip(raw, size, limits) if _kind(shard) == "zip" else _TarCursor(
                 raw, size, tag, limits)
         except Exception as exc:
-            yield shard, str(_open_error(shard, exc)), True
+            yield Entry(shard, explicit=True, skip=str(_open_error(shard, exc)))
             return
         if isinstance(archive, _Zip):
-            members: Iterator[_Member] = archive.members()
+            listed: Iterator[_Member] = archive.members()
         else:
-            members = iter(archive.advance, None)
-        for m in members:
+            listed = iter(archive.advance, None)
+        for m in listed:
+            loc = ArchiveMember(shard, m.name)
             if m.link:
-                yield member_path(shard, m.name), "link member not followed", False
+                yield Entry(loc, skip="link member not followed")
             else:
-                yield member_path(shard, m.name), m.problem, m.problem is not None
+                yield Entry(loc, explicit=m.problem is not None, skip=m.problem)
         if isinstance(archive, _TarCursor) and archive.error:
-            yield shard, archive.error, True
+            yield Entry(shard, explicit=True, skip=archive.error)
     finally:
         if archive is not None:
             archive.close()
@@ -379,31 +388,23 @@ def iter_members(shard: str, limits: Limits = DEFAULT_LIMITS) -> Iterator[tuple[
 # ---------------------------------------------------------------------------------------------
 # Reading (the decode workers): a small per-process cache of open shards
 
-_CACHE: OrderedDict[str, tuple[Any, str, float]] = OrderedDict()
+_CACHE: OrderedDict[Location, tuple[Any, str, float]] = OrderedDict()
 _CACHE_MAX = 4
-_REMOTE_TTL = 30.0  # a remote shard's ETag is checked again after this many seconds
+_REMOTE_TTL = 30.0  # a shard without a cheap version tag (a store's) is reopened after this long
 _LOCK = threading.RLock()
 
 
-def _current_tag(shard: str) -> str | None:
-    if stores.is_url(shard):
-        return None  # checked by time-to-live instead: a HEAD per member would double requests
-    st = os.stat(shard)
-    return f"{st.st_size}-{st.st_mtime_ns}-{st.st_ino}"
-
-
-def _archive(shard: str, limits: Limits) -> Any:
+def _archive(shard: Location, limits: Limits) -> Any:
     now = time.monotonic()
     hit = _CACHE.get(shard)
     if hit is not None:
         archive, tag, opened = hit
-        fresh = (now - opened < _REMOTE_TTL) if stores.is_url(shard) else (
-            _current_tag(shard) == tag)
-        if fresh:
+        current = version_tag(shard)
+        if (now - opened < _REMOTE_TTL) if current is None else current == tag:
             _CACHE.move_to_end(shard)
             return archive
         _evict(shard)
-    raw, size, tag = _open_raw(shard)
+    raw, size, tag = open_seekable(shard)
     try:
         archive = _Zip(raw, size, limits) if _kind(shard) == "zip" else _TarCursor(
             raw, size, tag, limits)
@@ -416,7 +417,7 @@ def _archive(shard: str, limits: Limits) -> Any:
     return archive
 
 
-def _evict(shard: str) -> None:
+def _evict(shard: Location) -> None:
     archive = _CACHE.pop(shard)[0]
     try:
         archive.close()
@@ -424,11 +425,8 @@ def _evict(shard: str) -> None:
         pass
 
 
-def _lookup(path: str, limits: Limits) -> tuple[Any, _Member, str]:
-    split = split_member(path)
-    if split is None:
-        raise ShardError("not an archive member path (SHARD::MEMBER)")
-    shard, name = split
+def _lookup(loc: ArchiveMember, limits: Limits) -> tuple[Any, _Member]:
+    shard, name = loc.container, loc.member
     bad = _problem(name)
     if bad:
         raise ShardError(bad)
@@ -448,21 +446,21 @@ def _lookup(path: str, limits: Limits) -> tuple[Any, _Member, str]:
         member = archive.index.get(name)
         if member is None:
             raise ShardError("no such member in the archive")
-    return archive, member, shard
+    return archive, member
 
 
-def stat_member(path: str, limits: Limits = DEFAULT_LIMITS) -> EntryStat:
+def stat(loc: ArchiveMember, limits: Limits = DEFAULT_LIMITS) -> EntryStat:
     """Size, mtime (µs) and a content tag of a member: the zip CRC-32, or for tar the shard's
     identity (size, mtime, inode; a store's ETag) and the member's offset."""
     with _LOCK:
-        _, m, _ = _lookup(path, limits)
+        _, m = _lookup(loc, limits)
         return EntryStat(m.size, m.mtime_us, m.etag)
 
 
-def read_member(path: str, max_bytes: int, limits: Limits = DEFAULT_LIMITS) -> tuple[bytes, EntryStat]:
+def read(loc: ArchiveMember, max_bytes: int, limits: Limits = DEFAULT_LIMITS) -> tuple[bytes, EntryStat]:
     """A member's bytes (at most ``max_bytes``) and its stat; never writes anything."""
     with _LOCK:
-        archive, m, shard = _lookup(path, limits)
+        archive, m = _lookup(loc, limits)
         if m.link:
             raise ShardError("link member not followed")
         if m.problem:
@@ -474,13 +472,14 @@ def read_member(path: str, max_bytes: int, limits: Limits = DEFAULT_LIMITS) -> t
         except ShardError:
             raise
         except Exception as exc:
-            _evict(shard)
+            _evict(loc.container)
             raise ShardError(f"archive read failed: {_oneline(exc)}") from exc
         return data, EntryStat(m.size, m.mtime_us, m.etag)
 
 
 def close_all() -> None:
-    """Close every cached shard (tests; a long-lived process between scans)."""
+    """Close every cached shard: a process that read members for a while (the HTML page's
+    thumbnails, a notebook) gives their files back."""
     with _LOCK:
         while _CACHE:
             _evict(next(iter(_CACHE)))

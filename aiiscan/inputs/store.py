@@ -1,10 +1,8 @@
 """Object-store inputs: ``s3://``, ``gs://``, ``az://``/``abfs://`` URLs (and ``http(s)://`` in lists).
 
-One path string names every input the scan handles, so a URL flows through the crawl, the
-decode workers and the report exactly like a local path. This module recognises URLs, lists a
+A source (``inputs.SOURCES``): it claims URLs of the schemes below as ``StoreObject``s, lists a
 prefix as a stream, stats an object (size, mtime, ETag or version id) and reads its bytes under
-a size cap, with bounded retries. ``stat_entry``/``read_entry``/``is_indirect`` at the bottom
-dispatch over local files, URLs and archive members (``shards``) alike.
+a size cap, with bounded retries.
 
 Why fsspec (with s3fs, gcsfs, adlfs) and not ``pyarrow.fs``:
 
@@ -46,7 +44,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, BinaryIO, ClassVar, TypeVar
+
+from .location import Crawl, Entry, EntryStat, ListingLost, Location, SourceError
 
 T = TypeVar("T")
 
@@ -61,30 +61,17 @@ LISTABLE = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"})  # http(
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
-class EntryStat(NamedTuple):
-    """What ``--resume``/``--incremental`` compare: size in bytes, mtime in microseconds (the
-    report's unit), and a content tag (an object's ETag or version id; for an archive member,
-    its CRC or the archive's identity and the member's offset; None for a local file)."""
-
-    size: int | None
-    mtime_us: int | None
-    etag: str | None
-
-
 TRANSIENT = frozenset({"throttled", "timeout", "connection", "server"})  # retried, then given up
 
 
-class StoreError(OSError):
+class StoreError(SourceError):
     """A store request that failed for good. ``str(exc)`` is the one-line reason for the row;
     ``kind``: missing, denied, throttled, timeout, connection, server, too-big, changed,
     config, other."""
 
     def __init__(self, reason: str, kind: str = "other"):
         super().__init__(reason)
-        self.reason, self.kind = reason, kind
-
-    def __str__(self) -> str:
-        return self.reason
+        self.kind = kind
 
 
 NOTHING_THERE = "no such object or prefix in the store"
@@ -109,6 +96,23 @@ def scheme(path: str) -> str | None:
 
 def is_url(path: str) -> bool:
     return scheme(path) is not None
+
+
+@dataclass(frozen=True)
+class StoreObject(Location):
+    """An object (or, as a root, a prefix) in a store, by its URL: ``scheme://bucket/key``. The
+    key is whatever the store listed, never split again: ``::`` or ``?`` in it are its own."""
+
+    url: str
+    source: ClassVar[str] = "store"
+
+    @property
+    def raw(self) -> str:
+        return self.url
+
+
+def claim(raw: str) -> StoreObject | None:
+    return StoreObject(raw) if is_url(raw) else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -466,32 +470,68 @@ def _walk_generic(fs: Any, url: str, s: str, items: list[dict] | None = None) ->
 
 
 # ---------------------------------------------------------------------------------------------
-# One interface for every kind of path: local file, URL, archive member
+# The source interface (``inputs``)
 
-def is_indirect(path: str) -> bool:
-    """Whether ``path`` is read through this layer (a URL, or ``archive::member``) rather than
-    as a local file. A pure string test: no file is touched."""
-    from .archive import split_member
-    return is_url(path) or split_member(path) is not None
+def expand(loc: StoreObject, crawl: Crawl) -> Iterator[Entry]:
+    """A URL named by the user: a prefix as the objects under it, an object as itself. A listing
+    cut off by a transient failure raises ``ListingLost``; denied or missing is an error entry,
+    and so is a prefix under which nothing at all is listed."""
+    raw = loc.url
+    if scheme(raw) not in LISTABLE:  # http(s): one object per line
+        yield Entry(loc, explicit=True)
+        return
+    try:
+        # A list line is an object unless it ends with "/" (no request per line); a root is
+        # asked: object, prefix, or nothing.
+        if raw.endswith("/") or raw.rstrip("/").count("/") == 2:  # ".../" or "s3://bucket"
+            kind = "directory"
+        else:
+            kind = "file" if crawl.in_list else url_kind(raw)
+    except StoreError as exc:
+        if exc.kind in TRANSIENT:
+            raise ListingLost(f"cannot reach {raw}: {exc}") from None
+        yield Entry(loc, explicit=True, skip=str(exc))
+        return
+    if kind == "missing":
+        yield Entry(loc, explicit=True, skip=NOTHING_THERE)
+    elif kind == "file":
+        yield Entry(loc, explicit=True)
+    else:
+        try:
+            for url in iter_prefix(raw):
+                yield Entry(StoreObject(url))
+        except NothingListed as exc:  # a typo'd prefix: an error row, as a missing object
+            yield Entry(loc, explicit=True, skip=str(exc))
+        except StoreError as exc:
+            if exc.kind in TRANSIENT:
+                raise ListingLost(f"the listing of {raw} was cut off: {exc}") from None
+            yield Entry(loc, explicit=True, skip=f"cannot list the prefix: {exc}")
 
 
-def stat_entry(path: str) -> EntryStat:
-    """(size, mtime in µs, etag) of a local file, an object URL or an archive member, for the
-    driver's ``--resume``/``--incremental`` checks. Raises OSError (``StoreError``/``ShardError``
-    for the indirect kinds, FileNotFoundError etc. for local files) when it cannot be stated:
-    the caller then rescans the entry, and the decode stage reports why."""
-    from . import archive as shards
-    if shards.split_member(path) is not None:
-        return shards.stat_member(path)
-    if is_url(path):
-        return stat_url(path)
-    st = os.stat(path)
-    return EntryStat(st.st_size, st.st_mtime_ns // 1000, None)
+def exists(loc: StoreObject) -> bool:  # noqa: ARG001
+    """Not asked before the crawl: a missing root comes out of it as an error row (a request
+    per root before the model loads would buy little)."""
+    return True
 
 
-def read_entry(path: str, max_bytes: int) -> tuple[bytes, EntryStat]:
-    """The bytes (at most ``max_bytes``) and stat of an object URL or an archive member."""
-    from . import archive as shards
-    if shards.split_member(path) is not None:
-        return shards.read_member(path, max_bytes)
-    return read_object(path, max_bytes)
+def is_regular(loc: StoreObject) -> bool:  # noqa: ARG001
+    return True
+
+
+def stat(loc: StoreObject) -> EntryStat:
+    return stat_url(loc.url)
+
+
+def read(loc: StoreObject, max_bytes: int) -> tuple[bytes, EntryStat]:
+    return read_object(loc.url, max_bytes)
+
+
+def open_seekable(loc: StoreObject) -> tuple[BinaryIO, int | None, str]:
+    st = stat_url(loc.url, fresh=True)
+    return open_object(loc.url), st.size, f"etag:{st.etag}"
+
+
+def version_tag(loc: StoreObject) -> None:  # noqa: ARG001
+    """None: a cached archive in a store is checked again by time instead (a HEAD request per
+    member would double the requests)."""
+    return None

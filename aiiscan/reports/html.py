@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import os
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
@@ -23,9 +22,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from PIL import Image
 
+from .. import inputs
 from ..decode.preprocess import DEFAULT_MAX_PIXELS, open_image, to_rgb
 from ..files import atomic_write_bytes, now_iso
-from ..inputs.store import is_indirect, is_url, put_file, read_entry
+from ..inputs import archive
+from ..inputs.location import Refused
+from ..inputs.store import put_file
 from ..textsafe import path_from_display
 from ..version import __version__
 from .report import (
@@ -122,15 +124,14 @@ def _fmt(value, digits: int = 4) -> str:
 
 def thumbnail(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str | None, str | None]:
     """(data URI, None) or (None, why not): decoded with the scan's own guards."""
-    path = path_from_display(path)  # the report's form of the name (escaped bytes, backslashes)
+    # the report's form of the name (escaped bytes, backslashes), read as the scan read it: a
+    # local file (never blocking on a FIFO), an object in a store, an archive member
+    loc = inputs.parse(path_from_display(path))
     try:
-        if is_indirect(path):  # an object in a store or an archive member, read as the scan read it
-            data = read_entry(path, THUMB_MAX_FILE)[0]
-        else:
-            if os.path.getsize(path) > THUMB_MAX_FILE:
-                return None, "file too large for a thumbnail"
-            with open(path, "rb") as f:
-                data = f.read(THUMB_MAX_FILE + 1)
+        try:
+            data = inputs.read(loc, THUMB_MAX_FILE)[0]
+        except Refused as exc:
+            return None, f"no thumbnail: {exc}"
         img = open_image(data, max_pixels)
         img = to_rgb(img)
         img.thumbnail((THUMB_PX, THUMB_PX), Image.Resampling.BILINEAR)
@@ -543,8 +544,11 @@ def write_html(report: str | Path, output: str | Path, **kwargs) -> str:
     """Render ``report`` into ``output`` atomically; either may be an object URL (the report is
     fetched, the page uploaded in one put). Returns where the page is."""
     with local_report(report) as local:
-        page = render(local, name=str(report).rsplit("/", 1)[-1], **kwargs).encode("utf-8")
-    if not is_url(str(output)):
+        try:
+            page = render(local, name=str(report).rsplit("/", 1)[-1], **kwargs).encode("utf-8")
+        finally:
+            archive.close_all()  # shards opened for thumbnails
+    if not inputs.is_remote(str(output)):
         atomic_write_bytes(Path(output), page)
         return str(output)
     with tempfile.TemporaryDirectory(prefix="aiiscan-page-") as tmp:

@@ -253,10 +253,11 @@ def local_report(path: str | Path) -> Iterator[Path]:
 
     Why a whole copy: the readers stream a local file by record batch and DuckDB sorts it out of
     core, and a report is small beside the archive it describes (about 200 bytes a row)."""
+    from .. import inputs
     from ..inputs import store as stores
 
     url = str(path)
-    if not stores.is_url(url):
+    if not inputs.is_remote(url):
         yield Path(path)
         return
     format_for(url)  # an unknown suffix is refused before any download

@@ -22,15 +22,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .. import inputs, signals
 from .. import progress as progress_bars
-from .. import signals
 from ..decode.job import DecodeJob, DecodeResult
 from ..engines import Engine, Scorer, make_engine
 from ..errors import EXIT_FILE_ERRORS, EXIT_INTERRUPTED, EXIT_OK, AiiscanError, UsageError
 from ..files import now_iso
-from ..inputs.archive import ARCHIVE_SUFFIXES
-from ..inputs.crawl import ListingLost, iter_inputs
-from ..inputs.store import StoreError, is_indirect, is_url, put_file, stat_entry
+from ..inputs.archive import is_container
+from ..inputs.crawl import iter_inputs
+from ..inputs.location import ListingLost, Location
+from ..inputs.store import StoreError, put_file
 from ..models.multihead import as_weights, combine, heads_of, open_scorer
 from ..options import RunOptions, ScanOptions
 from ..outputs import OutputError, check_output
@@ -203,32 +204,26 @@ def _load_old(ledger: Ledger, incremental: str | Path, models: Sequence[str]) ->
     return other, list(sets)[:_SHOWN_HEADS + 1]
 
 
-def _still_true(path: str, row: dict) -> bool:
+def _still_true(loc: Location, row: dict) -> bool:
     """Whether a row of the interrupted run still describes the file: same size and mtime, as
     ``--incremental`` asks. A row that recorded neither (the file could not be read, or was
     skipped at the crawl) has nothing to compare and stands."""
-    return row["size"] is None or row["mtime"] is None or _unchanged(path, row)
+    return row["size"] is None or row["mtime"] is None or _unchanged(loc, row)
 
 
-def _unchanged(path: str, old: dict) -> bool:
+def _unchanged(loc: Location, old: dict) -> bool:
     """Same size and mtime (µs) as ``old``; for an object whose row and listing both have an ETag,
     the same size and ETag (an object rewritten with the same size has a new ETag, and mtimes
-    from a listing and a HEAD request may differ in precision). A local
-    file costs one os.stat; a URL a HEAD request (or none: the listing's answer is remembered);
-    a member the shard's index."""
-    if ("::" in path or "://" in path) and is_indirect(path):  # the cheap test first
-        try:
-            st = stat_entry(path)
-        except OSError:
-            return False
-        if st.etag and old.get("etag"):  # the ETag decides: a store's listing and its HEAD may
-            return st.etag == old["etag"] and st.size == old["size"]  # give mtimes of unlike precision
-        return st.size == old["size"] and st.mtime_us == old["mtime"]
+    from a listing and a HEAD request may differ in precision). A local file costs one os.stat;
+    a URL a HEAD request (or none: the listing's answer is remembered); a member the shard's
+    index."""
     try:
-        lst = os.stat(path)
+        st = inputs.stat(loc)
     except OSError:
         return False
-    return lst.st_size == old["size"] and lst.st_mtime_ns // 1000 == old["mtime"]  # report: µs
+    if st.etag and old.get("etag"):  # the ETag decides: a store's listing and its HEAD may
+        return st.etag == old["etag"] and st.size == old["size"]  # give mtimes of unlike precision
+    return st.size == old["size"] and st.mtime_us == old["mtime"]
 
 
 def staging_for(url: str, parts_dir: str | None = None) -> Path:
@@ -309,20 +304,20 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
     t0 = time.perf_counter()
     # URLs and SHARD::MEMBER roots are not looked up here: a missing one comes out of the crawl
     # as an error row (a request per root before the model loads would buy little).
-    missing = [p for p in paths if not os.path.lexists(p) and not is_indirect(p)]
+    missing = [p for p in paths if not inputs.exists(inputs.parse(p))]
     if missing:
         raise UsageError("no such file or folder: " + ", ".join(display_path(p) for p in missing[:5])
                          + (f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""))
     try:
         fmt = format_for(output, opts.fmt)
     except ReportError:
-        if not is_indirect(str(output)) and os.path.isdir(output):  # the real mistake, not the suffix
+        if inputs.parse(str(output)).source == "local" and os.path.isdir(output):  # the real mistake
             raise OutputError(f"report {str(output)!r} is a folder: name a file in it, "
                               f"e.g. {output}/report.parquet") from None
         raise
     side = (".parts",) if fmt == "parquet" else (".parts", ".meta.json")
     check_output(output, overwrite=opts.overwrite, companions=side, what="report")
-    remote = is_url(str(output))
+    remote = inputs.is_remote(str(output))
     # A report bound for an object store is assembled in a local folder and uploaded whole.
     local_out = staging_for(str(output), opts.parts_dir) if remote else output
     if remote:
@@ -389,9 +384,9 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
 
         ids = {f"model_id_{k}": m for k, m in enumerate(mids[1:], start=2)}
 
-        def base_row(path: str, status: str, error: str | None) -> dict:
+        def base_row(loc: Location, status: str, error: str | None) -> dict:
             return dict.fromkeys(schema.names, None) | {
-                "path": display_path(path), "status": status, "error": error, "model_id": mid} | ids
+                "path": loc.display(), "status": status, "error": error, "model_id": mid} | ids
 
         def judged(scores: Sequence[float | None]) -> dict:
             """Every head's score, threshold and label, and (several heads) the verdict."""
@@ -414,31 +409,32 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
         def crawl() -> Iterator[DecodeJob]:
             for entry in iter_inputs(paths, opts.from_list, opts.include, opts.exclude, opts.follow_symlinks,
                                      seen=ledger.add_new, archives=opts.archives):
-                shown = display_path(entry.path)
+                loc = entry.location
+                shown = loc.display()
                 if opts.resume:
                     row = ledger.done_row(shown)
-                    if row is not None and _still_true(entry.path, row):
+                    if row is not None and _still_true(loc, row):
                         ledger.keep(shown)
                         summary.resumed += 1
                         summary.count(row)  # the summary and exit code describe the whole report
                         continue
                     # else new, or changed since the interruption: (re)scanned, the new row wins
                 if entry.skip:
-                    emit(base_row(entry.path, "error" if entry.explicit else "skipped", entry.skip))
+                    emit(base_row(loc, "error" if entry.explicit else "skipped", entry.skip))
                     continue
                 prior = ledger.old_row(shown) if opts.incremental else None
-                if prior and _unchanged(entry.path, prior):
+                if prior and _unchanged(loc, prior):
                     emit(prior | judged([prior[c] for c in ledger.scores]) | {
                                   "gps": prior["gps"] if keep_gps else None,
                                   "gen_prompt": prior["gen_prompt"] if prompts else None,
                                   "reused": "unchanged", "reused_from": shown})
                     summary.reused += 1
                     continue
-                yield DecodeJob(entry.path, crop, max_pixels=opts.max_pixels, max_bytes=opts.max_bytes,
+                yield DecodeJob(loc, crop, max_pixels=opts.max_pixels, max_bytes=opts.max_bytes,
                                 explicit=entry.explicit, fast_decode=not run.exact_decode, provenance=True,
                                 keep_gps=keep_gps, prompts=prompts)
 
-        def known(sha: str | None, path: str) -> tuple[str, str, tuple[float, ...]] | None:
+        def known(sha: str | None, loc: Location) -> tuple[str, str, tuple[float, ...]] | None:
             """Scores this scan already has for this content: (how, from which path, one per head).
             A file touched since the old report but with its content unchanged is ``unchanged``."""
             if not sha:
@@ -446,20 +442,20 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
             hit = ledger.scored(sha)
             if hit is not None:
                 return "duplicate", hit[0], hit[1]
-            shown = display_path(path)
+            shown = loc.display()
             hit = ledger.old_content(sha, shown) if opts.incremental else None
             if hit is None:
                 return None
             return ("unchanged" if hit[0] == shown else "same_content"), hit[0], hit[1]
 
         def reuse(res: DecodeResult) -> np.ndarray | None:
-            hit = known(res.info.get("sha256"), res.path)
+            hit = known(res.info.get("sha256"), res.location)
             return None if hit is None else np.array([hit[2] if multi else hit[2][0]])
 
         def scored(res: DecodeResult, scores: np.ndarray) -> dict:
-            row = base_row(res.path, "ok", None) | _info(res)
+            row = base_row(res.location, "ok", None) | _info(res)
             s = [float(x) for x in np.atleast_1d(scores)]  # one per head
-            hit = known(row["sha256"], res.path)
+            hit = known(row["sha256"], res.location)
             if hit is not None:  # the decision is made here, so every engine writes the same rows
                 row |= {"reused": hit[0], "reused_from": hit[1]}
                 s = list(hit[2])
@@ -484,10 +480,10 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
         for res, scores in model.score_stream(jobs(), run.batch_size, run.workers, run.timeout, reuse=reuse):
             if res.status == "skipped":
                 summary.not_images += 1
-                summary.archives += res.path.lower().endswith(ARCHIVE_SUFFIXES)
+                summary.archives += is_container(res.location)
                 bar.update(1)
             elif scores is None:
-                emit(base_row(res.path, "error", res.error) | _info(res))
+                emit(base_row(res.location, "error", res.error) | _info(res))
             else:
                 emit(scored(res, scores[0]))
         if lost:
@@ -567,7 +563,7 @@ def _info(res: DecodeResult) -> dict:
     info = res.info
     return {
         "size": info.get("size"),
-        "mtime": None if info.get("mtime_ns") is None else info["mtime_ns"] // 1000,  # µs
+        "mtime": info.get("mtime_us"),
         "etag": info.get("etag"),
         "sha256": info.get("sha256"),
         "format": info.get("format"),

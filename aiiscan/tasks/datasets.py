@@ -1,4 +1,5 @@
-"""Labelled evaluation sets on disk: which files are real, which are fake, from which generator.
+"""Image sets for training, calibration and evaluation (``list_images``), and labelled evaluation
+sets on disk: which files are real, which are fake, from which generator.
 
 Three layouts are understood, tried in this order:
 
@@ -19,12 +20,33 @@ import csv
 import os
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..decode.formats import sniff_format
 from ..errors import AiiscanError
-from ..inputs.crawl import list_images
+from ..inputs.crawl import iter_inputs
+from ..inputs.location import Entry
+
+FOUND_HOW = ("Folders are searched recursively for image files; symbolic links are not followed "
+             "(name such files in a list with --natural-list instead).")
+
+
+def _looks_like_image(entry: Entry) -> bool:
+    if entry.explicit:
+        return True
+    try:
+        with open(entry.location.raw, "rb") as f:
+            return sniff_format(f.read(16)) is not None
+    except OSError:  # not a local file, or not readable: left out, as a folder's non-image
+        return False
+
+
+def list_images(paths: Iterable[str], from_list: str | None = None) -> list[str]:
+    """Image files for training, calibration and evaluation: named files are kept as given
+    (a bad one becomes a counted failure later); files found in folders must look like images."""
+    return [e.location.raw for e in iter_inputs(paths, from_list) if not e.skip and _looks_like_image(e)]
 
 _PAIRED = re.compile(r"\(([^()]+)-paired real set\)")
 _LABELS = {"real": 0, "0": 0, "0_real": 0, "natural": 0, "fake": 1, "1": 1, "1_fake": 1, "ai": 1}

@@ -38,13 +38,13 @@ import torch.nn.functional as F
 from ..decode.job import DecodeJob
 from ..decode.pool import decode_stream
 from ..errors import AiiscanError
-from ..inputs.crawl import FOUND_HOW
 from ..models.backbone import ClipBackbone
 from ..models.headfile import ModelCard, now_iso, save_head
 from ..models.kinds.mpft import KIND, MpftConfig, MpftHead, tuned_names
 from ..models.scorer import normalize
 from ..progress import bar
 from .checkpoint import Checkpoint
+from .datasets import FOUND_HOW
 from .masking import MaskSpec, TokenDrop, keep_indices, most_textured, texture_energy, zero_patches
 from .metrics import roc_auc
 from .train import training_digest

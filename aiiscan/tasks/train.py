@@ -22,13 +22,13 @@ import torch
 from ..decode.job import RADIAL, DecodeJob, Variant
 from ..decode.proxies import ProxySpec
 from ..errors import AiiscanError
-from ..inputs.crawl import FOUND_HOW
 from ..models.backbone import ClipBackbone
 from ..models.headfile import ModelCard, now_iso, save_head
 from ..models.kinds.flow import FlowHead, HeadConfig, clip_flow_loss
 from ..models.scorer import feature_batches
 from ..progress import bar
 from .checkpoint import Checkpoint
+from .datasets import FOUND_HOW
 from .metrics import roc_auc
 
 # Paper defaults per mode (DESIGN §1): mask ratio and epochs.
