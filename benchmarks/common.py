@@ -74,16 +74,17 @@ def detector_for(backbone_name: str, precision: str = "auto"):
     """A Detector with a random head on a random-init backbone (no weights needed)."""
     import torch
 
+    from aiiscan.card import ModelCard
     from aiiscan.models.backbone import TINY_CONFIG, build_backbone
-    from aiiscan.models.headfile import ModelCard
-    from aiiscan.models.kinds.flow import FlowHead, HeadConfig
+    from aiiscan.models.kinds.flow import FlowConfig
+    from aiiscan.models.kinds.flow_net import FlowHead
     from aiiscan.models.scorer import Detector
 
     name = str(TINY_CONFIG) if backbone_name == "tiny" else backbone_name
     bb = build_backbone(name, "none", device="cpu", quiet=True)
     bb.precision = precision
     torch.manual_seed(0)
-    head_cfg = HeadConfig(bb.identity.feature_dim)
+    head_cfg = FlowConfig(bb.identity.feature_dim)
     head = FlowHead(head_cfg)
     card = ModelCard(backbone={**bb.identity.to_dict(), "source": name}, head=head_cfg,
                      training={"mode": "N+P"}, tensors_sha256="bench")

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from aiiscan.card import read_card
 from aiiscan.cli import main
-from aiiscan.models.headfile import read_card
 from aiiscan.models.kinds.mpft import MpftConfig
 from aiiscan.tasks.calibrate import AI, BAND, CalibrationError, calibrate
 from aiiscan.tasks.metrics import balanced_threshold, fpr_threshold, rates_at, roc_auc

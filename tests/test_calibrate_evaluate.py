@@ -14,9 +14,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from aiiscan.card import read_card
 from aiiscan.cli import main
 from aiiscan.decode.launder import Condition
-from aiiscan.models.headfile import read_card
 from aiiscan.models.scorer import Detector
 from aiiscan.reports.report import read_report
 from aiiscan.tasks import plots

@@ -26,10 +26,11 @@ import torch
 from click.testing import CliRunner
 from safetensors import safe_open
 
+from aiiscan.card import read_card
 from aiiscan.cli import main
 from aiiscan.errors import WeightsError
 from aiiscan.models.backbone import build_backbone
-from aiiscan.models.headfile import load_head, read_card
+from aiiscan.models.headfile import load_head
 from aiiscan.models.scorer import Detector
 from aiiscan.reports.report import read_report
 from aiiscan.tasks.masking import (
@@ -240,11 +241,11 @@ def test_a_mismatched_backbone_is_refused(mpft_head, planted, backbone):
     same_shape = build_backbone(str(TINY64_CONFIG), "none", device="cpu", quiet=True)  # other weights
     with pytest.raises(WeightsError, match="does not belong"):
         Detector(same_shape, head, card, prefix)
-    from aiiscan.models.kinds import mpft
+    from aiiscan.models.kinds import mpft_net
 
     head.tuned["proj"] = torch.zeros(3, 3)
     with pytest.raises(WeightsError, match="another base backbone"):
-        mpft.bind(same_shape, head)
+        mpft_net.bind(same_shape, head)
 
 
 def test_card_kinds_old_cards_and_unknown_kinds(head_prefix, mpft_head, tmp_path):

@@ -1,12 +1,13 @@
 import pytest
 import torch
 
-from aiiscan.models.kinds.flow import FlowHead, HeadConfig, clip_flow_loss
+from aiiscan.models.kinds.flow import FlowConfig
+from aiiscan.models.kinds.flow_net import FlowHead, clip_flow_loss
 
 
 def _head(seed=0, dim=8, feature_dim=16, dtype=torch.float32):
     torch.manual_seed(seed)
-    head = FlowHead(HeadConfig(feature_dim=feature_dim, dim=dim, blocks=4, hidden=32))
+    head = FlowHead(FlowConfig(feature_dim=feature_dim, dim=dim, blocks=4, hidden=32))
     # Non-trivial couplings: the zero init would make every block the identity.
     for block in head.blocks:
         torch.nn.init.normal_(block.net[-1].weight, std=0.3)
@@ -61,7 +62,7 @@ def test_loss_signs_per_mode():
 
 def test_one_np_step_moves_scores_the_right_way():
     torch.manual_seed(0)
-    head = FlowHead(HeadConfig(feature_dim=16, dim=8, blocks=4, hidden=32))
+    head = FlowHead(FlowConfig(feature_dim=16, dim=8, blocks=4, hidden=32))
     nat = torch.randn(64, 16) + 1.0
     prox = torch.randn(64, 16) - 1.0
     opt = torch.optim.Adam(head.parameters(), lr=1e-2)

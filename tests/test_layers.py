@@ -57,8 +57,9 @@ def test_a_new_engine_needs_no_change_in_the_scan_driver(tmp_path, head_prefix, 
     import numpy as np
 
     from aiiscan import engines
+    from aiiscan.card import model_id
     from aiiscan.decode.job import decode_job
-    from aiiscan.models.headfile import load_head, model_id
+    from aiiscan.models.headfile import load_head
     from aiiscan.reports.report import read_report
     from aiiscan.scanner.driver import options_from, run_scan
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from aiiscan.card import ModelCard, read_card
 from aiiscan.errors import WeightsError
-from aiiscan.models.headfile import ModelCard, load_head, read_card
+from aiiscan.models.headfile import load_head
 from aiiscan.models.scorer import Detector
 
 

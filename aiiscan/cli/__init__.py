@@ -310,8 +310,8 @@ def train(natural, natural_list, output, mode, backbone, pretrained, clip_weight
     """
     from ..decode.proxies import ProxySpec
     from ..models.backbone import build_backbone
-    from ..models.headfile import DEFAULT_NAME, user_weights_dir
-    from ..models.headfile import install_default as install
+    from ..models.installed import DEFAULT_NAME, user_weights_dir
+    from ..models.installed import install_default as install
     from ..outputs import check_output
     from ..tasks.datasets import list_images
     from ..tasks.train import MODE_DEFAULTS, TrainConfig
@@ -651,7 +651,7 @@ def evaluate(weights, dataset, real, fake, output, plots_dir, perturb, threshold
     per generator (h1, h2...); --plots then writes one subfolder per head (head1/, head2/...).
     """
     from ..decode.launder import Condition
-    from ..models.headfile import atomic_write_bytes
+    from ..files import atomic_write_bytes
     from ..models.multihead import as_weights, open_scorer
     from ..outputs import OutputError
     from ..tasks import plots

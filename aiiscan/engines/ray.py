@@ -78,7 +78,7 @@ class Head:
 
     @property
     def image_size(self) -> int:
-        return int(self.card.backbone["image_size"])
+        return self.card.image_size
 
 
 @dataclass
@@ -110,12 +110,14 @@ class RayScorer:
         except ImportError:
             raise UsageError("--engine ray needs Ray: pip install 'aiiscan[ray]'") from None
         # driver only: decode tasks must not import torch
-        from ..models.headfile import load_head, model_id
+        from ..card import model_id
+        from ..models.installed import read_head_card, verify_digest
         from ..models.multihead import backbone_passes, check_crop_sizes
 
         self.heads: list[Head] = []
         for w in weights if isinstance(weights, tuple) else (weights,):
-            _, card, prefix = load_head(w)  # checks the files; the driver needs only the card
+            card, prefix = read_head_card(w)  # the actors load the tensors (and check their shapes)
+            verify_digest(card, prefix)  # a tampered head is refused before the cluster starts
             self.heads.append(Head(card, prefix, model_id(card, prefix)))
         check_crop_sizes(self.heads)  # before any actor loads a model
         self.passes = backbone_passes([h.card for h in self.heads])  # as each actor's MultiHead

@@ -170,18 +170,15 @@ class MultiHead:
 
 
 def _backbone_key(card: Any) -> str:
-    from .backbone import BackboneIdentity
-
-    fields = BackboneIdentity.__dataclass_fields__
-    return json.dumps({k: card.backbone.get(k) for k in fields}, sort_keys=True)
+    return json.dumps(card.backbone.identity(), sort_keys=True)
 
 
 def backbone_passes(cards: Sequence[Any]) -> int:
     """Backbone passes per crop that ``load_heads`` gives heads of these cards (``MultiHead.passes``
     without building them): one per distinct frozen backbone, one per head that tunes its own."""
-    from .kinds import KINDS
+    from .kinds import kind_spec
 
-    return len({f"own {i}" if KINDS[c.kind].tunes_backbone else _backbone_key(c)
+    return len({f"own {i}" if kind_spec(c.kind).tunes_backbone else _backbone_key(c)
                 for i, c in enumerate(cards)})
 
 

@@ -10,12 +10,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..card import ModelCard, model_id
 from ..decode.job import DecodeJob, DecodeResult
 from ..decode.pool import DEFAULT_TIMEOUT, decode_stream
 from ..decode.preprocess import prepare
 from .backbone import CLIP_WEIGHTS_ENV, BackboneError, ClipBackbone, build_backbone, resolve_device
-from .headfile import ModelCard, check_backbone, load_head, model_id
-from .kinds import KINDS
+from .headfile import check_backbone, load_head
+from .kinds import kind_net, kind_spec
 
 
 def normalize(batch: np.ndarray | torch.Tensor, mean: Sequence[float], std: Sequence[float],
@@ -112,14 +113,14 @@ def backbone_for(card: ModelCard, prefix: Path, device: str = "auto", clip_weigh
                  backbone: str | None = None, quiet: bool = False, precision: str = "auto") -> ClipBackbone:
     """The backbone a head's card names, built (``backbone`` overrides the card's path)."""
     spec = card.backbone
-    tag = spec["pretrained"]
+    tag = spec.pretrained
     if tag == "file":
         if not (clip_weights or os.environ.get(CLIP_WEIGHTS_ENV)):
             raise BackboneError(
                 f"head {prefix.name} was trained on CLIP weights from a file "
-                f"(sha256 {spec.get('weights_sha256')}); pass --clip-weights FILE")
+                f"(sha256 {spec.weights_sha256}); pass --clip-weights FILE")
         tag = "none"
-    bb = build_backbone(backbone or spec["source"], tag, clip_weights=clip_weights,
+    bb = build_backbone(backbone or spec.source, tag, clip_weights=clip_weights,
                         device=resolve_device(device), quiet=quiet)
     bb.precision = precision
     return bb
@@ -133,7 +134,7 @@ def needs_features(res: DecodeResult) -> bool:
 class Detector:
     """A trained head on its backbone: load once, score PIL images, paths or crops.
 
-    Any kind of head (``heads.KINDS``: CLIP-Flow, MPFT) scores through this one interface; the
+    Any kind of head (``models.kinds``: CLIP-Flow, MPFT) scores through this one interface; the
     kind binds the head to the backbone (MPFT installs its tuned tensors into a copy of the
     backbone's image tower, so a backbone passed in is never changed). Scores: higher = more
     likely AI-generated, for every kind.
@@ -144,8 +145,8 @@ class Detector:
         """``owned``: the backbone was built for this detector alone, so a kind that tunes the
         backbone may change it in place instead of copying it."""
         check_backbone(card, backbone.identity.to_dict())
-        self.kind = KINDS[card.kind]
-        backbone, head = self.kind.bind(backbone, head, owned)
+        self.kind = kind_spec(card.kind)
+        backbone, head = kind_net(card.kind).bind(backbone, head, owned)
         self.backbone = backbone
         self.head = head.to(backbone.device).eval()
         self.card = card

@@ -521,7 +521,8 @@ def _metadata(summary: ScanSummary, opts: ScanOptions, engine: Engine, model: Sc
     heads = heads_of(model)
     more = {} if len(heads) == 1 else {
         "heads": [{"model_id": h.model_id, "kind": h.card.kind, "model_card_sha256": h.card.digest(),
-                   "backbone": h.card.backbone, "threshold_block": h.card.threshold} for h in heads],
+                   "backbone": h.card.backbone.to_dict(), "threshold_block": _block(h.card.threshold)}
+                  for h in heads],
         "head_thresholds": [summary.threshold, *(t for _, t, _ in summary.more_heads)],
         "combine": summary.combine,
         "backbone_passes": getattr(model, "passes", None),
@@ -530,10 +531,10 @@ def _metadata(summary: ScanSummary, opts: ScanOptions, engine: Engine, model: Sc
         "aiiscan_version": __version__,
         "model_id": model.model_id,
         "model_card_sha256": card.digest(),
-        "backbone": card.backbone,
+        "backbone": card.backbone.to_dict(),
         "threshold": summary.threshold,
         "threshold_source": summary.threshold_source,
-        "threshold_block": card.threshold,
+        "threshold_block": _block(card.threshold),
         "command": opts.command,
         "roots": [display_path(p) for p in paths],
         "from_list": opts.from_list,
@@ -557,6 +558,10 @@ def _metadata(summary: ScanSummary, opts: ScanOptions, engine: Engine, model: Sc
         "options": opts.to_dict(),  # everything the scan was asked to do, as given
         **more,
     }
+
+
+def _block(threshold) -> dict | None:
+    return None if threshold is None else threshold.to_dict()
 
 
 def _info(res: DecodeResult) -> dict:

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..card import ABSENT, ThresholdBlock, ValidationBlock, write_card
 from ..decode.job import RADIAL, DecodeJob
 from ..engines import Scorer
 from ..errors import AiiscanError
-from ..models.headfile import now_iso, write_card
-from ..models.kinds.mpft import KIND as MPFT_KIND
+from ..files import now_iso
+from ..models.kinds import kind_spec
 from ..progress import bar
 from ..version import __version__
 from . import plots
@@ -35,9 +36,8 @@ CAUTION = ("This threshold was placed on natural photos and band-(30,100) copies
            "These figures are not evidence of how well AI-generated images are detected.")
 AI_CAUTION = ("This threshold was placed on natural photos and the AI images given for calibration. "
               "Its TPR holds for images like those; other generators may be caught less often.")
-MPFT_NEEDS_AI = ("an MPFT head's balanced threshold needs AI images the head has not seen: pass --ai DIR "
-                 "or use --policy fpr:X (the band-(30,100) copies are CLIP-Flow's "
-                 "validation set and say little about a classifier trained on AI images)")
+NEEDS_AI = ("a {kind} head's balanced threshold needs AI images the head has not seen: pass --ai DIR "
+            "or use --policy fpr:X ({reason})")
 
 
 class CalibrationError(AiiscanError, ValueError):
@@ -46,36 +46,36 @@ class CalibrationError(AiiscanError, ValueError):
 
 @dataclass
 class Calibration:
-    block: dict  # what went into the card's ``threshold``
+    block: ThresholdBlock  # what went into the card's ``threshold``
     failed: list[tuple[str, str]] = field(default_factory=list)  # natural photos, then AI images
     plot: str | None = None  # the PNG written, or why none was
     card_path: str = ""
 
     def lines(self) -> list[str]:
-        b, v = self.block, self.block["validation"]
-        unread = v["natural_failed"] + v.get("ai_failed", 0)
-        if v["positives"] == AI:
-            validation = f"{v['natural_count']} natural photos + {v['ai_count']} AI images"
-            medians = f"natural {b['natural_score_median']:.4g}, AI {b['ai_score_median']:.4g}"
+        b, v = self.block, self.block.validation
+        unread = v.natural_failed + (v.ai_failed or 0)
+        if v.positives == AI:
+            validation = f"{v.natural_count} natural photos + {v.ai_count} AI images"
+            medians = f"natural {b.natural_score_median:.4g}, AI {b.ai_score_median:.4g}"
         else:
-            validation = f"{v['natural_count']} natural photos + {v['natural_count']} {BAND}"
-            medians = f"natural {b['natural_score_median']:.4g}, perturbed {b['perturbed_score_median']:.4g}"
+            validation = f"{v.natural_count} natural photos + {v.natural_count} {BAND}"
+            medians = f"natural {b.natural_score_median:.4g}, perturbed {b.perturbed_score_median:.4g}"
         out = [
-            f"threshold {b['value']:.6g} (policy {b['policy']}) written into the model card {self.card_path}",
+            f"threshold {b.value:.6g} (policy {b.policy}) written into the model card {self.card_path}",
             f"validation: {validation}" + (f"; {unread} files could not be read" if unread else ""),
-            f"AUC {b['auc']:.4f}, balanced accuracy {b['balanced_accuracy']:.4f}, "
-            f"TPR {b['tpr']:.4f}, FPR {b['fpr']:.4f} at the threshold",
+            f"AUC {b.auc:.4f}, balanced accuracy {b.balanced_accuracy:.4f}, "
+            f"TPR {b.tpr:.4f}, FPR {b.fpr:.4f} at the threshold",
             f"median score: {medians}",
         ]
-        if "overlap_check" in v:
+        if v.has("overlap_check"):
             out.append("warning: overlap with the training photos could not be checked "
                        "(the card lists no training fingerprints)")
-        if "ai_overlap_check" in v:
+        if v.has("ai_overlap_check"):
             out.append("warning: overlap with the AI images used in fine-tuning could not be checked "
                        "(the card lists no training.ai_fingerprints)")
         if self.plot and self.plot != plots.MISSING:
             out.append(f"plot: {self.plot}")
-        out.append(b["caution"])
+        out.append(b.caution)
         return out
 
 
@@ -136,8 +136,9 @@ def calibrate(detector: Scorer, natural: Sequence[str], policy: str = "balanced"
     """
     kind, target = parse_policy(policy)
     card = detector.card
-    if kind == "balanced" and not ai and card.kind == MPFT_KIND:
-        raise CalibrationError(MPFT_NEEDS_AI)
+    spec = kind_spec(card.kind)
+    if kind == "balanced" and not ai and not spec.band_positives:
+        raise CalibrationError(NEEDS_AI.format(kind=spec.name, reason=spec.needs_ai_reason))
     paths = _draw(natural, limit, np.random.default_rng(seed))
     if len(paths) < 2:
         raise CalibrationError(
@@ -148,7 +149,6 @@ def calibrate(detector: Scorer, natural: Sequence[str], policy: str = "balanced"
         raise CalibrationError(
             f"calibration needs at least 2 AI images, got {len(fakes)}: give AI images that were not "
             "used for training")
-    training = card.training
     trained = card.trained_on()
     run = {"batch_size": batch_size, "workers": workers, "progress": progress, "exact_decode": exact_decode}
     nat = _score(detector, paths, (None,) if fakes else (None, RADIAL), trained, "natural photos", **run)
@@ -167,37 +167,25 @@ def calibrate(detector: Scorer, natural: Sequence[str], policy: str = "balanced"
         rates = balanced_threshold(neg, pos)
     else:
         rates = rates_at(neg, pos, fpr_threshold(neg, target))
-    validation: dict = {
-        "natural_count": len(neg),
-        "natural_failed": len(nat.failed),
-        "natural_digest": training_digest(nat.sha256),
-        "positives": AI if fakes else BAND,
-    }
-    if got is not None:
-        validation |= {"ai_count": len(pos), "ai_failed": len(got.failed),
-                       "ai_digest": training_digest(got.sha256)}
-    else:
-        validation["perturbation"] = "radial band [30, 100) of the centred 256x256 spectrum zeroed"
-    validation |= {"limit": limit, "decode": "exact" if exact_decode else "fast",
-                   "precision": detector.precision, "seed": seed}
-    if not trained:
-        validation["overlap_check"] = "not possible: the card lists no training fingerprints"
-    if fakes and card.kind == MPFT_KIND and "ai_fingerprints" not in training:
-        validation["ai_overlap_check"] = "not possible: the card lists no training.ai_fingerprints"
-    block = {
-        "value": rates.threshold,
-        "policy": policy,
-        "created": now_iso(),
-        "aiiscan_version": __version__,
-        "validation": validation,
-        "auc": roc_auc(neg, pos),
-        "balanced_accuracy": rates.balanced_accuracy,
-        "tpr": rates.tpr,
-        "fpr": rates.fpr,
-        "natural_score_median": float(np.median(neg)),
-        ("ai_score_median" if fakes else "perturbed_score_median"): float(np.median(pos)),
-        "caution": AI_CAUTION if fakes else CAUTION,
-    }
+    with_ai = got is not None
+    validation = ValidationBlock(
+        natural_count=len(neg), natural_failed=len(nat.failed), natural_digest=training_digest(nat.sha256),
+        positives=AI if with_ai else BAND,
+        ai_count=len(pos) if with_ai else ABSENT, ai_failed=len(got.failed) if with_ai else ABSENT,
+        ai_digest=training_digest(got.sha256) if with_ai else ABSENT,
+        perturbation=ABSENT if with_ai else "radial band [30, 100) of the centred 256x256 spectrum zeroed",
+        limit=limit, decode="exact" if exact_decode else "fast", precision=detector.precision, seed=seed,
+        overlap_check=ABSENT if trained else "not possible: the card lists no training fingerprints",
+        ai_overlap_check=("not possible: the card lists no training.ai_fingerprints"
+                          if with_ai and spec.learns_from_ai and not card.training.has("ai_fingerprints")
+                          else ABSENT))
+    median = float(np.median(pos))
+    block = ThresholdBlock(
+        value=rates.threshold, policy=policy, created=now_iso(), aiiscan_version=__version__,
+        validation=validation, auc=roc_auc(neg, pos), balanced_accuracy=rates.balanced_accuracy,
+        tpr=rates.tpr, fpr=rates.fpr, natural_score_median=float(np.median(neg)),
+        ai_score_median=median if with_ai else ABSENT, perturbed_score_median=ABSENT if with_ai else median,
+        caution=AI_CAUTION if with_ai else CAUTION)
     card = card.with_threshold(block)
     write_card(detector.prefix, card)
     detector.card = card

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..models.headfile import atomic_write_bytes
+from ..files import atomic_write_bytes
 
 State = dict[str, torch.Tensor]
 

@@ -35,12 +35,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..card import ModelCard
 from ..decode.job import DecodeJob
 from ..decode.pool import decode_stream
 from ..errors import AiiscanError
+from ..files import now_iso
 from ..models.backbone import ClipBackbone
-from ..models.headfile import ModelCard, now_iso, save_head
-from ..models.kinds.mpft import KIND, MpftConfig, MpftHead, tuned_names
+from ..models.headfile import save_head
+from ..models.kinds.mpft import KIND, MpftConfig
+from ..models.kinds.mpft_net import MpftHead, tuned_names
 from ..models.scorer import normalize
 from ..progress import bar
 from .checkpoint import Checkpoint
@@ -310,7 +313,7 @@ def finetune(backbone: ClipBackbone, natural: Sequence[str], ai: Sequence[str], 
     seen = crops if crops is not None else val
     used = list(zip([*seen.sha256, *val.sha256], [*seen.labels, *val.labels], strict=True))
     card = ModelCard(
-        kind=KIND,
+        kind=KIND.name,
         created=now_iso(),
         backbone={**backbone.identity.to_dict(), "source": backbone_source or backbone.source},
         head=head.config,

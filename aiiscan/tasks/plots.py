@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..models.headfile import file_mode
+from ..files import file_mode
 from .metrics import roc_points
 
 MISSING = ("plots need matplotlib, which is not installed: pip install 'aiiscan[plot]' "

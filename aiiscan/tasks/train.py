@@ -19,12 +19,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..card import ModelCard
 from ..decode.job import RADIAL, DecodeJob, Variant
 from ..decode.proxies import ProxySpec
 from ..errors import AiiscanError
+from ..files import now_iso
 from ..models.backbone import ClipBackbone
-from ..models.headfile import ModelCard, now_iso, save_head
-from ..models.kinds.flow import FlowHead, HeadConfig, clip_flow_loss
+from ..models.headfile import save_head
+from ..models.kinds.flow import FlowConfig
+from ..models.kinds.flow_net import FlowHead, clip_flow_loss
 from ..models.scorer import feature_batches
 from ..progress import bar
 from .checkpoint import Checkpoint
@@ -141,7 +144,7 @@ def train(backbone: ClipBackbone, natural: Sequence[str], out: str | Path, cfg: 
         raise TrainingError(f"training needs at least 2 natural photos, got {len(natural)}. {FOUND_HOW}")
     torch.manual_seed(cfg.seed)
     dev = backbone.device
-    head_cfg = HeadConfig(backbone.identity.feature_dim, cfg.dim, cfg.blocks, cfg.hidden,
+    head_cfg = FlowConfig(backbone.identity.feature_dim, cfg.dim, cfg.blocks, cfg.hidden,
                           cfg.clamp, permutation_seed=cfg.seed)
     head = FlowHead(head_cfg).to(dev).train()
     opt = torch.optim.Adam(head.parameters(), lr=cfg.lr)

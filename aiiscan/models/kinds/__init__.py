@@ -1,105 +1,56 @@
-"""The kinds of head a model card can name (``card["kind"]``), and what each one needs.
+"""The kinds of head a model card can name (``card.kind``), and what each one needs.
 
-A head kind is a small table of functions; ``weights`` (saving, loading, checking files) and
-``detector`` (binding a head to its backbone) go through it and nothing else, so the scan driver,
-calibrate, evaluate and the engines score every kind through one ``Detector`` interface.
-Adding a kind is a module plus one line in ``KINDS``.
+A kind is a module that defines ``KIND``, a ``HeadKind``: its config (the card's ``head``
+block), its card rules, what it means for scans and calibration, and the module of its network
+(``net``, which imports torch). ``card`` reads and checks cards through this registry without
+torch; ``headfile`` (saving, loading, checking tensors) and ``scorer`` (binding a head to its
+backbone) reach the network through ``net``. A new kind is its module(s) plus one line in
+``KINDS``; nothing else changes, and scan, calibrate, evaluate and the engines take it.
 
-- ``clip-flow`` (``flow.py``): a normalizing flow on frozen CLIP features; the default, and the
-  kind of every card written before kinds existed.
-- ``mpft`` (``mpft.py``): the last blocks of the CLIP ViT fine-tuned, plus a logit head.
+- ``clip-flow`` (``flow``): a normalizing flow on frozen CLIP features; the default, and the kind
+  of every card written before kinds existed.
+- ``mpft`` (``mpft``): the last blocks of the CLIP ViT fine-tuned, plus a logit head.
 """
 
 from __future__ import annotations
 
-import math
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
-import torch
-
-from . import mpft
-from .flow import MODES, FlowHead, HeadConfig
-
 DEFAULT_KIND = "clip-flow"
-MAX_CLAMP = 80.0  # exp(80) is near float32's largest value: a larger soft clamp can overflow
+
+KINDS: dict[str, str] = {
+    "clip-flow": "aiiscan.models.kinds.flow",
+    "mpft": "aiiscan.models.kinds.mpft",
+}
 
 
 @dataclass(frozen=True)
 class HeadKind:
+    """What a kind of head is, without its network (no torch)."""
+
     name: str
-    config_from_dict: Callable[[dict], Any]
-    check_card: Callable[[dict], None]  # kind-specific card fields; raises ValueError
-    expected: Callable[[Any], dict[str, tuple[tuple[int, ...], torch.dtype]]]  # tensors the card implies
-    tensors: Callable[[torch.nn.Module], dict[str, torch.Tensor]]  # what goes into the safetensors
-    from_tensors: Callable[[Any, dict[str, torch.Tensor]], torch.nn.Module]
-    bind: Callable[..., tuple[Any, torch.nn.Module]]  # (backbone, head, owned) -> scoring pair
-    tunes_backbone: bool  # False: heads of this kind can share one frozen backbone pass
+    config: Any  # a dataclass with from_dict/to_dict: the card's ``head`` block
+    check_card: Callable[[dict], None]  # the kind's own card rules (raw JSON); raises ValueError
+    net: str  # module with expected/tensors/from_tensors/bind (imports torch)
+    tunes_backbone: bool  # False: heads of this kind share one frozen backbone pass
+    band_positives: bool  # calibrate's balanced policy may place it on band-(30,100) copies
+    learns_from_ai: bool  # trained on AI images: its card lists training.ai_fingerprints
+    needs_ai_reason: str = ""  # why ``band_positives`` is False, for calibrate's refusal
 
 
-# ---- clip-flow --------------------------------------------------------------------------------
-
-def _flow_check(card: dict) -> None:
-    head = card["head"]
-    limits = {"feature_dim": 16384, "dim": 4096, "blocks": 64, "hidden": 16384}
-    for key, hi in limits.items():
-        v = head.get(key)
-        if key not in head:
-            raise ValueError(f"is missing head.{key}")
-        if not isinstance(v, int) or isinstance(v, bool):
-            raise ValueError(f"field head.{key} has the wrong type ({type(v).__name__})")
-        if not 1 <= v <= hi:
-            raise ValueError(f"head.{key}={v} is outside 1..{hi}")
-    for key, kinds in (("clamp", (int, float)), ("permutation_seed", int)):
-        if key not in head:
-            raise ValueError(f"is missing head.{key}")
-        if not isinstance(head[key], kinds) or isinstance(head[key], bool):
-            raise ValueError(f"field head.{key} has the wrong type ({type(head[key]).__name__})")
-    clamp, seed = head["clamp"], head["permutation_seed"]
-    if not (math.isfinite(clamp) and 0 < clamp <= MAX_CLAMP):
-        raise ValueError(f"head.clamp={clamp} is not a number in (0, {MAX_CLAMP}]")
-    if not -(2**63) <= seed < 2**64:  # torch.Generator.manual_seed's range
-        raise ValueError(f"head.permutation_seed={seed} is outside -2**63..2**64-1")
-    if head["feature_dim"] != card["backbone"]["feature_dim"]:
-        raise ValueError("head.feature_dim differs from backbone.feature_dim")
-    mode = card["training"].get("mode")
-    if mode not in MODES:
-        raise ValueError(f"training.mode {mode!r} is not one of {MODES}")
-
-
-def _flow_config(h: dict) -> HeadConfig:
-    return HeadConfig(feature_dim=h["feature_dim"], dim=h["dim"], blocks=h["blocks"],
-                      hidden=h["hidden"], clamp=float(h["clamp"]), permutation_seed=h["permutation_seed"])
-
-
-def _flow_expected(config: HeadConfig) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
-    with torch.device("meta"):  # the card's sizes are known before one byte is allocated
-        head = FlowHead(config)
-    return {k: (tuple(v.shape), v.dtype) for k, v in head.state_dict().items()}
-
-
-def _flow_from_tensors(config: HeadConfig, state: dict[str, torch.Tensor]) -> FlowHead:
-    head = FlowHead(config)
-    head.load_state_dict(state)
-    return head
-
-
-KINDS: dict[str, HeadKind] = {
-    "clip-flow": HeadKind(
-        name="clip-flow", config_from_dict=_flow_config, check_card=_flow_check,
-        expected=_flow_expected, tensors=lambda head: head.state_dict(),
-        from_tensors=_flow_from_tensors, bind=lambda backbone, head, owned=False: (backbone, head),
-        tunes_backbone=False),
-    mpft.KIND: HeadKind(
-        name=mpft.KIND, config_from_dict=mpft.MpftConfig.from_dict, check_card=mpft.check_card,
-        expected=mpft.expected, tensors=mpft.tensors, from_tensors=mpft.from_tensors, bind=mpft.bind,
-        tunes_backbone=True),
-}
-
-
-def kind_of(name: str) -> HeadKind:
+def kind_spec(name: str) -> HeadKind:
+    """The kind ``name`` (a key of ``KINDS``); its module is imported on first use."""
     try:
-        return KINDS[name]
+        module = KINDS[name]
     except KeyError:
         raise ValueError(f"unknown head kind {name!r} (known: {', '.join(KINDS)})") from None
+    return importlib.import_module(module).KIND
+
+
+def kind_net(name: str) -> ModuleType:
+    """The network side of kind ``name`` (imports torch)."""
+    return importlib.import_module(kind_spec(name).net)

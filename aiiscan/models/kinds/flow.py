@@ -1,23 +1,18 @@
-"""The CLIP-Flow head: dimension reduction, L2 normalisation, a RealNVP-style flow (DESIGN §1).
-
-The affine coupling blocks are written here rather than taken from a library: FrEIA is
-unmaintained, and zuko would do but brings a general API we would wrap for four lines of
-maths. Writing them keeps the exact log|det J| visible and testable (see tests/test_flow.py).
-"""
+"""The CLIP-Flow kind: its config and card rules (no torch; the network is ``flow_net``)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
-import torch
-from torch import nn
-from torch.nn import functional as F
+from ...options import MODES
+from . import HeadKind
 
-from ...options import MODES  # noqa: F401 (re-exported)
+MAX_CLAMP = 80.0  # exp(80) is near float32's largest value: a larger soft clamp can overflow
 
 
 @dataclass(frozen=True)
-class HeadConfig:
+class FlowConfig:
     """Everything needed to rebuild a head; recorded in the model card."""
 
     feature_dim: int
@@ -30,110 +25,40 @@ class HeadConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-
-class AffineCoupling(nn.Module):
-    """y = [x1, x2 * exp(s(x1)) + t(x1)], with s soft-clamped to (-clamp, clamp).
-
-    The soft clamp bounds each block's log-det, which keeps the unbounded proxy term of
-    the loss from driving scales to inf (DESIGN §1). The last layer starts at zero, so
-    every block starts as the identity.
-    """
-
-    def __init__(self, dim: int, hidden: int, clamp: float):
-        super().__init__()
-        self.d1 = dim // 2
-        self.d2 = dim - self.d1
-        self.clamp = clamp
-        self.net = nn.Sequential(
-            nn.Linear(self.d1, hidden), nn.ReLU(),
-            nn.Linear(hidden, hidden), nn.ReLU(),
-            nn.Linear(hidden, 2 * self.d2),
-        )
-        nn.init.zeros_(self.net[-1].weight)
-        nn.init.zeros_(self.net[-1].bias)
-
-    def _scale_shift(self, x1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raw_s, t = self.net(x1).chunk(2, dim=1)
-        return self.clamp * torch.tanh(raw_s / self.clamp), t
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x1, x2 = x[:, : self.d1], x[:, self.d1:]
-        s, t = self._scale_shift(x1)
-        return torch.cat([x1, x2 * torch.exp(s) + t], dim=1), s.sum(dim=1)
-
-    def inverse(self, y: torch.Tensor) -> torch.Tensor:
-        y1, y2 = y[:, : self.d1], y[:, self.d1:]
-        s, t = self._scale_shift(y1)
-        return torch.cat([y1, (y2 - t) * torch.exp(-s)], dim=1)
+    @classmethod
+    def from_dict(cls, h: dict) -> FlowConfig:
+        return cls(feature_dim=h["feature_dim"], dim=h["dim"], blocks=h["blocks"], hidden=h["hidden"],
+                   clamp=float(h["clamp"]), permutation_seed=h["permutation_seed"])
 
 
-class FlowHead(nn.Module):
-    """phi(x) -> z = DR(phi)/||DR(phi)|| -> u = g^-1(z); score = (||u||^2 - 2 log|det J|) / (2C)."""
-
-    def __init__(self, config: HeadConfig):
-        super().__init__()
-        self.config = config
-        self.dr = nn.Linear(config.feature_dim, config.dim)
-        self.blocks = nn.ModuleList(
-            AffineCoupling(config.dim, config.hidden, config.clamp) for _ in range(config.blocks)
-        )
-        gen = torch.Generator().manual_seed(config.permutation_seed)
-        for i in range(config.blocks):
-            # Fixed random permutations mix the halves between blocks; saved with the weights.
-            self.register_buffer(f"perm{i}", torch.randperm(config.dim, generator=gen))
-
-    def _perm(self, i: int) -> torch.Tensor:
-        return getattr(self, f"perm{i}")
-
-    def embed(self, features: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.dr(features.to(self.dr.weight.dtype)), dim=1)
-
-    def flow(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """u = g^-1(z) and log|det du/dz|."""
-        logdet = torch.zeros(z.shape[0], dtype=z.dtype, device=z.device)
-        x = z
-        for i, block in enumerate(self.blocks):
-            x, ld = block(x[:, self._perm(i)])
-            logdet = logdet + ld
-        return x, logdet
-
-    def inverse(self, u: torch.Tensor) -> torch.Tensor:
-        x = u
-        for i in reversed(range(len(self.blocks))):
-            x = self.blocks[i].inverse(x)
-            x = x[:, torch.argsort(self._perm(i))]
-        return x
-
-    def score_z(self, z: torch.Tensor) -> torch.Tensor:
-        """Eq. 8 without its constant: the negative log-likelihood per dimension."""
-        u, logdet = self.flow(z)
-        return (u.pow(2).sum(dim=1) - 2.0 * logdet) / (2.0 * self.config.dim)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """Anomaly scores of backbone features, in float32 even under autocast."""
-        dev = features.device.type
-        with torch.autocast(dev, enabled=False):
-            return self.score_z(self.embed(features.float()))
-
-
-def clip_flow_loss(score_natural: torch.Tensor | None, score_proxy: torch.Tensor | None,
-                   mode: str, proxy_margin: float | None = None) -> torch.Tensor:
-    """Eq. 6: mean s(natural) - mean s(proxy); P keeps only the proxy term, N only the natural.
-
-    (The printed Eq. 7 has the signs the other way round; that is a typo.) The proxy term is
-    unbounded below; ``proxy_margin`` caps each proxy's contribution at the margin (a hinge),
-    off by default to stay faithful to the paper.
-    """
+def check_card(card: dict) -> None:
+    head = card["head"]
+    limits = {"feature_dim": 16384, "dim": 4096, "blocks": 64, "hidden": 16384}
+    for key, hi in limits.items():
+        v = head.get(key)
+        if key not in head:
+            raise ValueError(f"is missing head.{key}")
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise ValueError(f"field head.{key} has the wrong type ({type(v).__name__})")
+        if not 1 <= v <= hi:
+            raise ValueError(f"head.{key}={v} is outside 1..{hi}")
+    for key, kinds in (("clamp", (int, float)), ("permutation_seed", int)):
+        if key not in head:
+            raise ValueError(f"is missing head.{key}")
+        if not isinstance(head[key], kinds) or isinstance(head[key], bool):
+            raise ValueError(f"field head.{key} has the wrong type ({type(head[key]).__name__})")
+    clamp, seed = head["clamp"], head["permutation_seed"]
+    if not (math.isfinite(clamp) and 0 < clamp <= MAX_CLAMP):
+        raise ValueError(f"head.clamp={clamp} is not a number in (0, {MAX_CLAMP}]")
+    if not -(2**63) <= seed < 2**64:  # torch.Generator.manual_seed's range
+        raise ValueError(f"head.permutation_seed={seed} is outside -2**63..2**64-1")
+    if head["feature_dim"] != card["backbone"]["feature_dim"]:
+        raise ValueError("head.feature_dim differs from backbone.feature_dim")
+    mode = card["training"].get("mode")
     if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-    terms = []
-    if mode in ("N", "N+P"):
-        if score_natural is None:
-            raise ValueError(f"mode {mode} needs natural scores")
-        terms.append(score_natural.mean())
-    if mode in ("P", "N+P"):
-        if score_proxy is None:
-            raise ValueError(f"mode {mode} needs proxy scores")
-        proxy = score_proxy if proxy_margin is None else torch.clamp(score_proxy, max=proxy_margin)
-        terms.append(-proxy.mean())
-    return torch.stack(terms).sum()
+        raise ValueError(f"training.mode {mode!r} is not one of {MODES}")
+
+
+KIND = HeadKind(name="clip-flow", config=FlowConfig, check_card=check_card,
+                net="aiiscan.models.kinds.flow_net", tunes_backbone=False, band_positives=True,
+                learns_from_ai=False)
