@@ -7,7 +7,9 @@ was made.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from .decode.job import DEFAULT_MAX_BYTES
 from .decode.pool import DEFAULT_TIMEOUT
@@ -64,10 +66,21 @@ class ScanOptions:
     prompts: bool = True
     overwrite: bool = False
     command: str | None = None  # the command line, for the report's metadata
-    combine: str = "any"  # a multi-head scan's verdict: any or all (multihead.combine)
+    combine: str = "any"  # a multi-head scan's verdict: any or all (scanner.verdict.combine)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         if not isinstance(self.weights, tuple):
             d.pop("combine")  # one head: no verdict, and the metadata of one-head scans as before
         return d
+
+
+def as_weights(weights: str | Path | Sequence[str | Path] | None) -> str | tuple[str, ...] | None:
+    """``--weights`` as given once or several times: None (the default head), one head (a str),
+    or a tuple of two or more heads (a multi-head run)."""
+    if weights is None or isinstance(weights, (str, Path)):
+        return None if weights is None else str(weights)
+    items = tuple(str(w) for w in weights)
+    if not items:
+        return None
+    return items[0] if len(items) == 1 else items

@@ -57,10 +57,10 @@ def main() -> None:
     keep = [i for i in range(len(paths)) if exact[i] is not None and fast[i] is not None]
     is_jpeg = np.array([Path(paths[i]).suffix.lower() in (".jpg", ".jpeg") for i in keep])
     changed = np.array([not np.array_equal(exact[i], fast[i]) for i in keep])
-    s_exact = det.score_arrays([exact[i] for i in keep]).astype(np.float64)
-    s_fast = det.score_arrays([fast[i] for i in keep]).astype(np.float64)
+    s_exact = det.score_arrays([exact[i] for i in keep])[:, 0].astype(np.float64)
+    s_fast = det.score_arrays([fast[i] for i in keep])[:, 0].astype(np.float64)
     det.backbone.precision = "bf16"
-    s_bf16 = det.score_arrays([exact[i] for i in keep]).astype(np.float64)
+    s_bf16 = det.score_arrays([exact[i] for i in keep])[:, 0].astype(np.float64)
     det.backbone.precision = "auto"
     label = np.array([paths[i] in fakes for i in keep])
     thr = det.threshold

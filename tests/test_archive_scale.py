@@ -14,13 +14,14 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from aiiscan.scan import driver as scanner
 
 from aiiscan.decode.job import DecodeJob
+from aiiscan.models.batcher import feature_batches
 from aiiscan.models.headfile import load_head
-from aiiscan.models.scorer import Detector, feature_batches
+from aiiscan.models.scorer import Detector
 from aiiscan.reports.ledger import Ledger
 from aiiscan.reports.report import COLUMNS, SCHEMA, ReportWriter, iter_report, read_report
+from aiiscan.scanner import driver as scanner
 from aiiscan.scanner.driver import options_from, run_scan
 
 from .conftest import write_empty, write_photos
@@ -60,7 +61,7 @@ def test_a_good_file_ahead_of_many_bad_ones_does_not_hold_them(backbone, tmp_pat
     good = write_photos(tmp_path / "g", 1, seed=3)
     bad = write_empty(tmp_path / "b", 300, "jpg")
     jobs = [DecodeJob(p, backbone.image_size) for p in [*good, *bad]]
-    sizes = [len(r) for r, _ in feature_batches(backbone, jobs, batch_size=16, workers=0)]
+    sizes = [len(b.results) for b in feature_batches(backbone.features, jobs, batch_size=16, workers=0)]
     assert sum(sizes) == 301 and max(sizes) <= 4 * 16  # flushed at 4x the batch, not at the end
 
 

@@ -69,7 +69,7 @@ class StubScorer:
             sha = hashlib.sha256(data).hexdigest()
             res = SimpleNamespace(path=job.path, error=None, info={"sha256": sha})
             base = self.scores[Path(job.path).name]
-            yield res, np.array([base if v is None else BAND_SCORE for v in job.variants])
+            yield res, np.array([[base if v is None else BAND_SCORE] for v in job.variants])  # [var, head]
 
 
 @pytest.fixture()

@@ -70,11 +70,12 @@ def test_a_new_engine_needs_no_change_in_the_scan_driver(tmp_path, head_prefix, 
             _, self.card, self.prefix = load_head(weights)
             self.model_id = model_id(self.card, self.prefix)
             self.image_size, self.precision = int(self.card.backbone["image_size"]), "fp32"
+            self.heads, self.passes = [self], 1
 
-        def score_stream(self, jobs, batch_size=64, workers=None, timeout=None, reuse=None):
+        def score_stream(self, jobs, batch_size=64, workers=None, timeout=None, skip=None):
             for job in jobs:
                 res = decode_job(job)
-                yield res, (np.full(len(job.variants), 0.5) if res.status == "ok" else None)
+                yield res, (np.full((len(job.variants), 1), 0.5) if res.status == "ok" else None)
 
     @dataclass
     class ToyEngine:

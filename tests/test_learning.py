@@ -65,7 +65,7 @@ def sets(tmp_path_factory):
 def band_auc(det: Detector, photos: list[str]) -> float:
     """AUC of band-(30,100) copies (positives) against their originals: copies should score higher."""
     jobs = (DecodeJob(p, det.image_size, variants=(None, RADIAL)) for p in photos)
-    pairs = np.array([s for _, s in det.score_stream(jobs, workers=0) if s is not None])
+    pairs = np.array([s[:, 0] for _, s in det.score_stream(jobs, workers=0) if s is not None])
     return roc_auc(pairs[:, 0], pairs[:, 1])
 
 

@@ -18,11 +18,11 @@ from aiiscan.cli import main
 from aiiscan.decode import pool as pipeline
 from aiiscan.errors import UsageError
 from aiiscan.models.headfile import load_head
-from aiiscan.models.multihead import MultiHead, combine
-from aiiscan.models.scorer import Detector
+from aiiscan.models.scorer import Detector, Scorer
 from aiiscan.reports.html import render
 from aiiscan.reports.report import ReportError, ReportWriter, read_report, report_metadata, report_schema
 from aiiscan.scanner.driver import options_from, run_scan
+from aiiscan.scanner.verdict import combine
 from aiiscan.tasks.datasets import from_folders
 from aiiscan.tasks.evaluate import evaluate, evaluate_heads, to_markdown_heads
 
@@ -93,7 +93,7 @@ def test_two_heads_one_decode_one_backbone_pass(backbone, head_prefix, head2_pre
     d1, d2 = _det(backbone, head_prefix), _det(backbone, head2_prefix)
     _scan(tmp_path / "one.parquet", d1, folder)
     _scan(tmp_path / "two.parquet", d2, folder)
-    multi = MultiHead([d1, d2])
+    multi = Scorer([d1, d2])
     assert multi.passes == 1  # two CLIP-Flow heads on one frozen backbone share its pass
 
     decodes = Decodes(monkeypatch)
@@ -131,7 +131,7 @@ def test_clip_flow_and_mpft_heads_take_two_passes(backbone, head_prefix, mpft_pr
     assert d2.backbone is not backbone  # MPFT binds its tuned copy of the image tower
     _scan(tmp_path / "flow.parquet", d1, folder)
     _scan(tmp_path / "mpft.parquet", d2, folder)
-    multi = MultiHead([d1, d2])
+    multi = Scorer([d1, d2])
     assert multi.passes == 2
     passes = Encodes(monkeypatch, backbone, d2.backbone)
     assert _scan(tmp_path / "both.parquet", multi, folder).exit_code == 0
@@ -161,7 +161,7 @@ def test_the_cli_loads_the_backbone_once_for_two_heads(head_prefix, head2_prefix
 def test_heads_of_different_crop_sizes_are_refused():
     heads = [SimpleNamespace(image_size=s, model_id=f"h{s}", kind=None) for s in (224, 64)]
     with pytest.raises(UsageError, match="crop size"):
-        MultiHead(heads)
+        Scorer(heads)
 
 
 # -- the verdict ------------------------------------------------------------------------------------
@@ -180,7 +180,7 @@ def test_verdict_any_and_all(backbone, head_prefix, head2_prefix, folder, tmp_pa
     s2 = sorted(r["score"] for r in _rows(tmp_path / "two.parquet").values())
     d2 = _det(backbone, _calibrated(head2_prefix, float(np.median(s2)), tmp_path / "cal2"))
     out = tmp_path / f"{how}.parquet"
-    _scan(out, MultiHead([d1, d2]), folder, threshold=float(np.median(s1)), combine=how)
+    _scan(out, Scorer([d1, d2]), folder, threshold=float(np.median(s1)), combine=how)
     rows = _rows(out).values()
     for r in rows:
         assert r["label"] is not None and r["label_2"] is not None
@@ -195,7 +195,7 @@ def test_verdict_any_and_all(backbone, head_prefix, head2_prefix, folder, tmp_pa
 
 # -- formats, resume, incremental -------------------------------------------------------------------
 def test_csv_and_jsonl_round_trip(backbone, head_prefix, head2_prefix, folder, tmp_path):
-    multi = MultiHead([_det(backbone, head_prefix), _det(backbone, head2_prefix)])
+    multi = Scorer([_det(backbone, head_prefix), _det(backbone, head2_prefix)])
     ref = read_report(_scan(tmp_path / "r.parquet", multi, folder, threshold=0.0).report)
     for ext in ("csv", "jsonl"):
         got = read_report(_scan(tmp_path / f"r.{ext}", multi, folder, threshold=0.0).report)
@@ -204,7 +204,7 @@ def test_csv_and_jsonl_round_trip(backbone, head_prefix, head2_prefix, folder, t
 
 
 def test_resume_with_two_heads(backbone, head_prefix, head2_prefix, folder, tmp_path, monkeypatch):
-    multi = MultiHead([_det(backbone, head_prefix), _det(backbone, head2_prefix)])
+    multi = Scorer([_det(backbone, head_prefix), _det(backbone, head2_prefix)])
     clean = _rows(_scan(tmp_path / "clean.parquet", multi, folder).report)
     finish = ReportWriter.finish
 
@@ -220,7 +220,7 @@ def test_resume_with_two_heads(backbone, head_prefix, head2_prefix, folder, tmp_
     monkeypatch.setattr(ReportWriter, "finish", interrupted)
     assert _scan(tmp_path / "h.parquet", multi, folder).interrupted
     with pytest.raises(ReportError, match="with 2 head"):  # resumed with other heads: refused
-        _scan(tmp_path / "h.parquet", multi.heads[0], folder, resume=True)
+        _scan(tmp_path / "h.parquet", Scorer(multi.heads[:1]), folder, resume=True)
     monkeypatch.setattr(ReportWriter, "finish", finish)
     assert _rows(out) == clean | {k: v | {"mtime": _rows(out)[k]["mtime"]} for k, v in clean.items()}
 
@@ -228,7 +228,7 @@ def test_resume_with_two_heads(backbone, head_prefix, head2_prefix, folder, tmp_
 def test_incremental_reuses_only_rows_of_the_same_heads(backbone, head_prefix, head2_prefix, folder,
                                                         tmp_path):
     d1, d2 = _det(backbone, head_prefix), _det(backbone, head2_prefix)
-    multi = MultiHead([d1, d2])
+    multi = Scorer([d1, d2])
     old = _scan(tmp_path / "old.parquet", multi, folder).report
     s = _scan(tmp_path / "new.parquet", multi, folder, incremental=str(old))
     assert s.reused == 7 and s.scored == 0
@@ -243,7 +243,7 @@ def test_incremental_reuses_only_rows_of_the_same_heads(backbone, head_prefix, h
             "not reused")
     assert note in s.lines()  # another number of heads
     assert report_metadata(tmp_path / "again.parquet")["incremental_other_heads_rows"] == 7
-    swapped = _scan(tmp_path / "swapped.parquet", MultiHead([d2, d1]), folder, incremental=str(old))
+    swapped = _scan(tmp_path / "swapped.parquet", Scorer([d2, d1]), folder, incremental=str(old))
     assert swapped.reused == 0 and swapped.scored == 6
     assert (f"note: 7 rows of the --incremental report were made by other heads (model_id {d1.model_id} + "
             f"{d2.model_id}): not reused") in swapped.lines()  # the same heads in another order
@@ -277,7 +277,7 @@ def test_evaluate_prints_heads_side_by_side(backbone, head_prefix, head2_prefix,
     evalset = from_folders([str(Path(real[0]).parent)], [str(tmp_path / "fake" / "gen_a")])
     d1, d2 = _det(backbone, head_prefix), _det(backbone, head2_prefix)
     decodes = Decodes(monkeypatch)
-    per_head = evaluate_heads(MultiHead([d1, d2]), evalset, workers=0, progress=False)
+    per_head = evaluate_heads(Scorer([d1, d2]), evalset, workers=0, progress=False)
     assert decodes.n == 8
     for det, tables in zip((d1, d2), per_head, strict=True):
         alone = evaluate(det, evalset, workers=0, progress=False)

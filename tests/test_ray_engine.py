@@ -117,7 +117,7 @@ def test_calibrate_and_evaluate_on_ray_match_the_local_engine(local_cluster, mix
                 assert (vx is None and vy is None) or abs(vx - vy) <= 1e-5, (x.condition, k)
 
 
-# -- multi-head scans: the actors hold what the local engine builds (a MultiHead) ---------------------
+# -- multi-head scans: the actors hold what the local engine builds (a Scorer) ------------------------
 @pytest.fixture(scope="module")
 def multi_folder(tmp_path_factory):
     """Photos, a copy (content scored once, every head's score reused) and a file that fails."""

@@ -1,8 +1,9 @@
 """The one decode -> features stream: order, alignment, and bad files that never wait."""
 
 from aiiscan.decode.job import DecodeJob
+from aiiscan.models.batcher import feature_batches
 from aiiscan.models.headfile import load_head
-from aiiscan.models.scorer import Detector, feature_batches
+from aiiscan.models.scorer import Detector
 
 from .conftest import write_empty, write_photos
 
@@ -12,12 +13,12 @@ def test_bad_files_leave_at_once_and_features_align(tmp_path, backbone, head_pre
     bad = write_empty(tmp_path / "bad", 5)
     paths = [*bad, good[0], bad[0], *good[1:]]
     jobs = [DecodeJob(p, backbone.image_size, variants=(None, None)) for p in paths]
-    batches = list(feature_batches(backbone, jobs, batch_size=64, workers=0))
+    batches = list(feature_batches(backbone.features, jobs, batch_size=64, workers=0))
     # five leading failures are out before any batch of decoded files has filled
-    assert [len(r) for r, _ in batches[:5]] == [1] * 5 and all(f is None for _, f in batches[:5])
-    results = [r for rs, _ in batches for r in rs]
+    assert [len(b.results) for b in batches[:5]] == [1] * 5 and all(b.features is None for b in batches[:5])
+    results = [r for b in batches for r in b.results]
     assert [r.path for r in results] == paths
-    feats = batches[-1][1]
+    feats = batches[-1].features
     assert feats.shape == (3, 2, backbone.identity.feature_dim)
     assert (feats[:, 0] == feats[:, 1]).all()  # the two identical variants of a file
     det = Detector(backbone, *load_head(head_prefix))

@@ -34,7 +34,6 @@ from ..errors import (
     EXIT_USAGE,
     AiiscanError,
 )
-from ..models.multihead import COMBINE
 from ..options import (
     DEFAULT_BACKBONE,
     DEFAULT_PRETRAINED,
@@ -45,6 +44,7 @@ from ..options import (
     ScanOptions,
 )
 from ..reports.report import FORMATS, SUFFIXES
+from ..scanner.verdict import COMBINE
 from ..tasks.metrics import check_threshold
 from ..textsafe import for_terminal
 from ..version import __version__
@@ -518,7 +518,7 @@ def scan(paths, output, fmt, from_list, weights, threshold, combine, resume, inc
     threshold and model_id are head 1's, score_2, label_2, ... head 2's, and verdict combines the
     labels (--combine).
     """
-    from ..models.multihead import as_weights
+    from ..options import as_weights
     from ..scanner.driver import run_scan
 
     if not paths and not from_list:
@@ -652,7 +652,7 @@ def evaluate(weights, dataset, real, fake, output, plots_dir, perturb, threshold
     """
     from ..decode.launder import Condition
     from ..files import atomic_write_bytes
-    from ..models.multihead import as_weights, open_scorer
+    from ..options import as_weights
     from ..outputs import OutputError
     from ..tasks import plots
     from ..tasks.datasets import from_folders, load_dataset
@@ -678,8 +678,8 @@ def evaluate(weights, dataset, real, fake, output, plots_dir, perturb, threshold
     evalset = load_dataset(dataset) if dataset else from_folders(real, fake)
     run, engine = _run_and_engine(model_params, quiet, progress)
     weights = as_weights(weights)
-    det = open_scorer(engine, weights, run)
-    heads = list(getattr(det, "heads", None) or [det])
+    det = engine.open(weights, run)
+    heads = det.heads
     args = dict(batch_size=run.batch_size, workers=run.workers, progress=run.progress,
                 exact_decode=run.exact_decode)
     caveat = ("random-init backbone: these numbers say nothing about detection quality"

@@ -66,7 +66,6 @@ class DecodeResult:
     error: str | None = None
     info: dict = field(default_factory=dict)
     arrays: list[np.ndarray] = field(default_factory=list)
-    reused: np.ndarray | None = None  # scores the scan already knew for this content (no backbone pass)
 
     @property
     def path(self) -> str:

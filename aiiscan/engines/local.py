@@ -9,30 +9,29 @@ from ..errors import UsageError
 from ..options import RunOptions
 
 if TYPE_CHECKING:
-    from ..models.multihead import MultiHead
-    from ..models.scorer import Detector
+    from ..models.scorer import Scorer
 
 
 @dataclass
 class LocalEngine:
-    """``detector``: a model already loaded (the Python API, selftest; a ``Detector`` or a
-    ``MultiHead``); else ``open`` loads one for the weights."""
+    """``detector``: a scorer already loaded (the Python API, selftest: a ``Detector``, or a
+    ``Scorer`` of several heads); else ``open`` loads one for the weights."""
 
     name: ClassVar[str] = "local"
-    detector: Detector | MultiHead | None = None
+    detector: Scorer | None = None
 
-    def open(self, weights: str | tuple[str, ...] | None, run: RunOptions) -> Detector | MultiHead:
-        """A ``Detector`` for one head (None: the default), a ``MultiHead`` for a tuple of heads."""
-        from ..models.multihead import load_scorer
+    def open(self, weights: str | tuple[str, ...] | None, run: RunOptions) -> Scorer:
+        """A scorer for the head (None: the default) or the tuple of heads."""
+        from ..models.scorer import load_scorer
 
         if self.detector is not None and isinstance(weights, tuple):
             raise UsageError("give either a loaded detector or several weights, not both")
-        det = self.detector or load_scorer(weights, run)
+        scorer = self.detector or load_scorer(weights, run)
         if run.threads:
             import torch
 
             torch.set_num_threads(run.threads)  # scorer threads vs decode workers on shared cores
-        return det
+        return scorer
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name}

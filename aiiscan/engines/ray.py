@@ -2,8 +2,8 @@
 
 CPU tasks run the scan's own ``decode_job`` on each job as it was built (variants, laundering
 condition and seed included, so calibrate and evaluate run here too); actors hold what the local
-engine would build for the weights (``multihead.load_scorer``: a ``Detector``, or a ``MultiHead``
-for several heads; loaded once per actor, on a GPU when asked) and score every variant's crop.
+engine would build for the weights (``models.scorer.load_scorer``, loaded once per actor, on a
+GPU when asked) and score every variant's crop with every head.
 Only crops and the decode results' small facts travel, never file bytes. The driver keeps the
 crawl, resume and incremental logic and writes the report, exactly as with the local engine; it
 reads the heads' cards, never their models.
@@ -46,25 +46,23 @@ def _decode_batch(batch: dict) -> dict:
 
 
 class _Scorer:
-    """Actor: one model per actor, loaded once; scores every variant of the rows that decoded,
-    ``[row, variant]`` for one head, ``[row, variant, head]`` for several."""
+    """Actor: one model per actor, loaded once; scores ``[row, variant, head]`` of the rows that
+    decoded."""
 
     def __init__(self, weights: str | tuple[str, ...], run: RunOptions):
-        from ..models.multihead import heads_of, load_scorer
+        from ..models.scorer import load_scorer
 
         self.model = load_scorer(weights, replace(run, quiet=True))
-        n = len(heads_of(self.model))
-        self.per_crop = (n,) if n > 1 else ()  # one score per crop, or one per head
 
     def __call__(self, batch: dict) -> dict:
         ok = np.array([r.status == "ok" for r in batch["result"]], dtype=bool)
         crops = batch["crop"]
-        scores = np.full((*crops.shape[:2], *self.per_crop), np.nan)
+        scores = np.full((*crops.shape[:2], len(self.model.heads)), np.nan)
         if ok.any():
             good = crops[ok]
             n, v = good.shape[:2]
             flat = self.model.score_arrays(good.reshape(n * v, *good.shape[2:]))
-            scores[ok] = flat.astype(np.float64).reshape(n, v, *self.per_crop)
+            scores[ok] = flat.astype(np.float64).reshape(n, v, -1)
         return {"result": batch["result"], "score": scores}
 
 
@@ -102,7 +100,7 @@ class RayEngine:
 
 class RayScorer:
     """The driver's handle: the heads' cards (head 1's as ``card``, ``model_id``, ``prefix``), and
-    a score stream run on Ray. ``heads`` and ``passes`` answer as ``MultiHead``'s do."""
+    a score stream run on Ray. ``heads`` and ``passes`` answer as ``models.scorer.Scorer``'s do."""
 
     def __init__(self, weights: str | tuple[str, ...] | None, run: RunOptions, engine: RayEngine):
         try:
@@ -112,7 +110,7 @@ class RayScorer:
         # driver only: decode tasks must not import torch
         from ..card import model_id
         from ..models.installed import read_head_card, verify_digest
-        from ..models.multihead import backbone_passes, check_crop_sizes
+        from ..models.scorer import backbone_passes, check_crop_sizes
 
         self.heads: list[Head] = []
         for w in weights if isinstance(weights, tuple) else (weights,):
@@ -120,7 +118,7 @@ class RayScorer:
             verify_digest(card, prefix)  # a tampered head is refused before the cluster starts
             self.heads.append(Head(card, prefix, model_id(card, prefix)))
         check_crop_sizes(self.heads)  # before any actor loads a model
-        self.passes = backbone_passes([h.card for h in self.heads])  # as each actor's MultiHead
+        self.passes = backbone_passes([h.card for h in self.heads])  # as each actor's Scorer
         first = self.heads[0]
         self.card, self.prefix, self.model_id = first.card, first.prefix, first.model_id
         # what each actor loads: the resolved prefixes (the default head named as found here)
@@ -143,23 +141,23 @@ class RayScorer:
 
     def score_stream(self, jobs: Iterable[DecodeJob], batch_size: int | None = None,
                      workers: int | None = None, timeout: float | None = None,  # noqa: ARG002
-                     reuse: Callable[[DecodeResult], np.ndarray | None] | None = None,
+                     skip: Callable[[DecodeResult], bool] | None = None,  # noqa: ARG002
                      ) -> Iterator[tuple[DecodeResult, np.ndarray | None]]:
-        """Like ``Detector.score_stream`` (``MultiHead.score_stream`` for several heads: scores
-        ``[variant, head]``); ``workers`` and ``timeout`` are the local pool's and do
-        not apply (Ray schedules decode tasks itself). Jobs go to Ray ``CHUNK`` at a time, so the
-        driver never holds the whole listing. ``reuse`` is asked after scoring (rows equal the
-        local engine's; the backbone pass is not saved on Ray)."""
+        """Like ``models.scorer.Scorer.score_stream``: scores ``[variant, head]``. ``workers`` and
+        ``timeout`` are the local pool's and do not apply (Ray schedules decode tasks itself), nor
+        does ``skip``: the actors score every decoded file (the caller's rows are the local
+        engine's; the backbone pass is not saved on Ray). Jobs go to Ray ``CHUNK`` at a time, so
+        the driver never holds the whole listing."""
         chunk: list[DecodeJob] = []
         for job in jobs:
             chunk.append(job)
             if len(chunk) >= CHUNK:
-                yield from self._score_chunk(chunk, batch_size, reuse)
+                yield from self._score_chunk(chunk, batch_size)
                 chunk = []
         if chunk:
-            yield from self._score_chunk(chunk, batch_size, reuse)
+            yield from self._score_chunk(chunk, batch_size)
 
-    def _score_chunk(self, jobs: list[DecodeJob], batch_size: int | None, reuse
+    def _score_chunk(self, jobs: list[DecodeJob], batch_size: int | None
                      ) -> Iterator[tuple[DecodeResult, np.ndarray | None]]:
         import ray
         from ray.data import ActorPoolStrategy, TaskPoolStrategy
@@ -181,8 +179,4 @@ class RayScorer:
                             num_gpus=self.engine.gpus_per_worker or None)
         for batch in ds.iter_batches(batch_format="numpy", batch_size=256):
             for res, score in zip(batch["result"], batch["score"], strict=True):
-                if res.status != "ok":
-                    yield res, None
-                    continue
-                known = reuse(res) if reuse is not None else None
-                yield res, (np.asarray(score) if known is None else known)
+                yield res, (np.asarray(score) if res.status == "ok" else None)

@@ -1,9 +1,19 @@
-"""The scorer stage: backbone + head on a device, and the notebook-facing ``Detector`` API."""
+"""The scorer stage: heads bound to their backbones, scoring decoded crops; ``Detector`` for notebooks.
+
+A ``Scorer`` holds one or more heads and always answers with scores shaped ``[variant, head]``
+(``[crop, head]`` for ``score_arrays``), so no caller branches on the number of heads. Each file
+is decoded once for all heads. Heads whose kind keeps the backbone frozen (CLIP-Flow) and whose
+cards name the same backbone share one backbone object, hence one pass per crop; a head that
+tunes the backbone (MPFT) binds its own copy of the image tower and gets its own pass over the
+same crops. Heads must take the same crop size (one decode serves them all): others are refused.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,101 +22,166 @@ from PIL import Image
 
 from ..card import ModelCard, model_id
 from ..decode.job import DecodeJob, DecodeResult
-from ..decode.pool import DEFAULT_TIMEOUT, decode_stream
+from ..decode.pool import DEFAULT_TIMEOUT
 from ..decode.preprocess import prepare
+from ..errors import UsageError
+from ..options import RunOptions
 from .backbone import CLIP_WEIGHTS_ENV, BackboneError, ClipBackbone, build_backbone, resolve_device
+from .batcher import feature_batches
 from .headfile import check_backbone, load_head
-from .kinds import kind_net, kind_spec
+from .kinds import HeadKind, kind_net, kind_spec
 
 
-def normalize(batch: np.ndarray | torch.Tensor, mean: Sequence[float], std: Sequence[float],
-              device: torch.device | str = "cpu") -> torch.Tensor:
-    """NHWC uint8 -> normalised float32 NCHW, on ``device``.
+@dataclass
+class Head:
+    """One head bound to the backbone its scores read (an MPFT head: its own tuned copy)."""
 
-    One fused affine map over the contiguous channels-last data, returned as an NCHW view in
-    channels-last memory: about 40 % less CPU than permute-then-normalise, and convolutions
-    (the patch embedding) run faster on that layout."""
-    t = torch.as_tensor(batch)
-    if t.device.type == "cpu" and torch.device(device).type == "cuda":
-        t = t.pin_memory().to(device, non_blocking=True)
-    else:
-        t = t.to(device)
-    std_t = torch.tensor(std, device=t.device)
-    scale = 1.0 / (255.0 * std_t)
-    bias = -torch.tensor(mean, device=t.device) / std_t
-    return t.float().mul_(scale).add_(bias).permute(0, 3, 1, 2)
+    card: ModelCard
+    prefix: Path
+    model_id: str
+    kind: HeadKind
+    net: torch.nn.Module
+    backbone: ClipBackbone
+
+    @classmethod
+    def bind(cls, backbone: ClipBackbone, net: torch.nn.Module, card: ModelCard, prefix: Path,
+             owned: bool = False) -> Head:
+        """``owned``: the backbone was built for this head alone, so a kind that tunes the
+        backbone may change it in place instead of copying it. Refuses another backbone."""
+        check_backbone(card, backbone.identity.to_dict())
+        backbone, net = kind_net(card.kind).bind(backbone, net, owned)
+        return cls(card, prefix, model_id(card, prefix), kind_spec(card.kind),
+                   net.to(backbone.device).eval(), backbone)
+
+    @property
+    def image_size(self) -> int:
+        return self.backbone.image_size
 
 
-def features(backbone: ClipBackbone, arrays: Sequence[np.ndarray] | np.ndarray) -> torch.Tensor:
-    """Backbone features of uint8 HWC crops (one batch), float32 on the backbone's device."""
-    batch = np.stack(arrays) if not isinstance(arrays, np.ndarray) else arrays
-    return backbone.encode(normalize(batch, backbone.mean, backbone.std, backbone.device))
+def check_crop_sizes(heads: Sequence) -> None:
+    """Refuse heads (anything with ``image_size`` and ``model_id``) of different crop sizes: a
+    multi-head scan decodes each file once for all of them, on every engine."""
+    if len({h.image_size for h in heads}) > 1:
+        raise UsageError("these heads take different crop sizes ("
+                         + ", ".join(f"{h.model_id}: {h.image_size} px" for h in heads)
+                         + "): a multi-head scan decodes each file once for all heads, so they "
+                         "must share a crop size; scan with each head separately")
 
 
-Reuse = Callable[[DecodeResult], "np.ndarray | None"]
+class Scorer:
+    """Heads scored together from one decode per file. ``card``, ``model_id`` and ``prefix`` are
+    head 1's (the report's primary columns). ``heads`` may hold ``Head``s or other scorers (whose
+    heads are taken in order)."""
+
+    def __init__(self, heads: Sequence[Head | Scorer]):
+        self.heads: list[Head] = [h for x in heads for h in (x.heads if isinstance(x, Scorer) else [x])]
+        if not self.heads:
+            raise ValueError("a scorer needs at least one head")
+        check_crop_sizes(self.heads)
+        first = self.heads[0]
+        self.card, self.model_id, self.prefix = first.card, first.model_id, first.prefix
+        # One pass per distinct backbone object; a head that tunes its backbone has its own.
+        self.groups: list[tuple[ClipBackbone, list[int]]] = []
+        index: dict[int, int] = {}
+        for i, h in enumerate(self.heads):
+            if id(h.backbone) not in index:
+                index[id(h.backbone)] = len(self.groups)
+                self.groups.append((h.backbone, []))
+            self.groups[index[id(h.backbone)]][1].append(i)
+
+    @property
+    def image_size(self) -> int:
+        return self.heads[0].image_size
+
+    @property
+    def precision(self) -> str:
+        return self.heads[0].backbone.precision
+
+    @property
+    def passes(self) -> int:
+        """Backbone passes per crop."""
+        return len(self.groups)
+
+    def _heads_on(self, feats: Sequence[torch.Tensor]) -> np.ndarray:
+        """Every head's scores ``[crop, head]`` from each backbone group's features ``[crop, D]``."""
+        out = np.zeros((len(feats[0]), len(self.heads)), dtype=np.float32)
+        for (_, members), part in zip(self.groups, feats, strict=True):
+            for i in members:
+                out[:, i] = self.heads[i].net(part).float().cpu().numpy()
+        return out
+
+    @torch.inference_mode()
+    def score_arrays(self, arrays: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+        """Scores ``[crop, head]`` of preprocessed uint8 crops (HWC), one pass per backbone group:
+        also what a Ray scoring actor runs on crops decoded elsewhere."""
+        if len(arrays) == 0:
+            return np.zeros((0, len(self.heads)), dtype=np.float32)
+        return self._heads_on([bb.features(arrays) for bb, _ in self.groups])
+
+    def score_stream(self, jobs: Iterable[DecodeJob], batch_size: int = 64, workers: int | None = None,
+                     timeout: float | None = None, skip: Callable[[DecodeResult], bool] | None = None,
+                     ) -> Iterator[tuple[DecodeResult, np.ndarray | None]]:
+        """Decode in worker processes and score in batches, yielding in input order
+        ``(result, scores [variant, head])``; ``(result, None)`` for a file that did not decode,
+        or that ``skip`` answered (the caller knows its scores: no backbone pass)."""
+        widths: list[int] = []
+
+        def encode(arrays: list[np.ndarray]) -> torch.Tensor:
+            feats = [bb.features(arrays) for bb, _ in self.groups]  # float32
+            widths[:] = [f.shape[-1] for f in feats]
+            return torch.cat(feats, dim=-1)  # side by side: one tensor through the batcher
+
+        batches = feature_batches(encode, jobs, batch_size, workers,
+                                  DEFAULT_TIMEOUT if timeout is None else timeout, skip)
+        for batch in batches:
+            scores: Iterator[np.ndarray] = iter(())
+            if batch.features is not None:
+                n, v, _ = batch.features.shape
+                parts = [p.reshape(n * v, -1) for p in torch.split(batch.features, widths, dim=-1)]
+                with torch.inference_mode():
+                    scores = iter(self._heads_on(parts).reshape(n, v, len(self.heads)))
+            for r, wanted in zip(batch.results, batch.wanted, strict=True):
+                yield r, (next(scores) if wanted else None)
 
 
-def feature_batches(backbone: ClipBackbone, jobs: Iterable[DecodeJob], batch_size: int = 64,
-                    workers: int | None = None, timeout: float = DEFAULT_TIMEOUT,
-                    reuse: Reuse | None = None,
-                    encode: Callable[[list[np.ndarray]], torch.Tensor] | None = None,
-                    ) -> Iterator[tuple[list[DecodeResult], torch.Tensor | None]]:
-    """The one decode -> features loop behind training, calibration, evaluation and scans.
+class Detector(Scorer):
+    """One trained head on its backbone: load once, score PIL images, paths or crops (notebooks,
+    the Python API). Any kind of head (``models.kinds``) scores through it; scores: higher = more
+    likely AI-generated, for every kind."""
 
-    Decodes ``jobs`` in worker processes (in input order) and runs the frozen backbone over the
-    crops of every variant, ``batch_size`` files at a time. Yields ``(results, features)``: the
-    results in input order and, for those that need features (``needs_features``) in that
-    order, features of shape ``[n, n_variants, D]`` (None when none does).
+    def __init__(self, backbone: ClipBackbone, head: torch.nn.Module, card: ModelCard, prefix: Path,
+                 owned: bool = False):
+        super().__init__([Head.bind(backbone, head, card, prefix, owned)])
 
-    Memory and pace: a result that needs no features with none pending ahead of it is yielded
-    at once, and a batch is also flushed when ``4 * batch_size`` results wait, so a long run of
-    bad files never piles up behind one good one. A scan saves backbone passes by giving
-    ``reuse``, its lookup of content it scored before, which may answer for a decoded result;
-    with ``reuse`` given, files with the same content (sha256) in one batch also share one pass
-    (only then: training's jobs differ per file in crops and proxies). ``encode`` replaces the
-    one backbone's pass over a batch of crops (``multihead``: several backbones, features side by
-    side); the crops are decoded once either way.
-    """
-    encode = encode or (lambda arrays: features(backbone, arrays))
-    pending: list[DecodeResult] = []
-    ok = 0
+    @classmethod
+    def load(cls, weights: str | Path | None = None, device: str = "auto", clip_weights: str | None = None,
+             backbone: str | None = None, quiet: bool = False, precision: str = "auto") -> Detector:
+        """Load a head (``None``: the default head) and the backbone its card names
+        (``backbone`` overrides the card's path)."""
+        head, card, prefix = load_head(weights)
+        bb = backbone_for(card, prefix, device, clip_weights, backbone, quiet, precision)
+        return cls(bb, head, card, prefix, owned=True)
 
-    def flush() -> tuple[list[DecodeResult], torch.Tensor | None]:
-        good = [r for r in pending if needs_features(r)]
-        if not good:
-            return pending, None
-        first: dict[str, int] = {}  # content -> its row among the unique crops
-        unique: list[DecodeResult] = []
-        index = []
-        for r in good:
-            key = (r.info.get("sha256") if reuse is not None else None) or id(r)
-            if key not in first:
-                first[key] = len(unique)
-                unique.append(r)
-            index.append(first[key])
-        n = len(unique[0].arrays)
-        feats = encode([a for r in unique for a in r.arrays]).reshape(len(unique), n, -1)
-        for r in good:
-            r.arrays = []  # the crops are no longer needed; keep memory flat
-        if len(unique) < len(good):
-            feats = feats[torch.as_tensor(index, device=feats.device)]
-        return pending, feats
+    @property
+    def backbone(self) -> ClipBackbone:
+        return self.heads[0].backbone
 
-    for res in decode_stream(jobs, workers, timeout=timeout, window=max(2 * batch_size, 64)):
-        if res.status == "ok" and reuse is not None:
-            res.reused = reuse(res)
-            if res.reused is not None:
-                res.arrays = []
-        if not needs_features(res) and not ok:
-            yield [res], None
-            continue
-        pending.append(res)
-        ok += needs_features(res)
-        if ok >= batch_size or len(pending) >= 4 * batch_size:
-            yield flush()
-            pending, ok = [], 0
-    if pending:
-        yield flush()
+    @property
+    def head(self) -> torch.nn.Module:
+        return self.heads[0].net
+
+    @property
+    def threshold(self) -> float | None:
+        return self.card.threshold_value
+
+    def score_images(self, images: Iterable[Image.Image]) -> np.ndarray:
+        """One score per image."""
+        return self.score_arrays([prepare(img, self.image_size) for img in images])[:, 0]
+
+    def score_paths(self, paths: Iterable[str | Path], workers: int = 0) -> list[float | None]:
+        """Scores in input order; None where a file could not be decoded."""
+        jobs = (DecodeJob(str(p), self.image_size) for p in paths)
+        return [None if s is None else float(s[0, 0]) for _, s in self.score_stream(jobs, workers=workers)]
 
 
 def backbone_for(card: ModelCard, prefix: Path, device: str = "auto", clip_weights: str | None = None,
@@ -126,89 +201,30 @@ def backbone_for(card: ModelCard, prefix: Path, device: str = "auto", clip_weigh
     return bb
 
 
-def needs_features(res: DecodeResult) -> bool:
-    """Decoded, and not answered by a reused score."""
-    return res.status == "ok" and res.reused is None
+def backbone_key(card: ModelCard) -> str:
+    return json.dumps(card.backbone.identity(), sort_keys=True)
 
 
-class Detector:
-    """A trained head on its backbone: load once, score PIL images, paths or crops.
+def backbone_passes(cards: Sequence[ModelCard]) -> int:
+    """Backbone passes per crop that ``load_scorer`` gives heads of these cards (``Scorer.passes``
+    without building them): one per distinct frozen backbone, one per head that tunes its own."""
+    return len({f"own {i}" if kind_spec(c.kind).tunes_backbone else backbone_key(c)
+                for i, c in enumerate(cards)})
 
-    Any kind of head (``models.kinds``: CLIP-Flow, MPFT) scores through this one interface; the
-    kind binds the head to the backbone (MPFT installs its tuned tensors into a copy of the
-    backbone's image tower, so a backbone passed in is never changed). Scores: higher = more
-    likely AI-generated, for every kind.
-    """
 
-    def __init__(self, backbone: ClipBackbone, head: torch.nn.Module, card: ModelCard, prefix: Path,
-                 owned: bool = False):
-        """``owned``: the backbone was built for this detector alone, so a kind that tunes the
-        backbone may change it in place instead of copying it."""
-        check_backbone(card, backbone.identity.to_dict())
-        self.kind = kind_spec(card.kind)
-        backbone, head = kind_net(card.kind).bind(backbone, head, owned)
-        self.backbone = backbone
-        self.head = head.to(backbone.device).eval()
-        self.card = card
-        self.prefix = prefix
-        self.model_id = model_id(card, prefix)
-
-    @classmethod
-    def load(cls, weights: str | Path | None = None, device: str = "auto", clip_weights: str | None = None,
-             backbone: str | None = None, quiet: bool = False, precision: str = "auto") -> Detector:
-        """Load a head (``None``: the default head) and the backbone its card names
-        (``backbone`` overrides the card's path)."""
-        head, card, prefix = load_head(weights)
-        bb = backbone_for(card, prefix, device, clip_weights, backbone, quiet, precision)
-        return cls(bb, head, card, prefix, owned=True)
-
-    @property
-    def image_size(self) -> int:
-        return self.backbone.image_size
-
-    @property
-    def precision(self) -> str:
-        return self.backbone.precision
-
-    @property
-    def threshold(self) -> float | None:
-        return self.card.threshold_value
-
-    @torch.inference_mode()
-    def score_arrays(self, arrays: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
-        """Scores of preprocessed uint8 crops (HWC); high = more likely AI-generated."""
-        if len(arrays) == 0:
-            return np.zeros(0, dtype=np.float32)
-        return self.head(features(self.backbone, arrays)).float().cpu().numpy()
-
-    def score_images(self, images: Iterable[Image.Image]) -> np.ndarray:
-        size = self.backbone.image_size
-        return self.score_arrays([prepare(img, size) for img in images])
-
-    def score_stream(self, jobs: Iterable[DecodeJob], batch_size: int = 64,
-                     workers: int | None = None, timeout: float = DEFAULT_TIMEOUT,
-                     reuse: Reuse | None = None) -> Iterator[tuple[DecodeResult, np.ndarray | None]]:
-        """Decode in worker processes and score in batches, yielding in input order:
-        ``(result, one score per job variant)``, or ``(result, None)`` when it did not decode.
-        ``reuse(result)``: scores known for a decoded file's content (its backbone pass is
-        skipped), or None.
-
-        What scan, calibrate and evaluate consume; the features come from ``feature_batches``.
-        """
-        for results, feats in feature_batches(self.backbone, jobs, batch_size, workers, timeout, reuse):
-            scores: Iterator[np.ndarray] = iter(())
-            if feats is not None:
-                n, v, d = feats.shape
-                with torch.inference_mode():
-                    scores = iter(self.head(feats.reshape(n * v, d)).float().cpu().numpy().reshape(n, v))
-            for r in results:
-                if r.status != "ok":
-                    yield r, None
-                else:
-                    yield r, (r.reused if r.reused is not None else next(scores))
-
-    def score_paths(self, paths: Iterable[str | Path], workers: int = 0) -> list[float | None]:
-        """Scores in input order; None where a file could not be decoded."""
-        size = self.backbone.image_size
-        jobs = (DecodeJob(str(p), size) for p in paths)
-        return [None if s is None else float(s[0]) for _, s in self.score_stream(jobs, workers=workers)]
+def load_scorer(weights: str | Sequence[str] | None, run: RunOptions) -> Scorer:
+    """What scores in this process for ``--weights`` as given (None: the default head; several:
+    a multi-head scorer), each distinct backbone built once. The local engine and each Ray
+    scoring actor build the same thing, so both engines score alike."""
+    names = [weights] if weights is None or isinstance(weights, (str, Path)) else list(weights)
+    built: dict[str, ClipBackbone] = {}
+    heads = []
+    for w in names:
+        net, card, prefix = load_head(w)
+        key = backbone_key(card)
+        owned = key not in built and len(names) == 1
+        if key not in built:
+            built[key] = backbone_for(card, prefix, run.device, run.clip_weights, quiet=run.quiet,
+                                      precision=run.precision)
+        heads.append(Head.bind(built[key], net, card, prefix, owned=owned))
+    return Scorer(heads)

@@ -25,15 +25,15 @@ import pyarrow.compute as pc
 from .. import inputs, signals
 from .. import progress as progress_bars
 from ..decode.job import DecodeJob, DecodeResult
-from ..engines import Engine, Scorer, make_engine
+from ..engines import Engine, make_engine
 from ..errors import EXIT_FILE_ERRORS, EXIT_INTERRUPTED, EXIT_OK, AiiscanError, UsageError
 from ..files import now_iso
 from ..inputs.archive import is_container
 from ..inputs.crawl import iter_inputs
 from ..inputs.location import ListingLost, Location
 from ..inputs.store import StoreError, put_file
-from ..models.multihead import as_weights, combine, heads_of, open_scorer
-from ..options import RunOptions, ScanOptions
+from ..models import ScorerLike
+from ..options import RunOptions, ScanOptions, as_weights
 from ..outputs import OutputError, check_output
 from ..reports.ledger import Ledger
 from ..reports.ledger import failure as ledger_failure
@@ -49,9 +49,10 @@ from ..reports.report import (
 from ..tasks.metrics import check_threshold
 from ..textsafe import display_path
 from ..version import __version__
+from .verdict import combine
 
 if TYPE_CHECKING:
-    from ..models.scorer import Detector
+    from ..models.scorer import Scorer
 
 
 _SHOWN_HEADS = 3  # sets of other heads' model ids named in the summary
@@ -266,12 +267,12 @@ def _drop_staging(local: Path) -> None:
         local.parent.rmdir()
 
 
-def options_from(*, detector: Detector | None = None, engine: str = "local", ray_address: str | None = None,
+def options_from(*, detector: Scorer | None = None, engine: str = "local", ray_address: str | None = None,
                  gpus_per_worker: float | None = None, cpu_workers: int | None = None,
                  scorers: int | None = None, **kwargs) -> tuple[ScanOptions, Engine]:
     """The Python API's flat keywords as ``ScanOptions`` (with its ``RunOptions``) and an engine.
 
-    ``detector`` (a loaded ``Detector``) runs on the local engine; engine options given to an
+    ``detector`` (a loaded ``Detector`` or ``Scorer``) runs on the local engine; engine options given to an
     engine that does not have them are refused (``engines.make_engine``).
     """
     run_keys = {f.name for f in fields(RunOptions)}
@@ -324,9 +325,9 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
         check_output(local_out, overwrite=True, companions=side, what="report's local copy")
     check_threshold(opts.threshold)
     ReportWriter.check(local_out, opts.resume)
-    model = open_scorer(engine, opts.weights, run)
+    model = engine.open(as_weights(opts.weights), run)
     card, mid, crop = model.card, model.model_id, model.image_size
-    heads = heads_of(model)
+    heads = model.heads
     multi = len(heads) > 1
     mids = [h.model_id for h in heads]
     schema = report_schema(len(heads))
@@ -448,13 +449,11 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
                 return None
             return ("unchanged" if hit[0] == shown else "same_content"), hit[0], hit[1]
 
-        def reuse(res: DecodeResult) -> np.ndarray | None:
-            hit = known(res.info.get("sha256"), res.location)
-            return None if hit is None else np.array([hit[2] if multi else hit[2][0]])
+        def skip(res: DecodeResult) -> bool:
+            return known(res.info.get("sha256"), res.location) is not None
 
-        def scored(res: DecodeResult, scores: np.ndarray) -> dict:
+        def scored(res: DecodeResult, scores: np.ndarray | None) -> dict:
             row = base_row(res.location, "ok", None) | _info(res)
-            s = [float(x) for x in np.atleast_1d(scores)]  # one per head
             hit = known(row["sha256"], res.location)
             if hit is not None:  # the decision is made here, so every engine writes the same rows
                 row |= {"reused": hit[0], "reused_from": hit[1]}
@@ -466,6 +465,7 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
                 else:
                     summary.same_content += 1
             else:
+                s = [float(x) for x in scores[0]]  # the original's score, one per head
                 summary.scored += 1
             row |= judged(s)
             bad = [k for k, x in enumerate(s, start=1) if x != x or x in (float("inf"), float("-inf"))]
@@ -477,15 +477,16 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
                     row["verdict"] = None
             return row
 
-        for res, scores in model.score_stream(jobs(), run.batch_size, run.workers, run.timeout, reuse=reuse):
+        stream = model.score_stream(jobs(), run.batch_size, run.workers, run.timeout, skip=skip)
+        for res, scores in stream:
             if res.status == "skipped":
                 summary.not_images += 1
                 summary.archives += is_container(res.location)
                 bar.update(1)
-            elif scores is None:
+            elif res.status != "ok":
                 emit(base_row(res.location, "error", res.error) | _info(res))
             else:
-                emit(scored(res, scores[0]))
+                emit(scored(res, scores))
         if lost:
             raise ListingLost(f"{lost[0]}. The rows written so far are kept in {writer.parts}; no report "
                               "was written: rerun the same command with --resume")
@@ -515,17 +516,17 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
     return summary
 
 
-def _metadata(summary: ScanSummary, opts: ScanOptions, engine: Engine, model: Scorer, paths: Sequence[str],
-              started: str) -> dict:
+def _metadata(summary: ScanSummary, opts: ScanOptions, engine: Engine, model: ScorerLike,
+              paths: Sequence[str], started: str) -> dict:
     card, run = model.card, opts.run
-    heads = heads_of(model)
+    heads = model.heads
     more = {} if len(heads) == 1 else {
         "heads": [{"model_id": h.model_id, "kind": h.card.kind, "model_card_sha256": h.card.digest(),
                    "backbone": h.card.backbone.to_dict(), "threshold_block": _block(h.card.threshold)}
                   for h in heads],
         "head_thresholds": [summary.threshold, *(t for _, t, _ in summary.more_heads)],
         "combine": summary.combine,
-        "backbone_passes": getattr(model, "passes", None),
+        "backbone_passes": model.passes,
     }
     return {
         "aiiscan_version": __version__,
@@ -582,6 +583,6 @@ def _info(res: DecodeResult) -> dict:
 def scan(paths: Sequence[str], output: str | Path, **kwargs) -> Path | None:
     """Python API: scan and return the report path (None if interrupted). Keywords are the
     fields of ``ScanOptions`` and ``RunOptions``, ``detector=`` (a loaded ``Detector``, or a
-    ``multihead.MultiHead``), ``weights=[A, B]`` (a multi-head scan; ``combine=`` "any" or "all"),
-    ``engine=`` ("local" or "ray") and the engine's own options."""
+    ``models.scorer.Scorer`` of several heads), ``weights=[A, B]`` (a multi-head scan;
+    ``combine=`` "any" or "all"), ``engine=`` ("local" or "ray") and the engine's own options."""
     return run_scan(paths, output, *options_from(**kwargs)).report

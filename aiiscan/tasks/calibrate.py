@@ -19,9 +19,9 @@ import numpy as np
 
 from ..card import ABSENT, ThresholdBlock, ValidationBlock, write_card
 from ..decode.job import RADIAL, DecodeJob
-from ..engines import Scorer
 from ..errors import AiiscanError
 from ..files import now_iso
+from ..models import ScorerLike
 from ..models.kinds import kind_spec
 from ..progress import bar
 from ..version import __version__
@@ -97,7 +97,7 @@ def _draw(paths: Sequence[str], limit: int | None, rng: np.random.Generator) -> 
     return paths
 
 
-def _score(detector: Scorer, paths: list[str], variants: tuple, trained: dict[str, str], what: str,
+def _score(detector: ScorerLike, paths: list[str], variants: tuple, trained: dict[str, str], what: str,
            batch_size: int, workers: int | None, progress: bool, exact_decode: bool) -> _Scored:
     """Score ``paths``; refuse one whose content the card lists among the training data
     (``trained``: short fingerprint -> the card field that lists it)."""
@@ -114,7 +114,7 @@ def _score(detector: Scorer, paths: list[str], variants: tuple, trained: dict[st
             raise CalibrationError(
                 f"{res.path} was used to train this head (its content is in the card's training.{listed}); "
                 f"calibrate on {what} the head has not seen")
-        rows.append(np.asarray(scores, dtype=np.float64))
+        rows.append(np.asarray(scores[:, 0], dtype=np.float64))  # one head: its score per variant
         kept.append(res.path)
         shas.append(res.info["sha256"])
     if len(rows) < 2:
@@ -124,7 +124,7 @@ def _score(detector: Scorer, paths: list[str], variants: tuple, trained: dict[st
     return _Scored(np.stack(rows), kept, shas, failed)
 
 
-def calibrate(detector: Scorer, natural: Sequence[str], policy: str = "balanced",
+def calibrate(detector: ScorerLike, natural: Sequence[str], policy: str = "balanced",
               limit: int | None = None, seed: int = 0, batch_size: int = 64,
               workers: int | None = None, plot: str | Path | None = None,
               progress: bool = True, exact_decode: bool = False,

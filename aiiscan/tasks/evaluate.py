@@ -1,8 +1,8 @@
 """Per-generator tables in the layout of the paper's Tables I and II (AP, AUC, accuracies).
 
-Scores come from ``Detector.score_stream``, the scan's own decode-and-score loop. Each file is
+Scores come from the scorer's ``score_stream``, the scan's own decode-and-score loop. Each file is
 scored once per condition even when several generators share it (a shared real pool). Several
-heads (``multihead.MultiHead``) are scored from the same decode and shown side by side
+heads are scored from the same decode and shown side by side
 (``evaluate_heads``, ``to_markdown_heads``).
 """
 
@@ -19,7 +19,7 @@ import numpy as np
 
 from ..decode.job import DecodeJob
 from ..decode.launder import Condition
-from ..engines import Scorer
+from ..models import ScorerLike
 from ..progress import bar
 from . import plots
 from .datasets import EvalSet
@@ -65,21 +65,21 @@ class Table:
         return Row("mean", self.n_real, self.n_fake, *(avg(k) for k in METRICS))
 
 
-def score_heads(detector: Scorer, paths: Sequence[str], condition: Condition | None = None,
+def score_heads(detector: ScorerLike, paths: Sequence[str], condition: Condition | None = None,
                 batch_size: int = 64, workers: int | None = None, progress: bool = True,
                 exact_decode: bool = False, fingerprints: dict[str, str] | None = None,
                 ) -> list[tuple[dict[str, float], list[tuple[str, str]]]]:
-    """Per head of ``detector`` (one, or a ``MultiHead``'s): (scores by path, failed files), from
-    one decode per file; ``fingerprints`` receives each decoded file's sha256[:16]."""
+    """Per head of ``detector``: (scores by path, failed files), from one decode per file;
+    ``fingerprints`` receives each decoded file's sha256[:16]."""
     fingerprints = {} if fingerprints is None else fingerprints
     size = detector.image_size
     jobs = (DecodeJob(p, size, condition=condition, fast_decode=not exact_decode) for p in paths)
-    n = len(getattr(detector, "heads", None) or [detector])
+    n = len(detector.heads)
     per_head: list[tuple[dict[str, float], list[tuple[str, str]]]] = [({}, []) for _ in range(n)]
     stream = detector.score_stream(jobs, batch_size=batch_size, workers=workers)
     for res, s in bar(stream, total=len(paths), unit="img", show=progress,
                       desc=f"evaluate ({condition or 'as is'})"):
-        values = [None] * n if s is None else np.atleast_1d(s[0])
+        values = [None] * n if s is None else s[0]  # the original's score, one per head
         for (scores, failed), v in zip(per_head, values, strict=True):
             if v is None or not np.isfinite(v):
                 failed.append((res.path, res.error or "non-finite score"))
@@ -107,7 +107,7 @@ def _table(evalset: EvalSet, cond: Condition | None, thr: float | None, scores: 
                  trained_on)
 
 
-def evaluate(detector: Scorer, evalset: EvalSet, conditions: Sequence[Condition | None] = (None,),
+def evaluate(detector: ScorerLike, evalset: EvalSet, conditions: Sequence[Condition | None] = (None,),
              threshold: float | None = None, *, batch_size: int = 64, workers: int | None = None,
              progress: bool = True, exact_decode: bool = False) -> list[Table]:
     """One table per condition; accuracies need a threshold (the card's, or ``threshold``)."""
@@ -115,12 +115,12 @@ def evaluate(detector: Scorer, evalset: EvalSet, conditions: Sequence[Condition 
                           progress=progress, exact_decode=exact_decode)[0]
 
 
-def evaluate_heads(detector: Scorer, evalset: EvalSet, conditions: Sequence[Condition | None] = (None,),
+def evaluate_heads(detector: ScorerLike, evalset: EvalSet, conditions: Sequence[Condition | None] = (None,),
                    threshold: float | None = None, *, batch_size: int = 64, workers: int | None = None,
                    progress: bool = True, exact_decode: bool = False) -> list[list[Table]]:
-    """``evaluate`` for every head of ``detector`` (a ``MultiHead``), one decode per file for all:
+    """``evaluate`` for every head of ``detector``, one decode per file for all:
     ``[head][condition]``. ``threshold`` is head 1's; the other heads use their cards'."""
-    heads = list(getattr(detector, "heads", None) or [detector])
+    heads = detector.heads
     thrs = [detector.card.threshold_value if threshold is None else check_threshold(threshold),
             *(h.card.threshold_value for h in heads[1:])]
     files = evalset.files()

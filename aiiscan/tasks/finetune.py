@@ -40,11 +40,10 @@ from ..decode.job import DecodeJob
 from ..decode.pool import decode_stream
 from ..errors import AiiscanError
 from ..files import now_iso
-from ..models.backbone import ClipBackbone
+from ..models.backbone import ClipBackbone, normalize
 from ..models.headfile import save_head
 from ..models.kinds.mpft import KIND, MpftConfig
 from ..models.kinds.mpft_net import MpftHead, tuned_names
-from ..models.scorer import normalize
 from ..progress import bar
 from .checkpoint import Checkpoint
 from .datasets import FOUND_HOW

@@ -194,14 +194,14 @@ def run_selftest(keep: str | None = None, echo: Callable[[str], None] = print) -
                           lr=1e-3, views=1, workers=2)
         train(state["bb"], state["train"], root / "head", cfg, progress=False)
         head, card, _ = load_head(root / "head")
-        return f"head written and reloaded ({card.training['natural_count']} photos)"
+        return f"head written and reloaded ({card.training.natural_count} photos)"
 
     def calibrate() -> str:
         det = Detector(state["bb"], *load_head(root / "head"))
         result = run_calibrate(det, state["calibration"], "balanced", workers=2, progress=False)
-        if load_head(root / "head")[1].threshold_value != result.block["value"]:
+        if load_head(root / "head")[1].threshold_value != result.block.value:
             raise AssertionError("the threshold did not reach the model card")
-        return f"threshold {result.block['value']:.4g} written into the card"
+        return f"threshold {result.block.value:.4g} written into the card"
 
     def scan() -> str:
         det = Detector(state["bb"], *load_head(root / "head"))
@@ -240,7 +240,7 @@ def run_selftest(keep: str | None = None, echo: Callable[[str], None] = print) -
             cfg = FinetuneConfig(epochs=20, patience=6, batch_size=8, lr=1e-3, views=2, workers=0,
                                  val_fraction=0.25)
             card = finetune(bb, nat, ai, root / "mpft", cfg, progress=False, own_backbone=True)
-            auc = card.metrics["heldout_auc"]
+            auc = card.metrics.heldout_auc
             det = Detector(bb, *load_head(root / "mpft"))
             scores = det.score_paths(fresh[0] + fresh[1])
         finally:

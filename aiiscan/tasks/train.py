@@ -25,10 +25,10 @@ from ..decode.proxies import ProxySpec
 from ..errors import AiiscanError
 from ..files import now_iso
 from ..models.backbone import ClipBackbone
+from ..models.batcher import feature_batches
 from ..models.headfile import save_head
 from ..models.kinds.flow import FlowConfig
 from ..models.kinds.flow_net import FlowHead, clip_flow_loss
-from ..models.scorer import feature_batches
 from ..progress import bar
 from .checkpoint import Checkpoint
 from .datasets import FOUND_HOW
@@ -86,16 +86,16 @@ def extract(backbone: ClipBackbone, paths: Sequence[str], variants: tuple[Varian
     ok_paths, shas, failed = [], [], []
     chunks: list[torch.Tensor] = []
     with bar(total=len(paths), desc=desc, show=desc is not None) as progress:
-        for results, feats in feature_batches(backbone, jobs, batch_size, workers):
-            for res in results:
+        for batch in feature_batches(backbone.features, jobs, batch_size, workers):
+            for res in batch.results:
                 if res.status != "ok":
                     failed.append((res.path, res.error or "unknown error"))
                 else:
                     ok_paths.append(res.path)
                     shas.append(res.info["sha256"])
-            if feats is not None:
-                chunks.append(feats.cpu())
-            progress.update(len(results))
+            if batch.features is not None:
+                chunks.append(batch.features.cpu())
+            progress.update(len(batch.results))
     dim = backbone.identity.feature_dim
     stacked = torch.cat(chunks) if chunks else torch.zeros(0, len(variants), dim)
     return FeatureSet(ok_paths, shas, [stacked[:, v] for v in range(len(variants))], failed)
