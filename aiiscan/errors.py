@@ -34,3 +34,7 @@ class UsageError(AiiscanError, ValueError):
 
 class WeightsError(AiiscanError):
     """A head cannot be found, read or trusted; the message says which file and why."""
+
+
+class ReportError(AiiscanError):
+    """A report cannot be written or read; nothing half-written is left behind."""

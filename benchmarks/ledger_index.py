@@ -27,7 +27,8 @@ MODEL = "bench-model"
 
 
 def inner(way: str, report: str) -> None:
-    from aiiscan.reports.report import COLUMNS, SCHEMA, read_report
+    from aiiscan.reports.read import read_report
+    from aiiscan.reports.schema import COLUMNS, SCHEMA
 
     base = peak_rss_mib()
     t0 = time.perf_counter()

@@ -69,7 +69,7 @@ def _hex(rng: np.random.Generator, n: int) -> pa.Array:
 def synthetic_rows(tree: Path, total: int, model_id: str, seed: int = 0):
     """Tables of ``total`` report rows: the tree's files as they are on disk (size, mtime), then
     rows for files elsewhere in the archive, in one-million-row slices."""
-    from aiiscan.reports.report import SCHEMA
+    from aiiscan.reports.schema import SCHEMA
 
     rng = np.random.default_rng(seed)
     real = sorted(str(p) for p in tree.rglob("*.jpg"))
@@ -131,7 +131,7 @@ def _watch_parts(parts: Path, t0: float, box: dict) -> None:
 
 def prepare(kind: str, tree: Path, rows: int, cache: Path, model_id: str) -> Path:
     """The old report (incremental) or the interrupted run's parts (resume), made once."""
-    from aiiscan.reports.report import SCHEMA
+    from aiiscan.reports.schema import SCHEMA
 
     target = cache / {"incremental": f"old-{rows}.parquet",
                       "report": f"report-{rows}.parquet"}.get(kind, f"parts-{rows}")

@@ -51,7 +51,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
 
-    from aiiscan.reports.report import read_report
+    from aiiscan.reports.read import read_report
     from aiiscan.scanner.driver import options_from, run_scan
 
     det = detector_for(args.backbone)

@@ -7,7 +7,7 @@ import sys
 from collections import Counter
 
 import aiiscan
-from aiiscan.reports.report import read_report
+from aiiscan.reports.read import read_report
 
 if __name__ == "__main__":
     weights, folder = sys.argv[1], sys.argv[2]

@@ -20,7 +20,9 @@ from aiiscan.models.batcher import feature_batches
 from aiiscan.models.headfile import load_head
 from aiiscan.models.scorer import Detector
 from aiiscan.reports.ledger import Ledger
-from aiiscan.reports.report import COLUMNS, SCHEMA, ReportWriter, iter_report, read_report
+from aiiscan.reports.parts import ReportWriter
+from aiiscan.reports.read import iter_report, read_report
+from aiiscan.reports.schema import COLUMNS, SCHEMA
 from aiiscan.scanner import driver as scanner
 from aiiscan.scanner.driver import options_from, run_scan
 
@@ -227,17 +229,18 @@ def test_same_tree_same_rows_clean_resumed_incremental(det, tmp_path):
 
 
 def test_a_sort_out_of_memory_keeps_every_row_and_says_what_to_do(tmp_path, monkeypatch):
-    from aiiscan.reports import report
+    from aiiscan.errors import ReportError
+    from aiiscan.reports import sort
 
-    monkeypatch.setattr(report, "SORT_MEMORY", "1MB")
+    monkeypatch.setattr(sort, "SORT_MEMORY", "1MB")
     writer = ReportWriter(tmp_path / "r.csv", rows_per_part=10)
     for i in range(100):
         writer.write(dict.fromkeys(COLUMNS) | {"path": f"/x/{i:03d}", "status": "error"})
-    with pytest.raises(report.ReportError, match="AIISCAN_SORT_MEMORY=1GB .* --resume"):
+    with pytest.raises(ReportError, match="AIISCAN_SORT_MEMORY=1GB .* --resume"):
         writer.finish({})
     writer.close()
     assert not (tmp_path / "r.csv").exists()
-    monkeypatch.setattr(report, "SORT_MEMORY", "96MB")
+    monkeypatch.setattr(sort, "SORT_MEMORY", "96MB")
     again = ReportWriter(tmp_path / "r.csv", resume=True)
     again.finish({})
     assert read_report(tmp_path / "r.csv").num_rows == 100

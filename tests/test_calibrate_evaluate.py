@@ -18,7 +18,7 @@ from aiiscan.card import read_card
 from aiiscan.cli import main
 from aiiscan.decode.launder import Condition
 from aiiscan.models.scorer import Detector
-from aiiscan.reports.report import read_report
+from aiiscan.reports.read import read_report
 from aiiscan.tasks import plots
 from aiiscan.tasks.calibrate import CalibrationError, calibrate
 from aiiscan.tasks.datasets import DatasetError, from_folders, load_dataset

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from aiiscan.reports.report import read_report
+from aiiscan.reports.read import read_report
 
 from .conftest import write_photos
 

@@ -32,7 +32,7 @@ from aiiscan.errors import WeightsError
 from aiiscan.models.backbone import build_backbone
 from aiiscan.models.headfile import load_head
 from aiiscan.models.scorer import Detector
-from aiiscan.reports.report import read_report
+from aiiscan.reports.read import read_report
 from aiiscan.tasks.masking import (
     TokenDrop,
     count_masked,

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from aiiscan.reports.report import read_report
+from aiiscan.reports.read import read_report
 from aiiscan.scanner.driver import display_path, options_from, run_scan
 
 from .hostile import make_corpus

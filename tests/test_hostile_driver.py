@@ -27,7 +27,7 @@ from PIL import Image
 from aiiscan.cli import main
 from aiiscan.errors import WeightsError
 from aiiscan.models.headfile import load_head
-from aiiscan.reports.report import read_report
+from aiiscan.reports.read import read_report
 
 from .conftest import write_photos
 

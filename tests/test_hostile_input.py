@@ -15,7 +15,8 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from aiiscan.decode.job import DecodeJob, decode_job
-from aiiscan.reports.report import ReportWriter, read_report
+from aiiscan.reports.parts import ReportWriter
+from aiiscan.reports.read import read_report
 
 from .hostile import (
     _photo,

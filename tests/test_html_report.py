@@ -19,7 +19,8 @@ from click.testing import CliRunner
 
 from aiiscan.cli import main
 from aiiscan.reports.html import render
-from aiiscan.reports.report import SCHEMA, read_report, report_metadata
+from aiiscan.reports.read import read_report, report_metadata
+from aiiscan.reports.schema import SCHEMA
 
 from .conftest import write_photos
 

@@ -4,12 +4,13 @@ imports torch: decode workers stay small and `aiiscan --help` or `aiiscan report
 import subprocess
 import sys
 
-TORCH_FREE = ["aiiscan.cli", "aiiscan.reports.report", "aiiscan.reports.html", "aiiscan.decode.job",
-              "aiiscan.decode.pool", "aiiscan.inputs.crawl", "aiiscan.decode.provenance",
+TORCH_FREE = ["aiiscan.cli", "aiiscan.reports.read", "aiiscan.reports.parts", "aiiscan.reports.html",
+              "aiiscan.decode.job", "aiiscan.decode.pool", "aiiscan.inputs.crawl",
+              "aiiscan.decode.provenance",
               "aiiscan.decode.preprocess", "aiiscan.decode.proxies", "aiiscan.decode.launder",
-              "aiiscan.outputs",
-              "aiiscan.files", "aiiscan.progress", "aiiscan.errors", "aiiscan.engines", "aiiscan.engines.ray",
-              "aiiscan.options", "aiiscan.scanner.driver"]  # engines.ray: what Ray's decode tasks import
+              "aiiscan.outputs", "aiiscan.files", "aiiscan.progress", "aiiscan.errors", "aiiscan.engines",
+              # engines.ray: what Ray's decode tasks import
+              "aiiscan.engines.ray", "aiiscan.options", "aiiscan.scanner.driver"]
 
 
 def test_ingest_side_imports_no_torch():
@@ -60,7 +61,7 @@ def test_a_new_engine_needs_no_change_in_the_scan_driver(tmp_path, head_prefix, 
     from aiiscan.card import model_id
     from aiiscan.decode.job import decode_job
     from aiiscan.models.headfile import load_head
-    from aiiscan.reports.report import read_report
+    from aiiscan.reports.read import read_report
     from aiiscan.scanner.driver import options_from, run_scan
 
     from .conftest import write_photos

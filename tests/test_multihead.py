@@ -16,11 +16,13 @@ from click.testing import CliRunner
 
 from aiiscan.cli import main
 from aiiscan.decode import pool as pipeline
-from aiiscan.errors import UsageError
+from aiiscan.errors import ReportError, UsageError
 from aiiscan.models.headfile import load_head
 from aiiscan.models.scorer import Detector, Scorer
 from aiiscan.reports.html import render
-from aiiscan.reports.report import ReportError, ReportWriter, read_report, report_metadata, report_schema
+from aiiscan.reports.parts import ReportWriter
+from aiiscan.reports.read import read_report, report_metadata
+from aiiscan.reports.schema import report_schema
 from aiiscan.scanner.driver import options_from, run_scan
 from aiiscan.scanner.verdict import combine
 from aiiscan.tasks.datasets import from_folders

@@ -26,8 +26,11 @@ from PIL import Image
 
 from aiiscan import progress
 from aiiscan.cli import main
+from aiiscan.errors import ReportError
 from aiiscan.reports.html import card_evidence, nice_ticks
-from aiiscan.reports.report import COLUMNS, ReportError, ReportWriter, read_report
+from aiiscan.reports.parts import ReportWriter
+from aiiscan.reports.read import read_report
+from aiiscan.reports.schema import COLUMNS
 from aiiscan.scanner.driver import ScanSummary
 
 from .conftest import write_photos

@@ -13,7 +13,7 @@ from PIL import Image, PngImagePlugin
 
 from aiiscan.cli import main
 from aiiscan.decode.provenance import extract
-from aiiscan.reports.report import read_report
+from aiiscan.reports.read import read_report
 
 DST = "http://cv.iptc.org/newscodes/digitalsourcetype/"
 XMP_ATTR = (f'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF><rdf:Description '

@@ -10,7 +10,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from aiiscan.reports.report import read_report, report_metadata  # noqa: E402
+from aiiscan.reports.read import read_report, report_metadata  # noqa: E402
 from aiiscan.scanner.driver import options_from, run_scan  # noqa: E402
 
 from .conftest import write_photos  # noqa: E402
@@ -62,7 +62,7 @@ def test_ray_engine_matches_local_engine(local_cluster, mixed_folder, head_prefi
 
 def test_ray_engine_resumes_like_the_local_one(local_cluster, mixed_folder, head_prefix, tmp_path):
     """Rows already in parts are not sent to the cluster again."""
-    from aiiscan.reports.report import ReportWriter
+    from aiiscan.reports.parts import ReportWriter
 
     out = tmp_path / "r.parquet"
     first = run_scan([str(mixed_folder / "sub")], tmp_path / "sub.parquet",
@@ -197,7 +197,8 @@ def test_ray_multihead_scan_resumes_and_reuses(local_cluster, multi_folder, cali
     """An interrupted multi-head scan's parts (here: the sub folder, scored locally) stand, and so
     do an --incremental report's rows of the same heads; Ray scores the rest, and the report is
     the local engine's."""
-    from aiiscan.reports.report import ReportWriter, report_schema
+    from aiiscan.reports.parts import ReportWriter
+    from aiiscan.reports.schema import report_schema
 
     heads, thr = calibrated_heads
     kw = dict(weights=heads, threshold=thr, device="cpu", batch_size=4, quiet=True)

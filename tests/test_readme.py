@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from aiiscan.models.backbone import TINY_CONFIG
-from aiiscan.reports.report import read_report
+from aiiscan.reports.read import read_report
 
 from .conftest import write_photos
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from aiiscan.cli import main
 from aiiscan.inputs.crawl import iter_inputs
-from aiiscan.reports.report import read_report, report_metadata
+from aiiscan.reports.read import read_report, report_metadata
 
 from .conftest import write_photos
 
@@ -167,7 +167,8 @@ def test_follow_symlinks_cuts_loops(tmp_path):
 
 
 def test_two_scans_cannot_write_the_same_report(tmp_path):
-    from aiiscan.reports.report import ReportError, ReportWriter
+    from aiiscan.errors import ReportError
+    from aiiscan.reports.parts import ReportWriter
 
     with ReportWriter(tmp_path / "r.parquet"):
         with pytest.raises(ReportError, match="another scan"):

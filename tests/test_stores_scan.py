@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, PngImagePlugin
 
-from aiiscan.reports.report import read_report, report_metadata
+from aiiscan.reports.read import read_report, report_metadata
 
 from .conftest import write_photos
 from .s3server import s3_environment
@@ -301,8 +301,8 @@ def test_ray_engine_scans_a_bucket_like_the_local_engine(world, clean, tmp_path,
 
 
 def test_a_failed_upload_keeps_the_parts_and_resume_uploads(world, tmp_path, monkeypatch):
+    from aiiscan.errors import ReportError
     from aiiscan.inputs import store as stores
-    from aiiscan.reports.report import ReportError
     from aiiscan.scanner.driver import options_from, run_scan
     for var, value in s3_environment(world["endpoint"]).items():
         monkeypatch.setenv(var, value)

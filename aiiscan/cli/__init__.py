@@ -43,7 +43,7 @@ from ..options import (
     RunOptions,
     ScanOptions,
 )
-from ..reports.report import FORMATS, SUFFIXES
+from ..reports.formats import FORMATS, SUFFIXES
 from ..scanner.verdict import COMBINE
 from ..tasks.metrics import check_threshold
 from ..textsafe import for_terminal

@@ -24,21 +24,16 @@ from PIL import Image
 
 from .. import inputs
 from ..decode.preprocess import DEFAULT_MAX_PIXELS, open_image, to_rgb
+from ..errors import ReportError
 from ..files import atomic_write_bytes, now_iso
 from ..inputs import archive
 from ..inputs.location import Refused
 from ..inputs.store import put_file
 from ..textsafe import path_from_display
 from ..version import __version__
-from .report import (
-    ReportError,
-    duckdb_connect,
-    duckdb_errors,
-    heads_in,
-    iter_report,
-    local_report,
-    report_metadata,
-)
+from .read import iter_report, local_report, report_metadata
+from .schema import heads_in
+from .sort import duckdb_connect, duckdb_errors
 
 THUMB_PX = 160
 THUMB_BUDGET = 4 * 1024 * 1024  # bytes of thumbnails in one page, all together

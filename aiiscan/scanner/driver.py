@@ -26,7 +26,7 @@ from .. import inputs, signals
 from .. import progress as progress_bars
 from ..decode.job import DecodeJob, DecodeResult
 from ..engines import Engine, make_engine
-from ..errors import EXIT_FILE_ERRORS, EXIT_INTERRUPTED, EXIT_OK, AiiscanError, UsageError
+from ..errors import EXIT_FILE_ERRORS, EXIT_INTERRUPTED, EXIT_OK, AiiscanError, ReportError, UsageError
 from ..files import now_iso
 from ..inputs.archive import is_container
 from ..inputs.crawl import iter_inputs
@@ -35,17 +35,12 @@ from ..inputs.store import StoreError, put_file
 from ..models import ScorerLike
 from ..options import RunOptions, ScanOptions, as_weights
 from ..outputs import OutputError, check_output
+from ..reports.formats import format_for
 from ..reports.ledger import Ledger
 from ..reports.ledger import failure as ledger_failure
-from ..reports.report import (
-    ReportError,
-    ReportWriter,
-    format_for,
-    heads_in,
-    iter_report,
-    local_report,
-    report_schema,
-)
+from ..reports.parts import ReportWriter
+from ..reports.read import iter_report, local_report
+from ..reports.schema import heads_in, report_schema
 from ..tasks.metrics import check_threshold
 from ..textsafe import display_path
 from ..version import __version__

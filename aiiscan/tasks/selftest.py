@@ -145,7 +145,7 @@ def run_selftest(keep: str | None = None, echo: Callable[[str], None] = print) -
     from ..models.backbone import TINY_CONFIG, build_backbone
     from ..models.headfile import load_head
     from ..models.scorer import Detector
-    from ..reports.report import read_report
+    from ..reports.read import read_report
     from ..scanner.driver import options_from, run_scan
     from .calibrate import calibrate as run_calibrate
     from .train import TrainConfig, train

@@ -1,0 +1,41 @@
+"""Report formats: one module each, chosen by name (``FORMATS``) or by the report's extension.
+
+A format module defines ``SIDECAR`` (whether the scan's metadata goes beside the report, in
+``REPORT.meta.json``), ``write(tmp, batches, schema, meta)`` (every row, batch by batch, into a
+new file) and ``read(path, schema_for, batch_rows)`` (the report back as a stream of tables in
+the report's column types, mtime still as the format spells it). ``reports.read`` checks and
+conforms what a format reads; the writer stage (``reports.parts``) calls ``write``. A new format
+is one module and one line here, plus its suffixes.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+
+from ...errors import ReportError
+
+FORMATS: dict[str, str] = {
+    "parquet": "aiiscan.reports.formats.parquet",
+    "csv": "aiiscan.reports.formats.csv",
+    "jsonl": "aiiscan.reports.formats.jsonl",
+}
+SUFFIXES = {"parquet": "parquet", "pq": "parquet", "csv": "csv", "jsonl": "jsonl", "ndjson": "jsonl"}
+
+
+def format_for(path: str | Path, explicit: str | None = None) -> str:
+    """The report format: ``explicit`` if given, else from the extension (unknown: an error)."""
+    if explicit:
+        if explicit not in FORMATS:
+            raise ReportError(f"unknown report format {explicit!r}; choose {', '.join(FORMATS)}")
+        return explicit
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix not in SUFFIXES:
+        raise ReportError(f"cannot tell the report format of {Path(path).name!r}: its name must end in "
+                          ".parquet, .csv or .jsonl")
+    return SUFFIXES[suffix]
+
+
+def module(fmt: str) -> ModuleType:
+    return importlib.import_module(FORMATS[fmt])

@@ -1,0 +1,33 @@
+"""JSON Lines reports: one JSON object per row, as written by ``json.dumps`` (UTF-8, not ASCII)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.json as pajson
+
+from .text import SIDECAR, metadata, text_columns, text_schema  # noqa: F401 (this format's interface)
+
+
+def write(tmp: Path, batches: Iterator[pa.RecordBatch], schema: pa.Schema, meta: bytes) -> None:  # noqa: ARG001
+    with open(tmp, "w", encoding="utf-8") as f:
+        for batch in batches:
+            text = text_columns(pa.Table.from_batches([batch], schema))
+            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in text.to_pylist())
+
+
+def read(path: Path, schema_for: Callable[[list[str]], pa.Schema], batch_rows: int  # noqa: ARG001
+         ) -> tuple[list[str], pa.Schema, Iterator[pa.Table]]:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        first = f.readline(1 << 20)  # a first row; a hostile file is not read whole
+    try:
+        names = list(json.loads(first)) if first.strip() else []
+    except (ValueError, TypeError):
+        names = []
+    schema = schema_for(names)
+    reader = pajson.open_json(path, read_options=pajson.ReadOptions(block_size=1 << 24),
+                              parse_options=pajson.ParseOptions(explicit_schema=text_schema(schema)))
+    return reader.schema.names, schema, (pa.Table.from_batches([b]) for b in reader)

@@ -1,0 +1,231 @@
+"""The writer stage: streaming, resumable, atomic reports.
+
+While a scan runs, rows go to ``OUT.parts/part-NNNNN.parquet``, each part written to a temp
+name and renamed, so a killed scan leaves only whole parts. ``--resume`` reads them back to
+know what is done. At the end the parts become the report in the asked-for format
+(``reports.formats``), sorted by path, again via a temp file and a rename: a report under its
+final name is always complete. A lock file in the parts folder stops two scans from writing the
+same output.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import ReportError
+from ..files import file_mode
+from .formats import format_for, module
+from .schema import SCHEMA, conform, heads_in
+from .sort import duckdb_connect, duckdb_errors
+
+FINISH_BATCH = 16384  # rows per batch on the way from the sort to the report
+
+
+class ReportWriter:
+    """Streams rows to parts, then finishes atomically. Use as a context manager."""
+
+    def __init__(self, out: str | Path, fmt: str | None = None, resume: bool = False,
+                 rows_per_part: int = 1024, schema: pa.Schema = SCHEMA):
+        self.out = Path(out)
+        self.schema = schema  # ``report_schema(heads)``
+        self.fmt = format_for(self.out, fmt)
+        self.parts = self.out.with_name(self.out.name + ".parts")
+        self.rows_per_part = rows_per_part
+        self.buffer: list[dict] = []
+        self._lock_fd: int | None = None
+        if not self.out.parent.is_dir():
+            raise ReportError(f"output folder {self.out.parent} does not exist")
+        if not os.access(self.out.parent, os.W_OK):
+            raise ReportError(f"output folder {self.out.parent} is not writable")
+        try:
+            existed = self.parts.exists()
+            self.parts.mkdir(exist_ok=True)
+            self._lock()  # first: a running scan must be named as such, not as an interrupted one
+        except OSError as exc:
+            raise ReportError(f"cannot create {self.parts}: {exc.strerror or exc}") from None
+        if existed and not resume:
+            self._unlock()
+            raise ReportError(
+                f"{self.parts} holds an interrupted scan: add --resume to continue it, "
+                "or delete that folder to start over")
+        self.next_part = self.first_new = len(self._part_files())
+
+    @staticmethod
+    def check(out: str | Path, resume: bool) -> None:
+        """What the constructor would refuse, checked without creating anything: run before the
+        model loads, so a rival or interrupted scan is named in a second, not after a minute."""
+        out = Path(out)
+        parts = out.with_name(out.name + ".parts")
+        if not parts.is_dir():
+            return
+        try:
+            fd = os.open(parts / "LOCK", os.O_RDONLY)
+        except OSError:
+            fd = None
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ReportError(f"another scan is writing {out} (lock held on {parts})") from None
+            finally:
+                os.close(fd)
+        if not resume:
+            raise ReportError(f"{parts} holds an interrupted scan: add --resume to continue it, "
+                              "or delete that folder to start over")
+
+    def _lock(self) -> None:
+        fd = os.open(self.parts / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ReportError(f"another scan is writing {self.out} (lock held on {self.parts})") from None
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _part_files(self) -> list[Path]:
+        return sorted(self.parts.glob("part-*.parquet"))
+
+    def done_batches(self) -> Iterator[tuple[int, int, pa.Table]]:
+        """What an interrupted run wrote (for --resume), streamed: ``(part, first row, rows)``.
+        Parts are numbered in the order they were written, so a later row for a path is the
+        newer one."""
+        for number, file in enumerate(self._part_files()[:self.first_new]):
+            first = 0
+            source = pq.ParquetFile(file, buffer_size=1 << 20, pre_buffer=False)
+            had, has = heads_in(source.schema_arrow.names), heads_in(self.schema.names)
+            if had != has:
+                raise ReportError(f"{self.parts} holds an interrupted scan with {had} head(s), this one "
+                                  f"has {has}: resume with the same --weights, or delete that folder to "
+                                  "start over")
+            for batch in source.iter_batches(batch_size=8192):
+                table = conform(pa.Table.from_batches([batch]), self.schema)
+                yield number, first, table
+                first += len(table)
+
+    def write(self, row: dict) -> None:
+        self.buffer.append(row)
+        if len(self.buffer) >= self.rows_per_part:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.buffer:
+            return
+        table = pa.Table.from_pylist(self.buffer, schema=self.schema)
+        final = self.parts / f"part-{self.next_part:05d}.parquet"
+        tmp = self.parts / f".tmp-{self.next_part:05d}.parquet"
+        try:
+            pq.write_table(table, tmp)
+            os.replace(tmp, final)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise ReportError(
+                f"cannot write {final}: {exc.strerror or exc}. The rows written before this are "
+                "kept; free space (or fix the folder) and rerun the same command with --resume") from None
+        self.next_part += 1
+        self.buffer.clear()
+
+    def _compact(self, kept: Callable[[int], list[int]]) -> None:
+        """Rewrite the interrupted run's parts with only the rows that stand (``kept(part)``:
+        their row numbers): rows of files rescanned since, or gone from the inputs, leave. Each
+        part is replaced atomically, so a crash here loses nothing that stands."""
+        for number, file in enumerate(self._part_files()[:self.first_new]):
+            rows = kept(number)
+            if len(rows) == pq.read_metadata(file).num_rows:  # all stand: not even read
+                continue
+            tmp = file.with_name(".tmp-" + file.name)
+            pq.write_table(pq.read_table(file).take(pa.array(rows, pa.int64())), tmp)
+            os.replace(tmp, file)
+
+    def _sorted(self) -> Iterator[pa.RecordBatch]:
+        """Every row of the parts, sorted by path, as a stream.
+
+        DuckDB sorts out of core within ``SORT_MEMORY`` (spilling to the parts folder), so
+        finishing a scan of any size takes the same memory; pyarrow's sort holds the whole
+        table (1.5 GB for 1,000,000 rows), and a hand-written external merge sort is what
+        DuckDB already is."""
+        files = self._part_files()
+        if not files:
+            yield from self.schema.empty_table().to_batches()
+            return
+        con = duckdb_connect(":memory:", self.parts / "sort.tmp")
+        retry = f"Every row is kept in {self.parts}: {{fix}} and rerun the same command with --resume"
+        try:
+            with duckdb_errors("sorting the report", retry):
+                rel = con.read_parquet([str(f) for f in files]).order("path")
+                stream = getattr(rel, "to_arrow_reader", None) or rel.fetch_arrow_reader  # duckdb 2.x, 1.x
+                for batch in stream(FINISH_BATCH):
+                    if batch.num_rows:
+                        table = pa.Table.from_batches([batch])
+                        yield from table.select(self.schema.names).cast(self.schema).to_batches()
+        finally:
+            con.close()
+
+    def finish(self, metadata: dict, kept: Callable[[int], list[int]] | None = None,
+               publish: Callable[[Path], None] | None = None) -> Path:
+        """Write the whole report atomically, sorted by path, and remove the parts.
+
+        ``kept`` (--resume): for each part of the interrupted run, the row numbers that stand.
+        ``publish(report)``: called once the local report is whole, before the parts go (an
+        upload to an object store): if it fails, the parts stay for --resume.
+        Every format is written batch by batch: memory does not grow with the report."""
+        self.flush()
+        if kept is not None:
+            self._compact(kept)
+        meta = json.dumps(metadata, sort_keys=True, default=str).encode()
+        tmp = None
+        try:
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{self.out.name}.", dir=self.out.parent)
+            os.close(fd)
+            tmp = Path(tmp_name)
+            os.chmod(tmp, file_mode())
+            self._write_sorted(tmp, meta)
+            if module(self.fmt).SIDECAR:
+                side = self.out.with_name(self.out.name + ".meta.json")
+                side_tmp = side.with_name("." + side.name + ".tmp")
+                side_tmp.write_bytes(meta)
+                os.replace(side_tmp, side)
+            os.replace(tmp, self.out)
+        except OSError as exc:
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+            raise ReportError(f"cannot write {self.out}: {exc.strerror or exc}. Every row is kept in "
+                              f"{self.parts}: fix that and rerun the same command with --resume") from None
+        except BaseException:
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+            raise
+        if publish is not None:
+            publish(self.out)
+        self._unlock()
+        shutil.rmtree(self.parts, ignore_errors=True)
+        return self.out
+
+    def _write_sorted(self, tmp: Path, meta: bytes) -> None:
+        module(self.fmt).write(tmp, self._sorted(), self.schema, meta)
+
+    def close(self) -> None:
+        """Keep what was written (for --resume) and release the lock."""
+        try:
+            self.flush()
+        finally:
+            self._unlock()
+
+    def __enter__(self) -> ReportWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,99 @@
+"""The report's schema: its columns and types, one set of head columns per head, and its formats.
+
+One row per file. The columns a script may rely on are documented in the README's schema table;
+reports written before a column existed read it as null (``OPTIONAL``).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+META_KEY = b"aiiscan"  # the Parquet schema-metadata key of the scan's metadata
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # Arrow's %S carries the fraction: 2026-11-23T01:16:45.599949Z
+
+SCHEMA = pa.schema([
+    ("path", pa.string()),
+    ("status", pa.string()),
+    ("error", pa.string()),
+    ("size", pa.int64()),
+    # UTC in microseconds, stored without a zone: DuckDB, pandas and pyarrow's to_pylist() read
+    # it with no extra module (a zoned one needs pytz in DuckDB; nanoseconds need pandas in
+    # to_pylist). CSV/JSONL spell it ISO 8601 with a Z (TIME_FORMAT).
+    ("mtime", pa.timestamp("us")),
+    # An object's ETag (object stores; an archive member's is its shard's), null for a local file:
+    # with size and mtime it tells --resume and --incremental whether an object changed.
+    ("etag", pa.string()),
+    ("sha256", pa.string()),
+    ("format", pa.string()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("mode", pa.string()),
+    ("score", pa.float64()),
+    ("label", pa.string()),
+    ("threshold", pa.float64()),
+    ("model_id", pa.string()),
+    # A score not computed by this scan's backbone pass: "unchanged" (same path, size and mtime
+    # in the --incremental report), "same_content" (same sha256 at another path of that report:
+    # a moved or copied file), "duplicate" (same sha256 as a file scored earlier in this scan).
+    # reused_from: the path whose score it carries. Both null for a score computed now.
+    ("reused", pa.string()),
+    ("reused_from", pa.string()),
+    # Provenance evidence (aiiscan.provenance): shown beside the score, never part of it.
+    ("has_exif", pa.bool_()),
+    ("exif_make", pa.string()),
+    ("exif_model", pa.string()),
+    ("exif_software", pa.string()),
+    ("exif_datetime_original", pa.string()),
+    ("exif_lens", pa.string()),
+    ("has_gps", pa.bool_()),
+    ("gps", pa.string()),
+    ("gen_params_present", pa.bool_()),
+    ("gen_tool", pa.string()),
+    ("gen_prompt", pa.string()),
+    ("iptc_digital_source_type", pa.string()),
+    ("xmp_creator_tool", pa.string()),
+    ("c2pa_present", pa.bool_()),
+    ("c2pa_declares_ai", pa.bool_()),
+    ("c2pa_claim_generator", pa.string()),
+    ("c2pa_valid", pa.bool_()),
+    ("provenance_hint", pa.string()),
+    ("metadata_error", pa.string()),
+])
+COLUMNS = SCHEMA.names
+OPTIONAL = ("reused", "reused_from", "etag")  # newer than some reports: read as null when absent
+HEAD_FIELDS = (("score", pa.float64()), ("label", pa.string()), ("threshold", pa.float64()),
+               ("model_id", pa.string()))
+
+
+def report_schema(heads: int = 1) -> pa.Schema:
+    """The report's schema for a scan with ``heads`` heads (``multihead``). One head: ``SCHEMA``,
+    exactly. Each further head k adds ``score_k``, ``label_k``, ``threshold_k``, ``model_id_k``,
+    and a multi-head report adds ``verdict`` (the combined label), all after ``model_id``."""
+    if heads <= 1:
+        return SCHEMA
+    at = SCHEMA.get_field_index("model_id") + 1
+    extra = [pa.field(f"{name}_{k}", kind) for k in range(2, heads + 1) for name, kind in HEAD_FIELDS]
+    return pa.schema([*SCHEMA][:at] + extra + [pa.field("verdict", pa.string())] + [*SCHEMA][at:])
+
+
+def heads_in(names: list[str]) -> int:
+    """How many heads a report with these columns holds."""
+    n = 1
+    while f"score_{n + 1}" in names:
+        n += 1
+    return n
+
+
+def conform(table: pa.Table, schema: pa.Schema = SCHEMA) -> pa.Table:
+    """A table with the report schema (``schema``: a multi-head report's). mtime from any earlier
+    spelling (nanoseconds, zoned) is truncated to microseconds; everything else must cast exactly."""
+    i = table.schema.get_field_index("mtime")
+    col = table.column(i)
+    if pa.types.is_string(col.type):
+        col = pc.cast(pc.replace_substring_regex(col, r"(Z|[+-]00:?00)$", ""), pa.timestamp("ns"))
+    table = table.set_column(i, "mtime", pc.cast(col, pa.timestamp("us"), safe=False))
+    for name in OPTIONAL:
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(len(table), pa.string()))
+    return table.select(schema.names).cast(schema)
