@@ -38,7 +38,7 @@ CASES = {  # name -> (generator in tests/hostile.py, its arguments)
 CHILD = """
 import json, resource, sys, time
 import aiiscan
-from aiiscan.decode import DecodeJob, decode_job
+from aiiscan.decode.job import DecodeJob, decode_job
 t = time.perf_counter()
 r = decode_job(DecodeJob(sys.argv[1], provenance=True))
 wall = time.perf_counter() - t

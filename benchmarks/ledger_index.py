@@ -40,10 +40,10 @@ def inner(way: str, report: str) -> None:
         lookup = rows.get
     else:
         from aiiscan.reports.ledger import Ledger
-        from aiiscan.scanner.driver import _load_old
+        from aiiscan.scanner.reuse import Reuse
 
         led = Ledger(Path(tempfile.mkdtemp()) / "index.sqlite", SCHEMA)
-        _load_old(led, report, MODEL)
+        Reuse(led, incremental=True).load_old(report, [MODEL])
         lookup = led.old_row
     load = time.perf_counter() - t0
     paths = [f"/archive/{i // 1000:06d}/photo_{i:09d}.jpg" for i in range(TREE, TREE + 5000)]

@@ -23,7 +23,7 @@ from aiiscan.reports.ledger import Ledger
 from aiiscan.reports.parts import ReportWriter
 from aiiscan.reports.read import iter_report, read_report
 from aiiscan.reports.schema import COLUMNS, SCHEMA
-from aiiscan.scanner import driver as scanner
+from aiiscan.scanner import plan, reuse
 from aiiscan.scanner.driver import options_from, run_scan
 
 from .conftest import write_empty, write_photos
@@ -74,7 +74,7 @@ def test_parts_are_written_while_the_crawl_goes_on(det, tmp_path, monkeypatch):
     for i in range(600):
         (root / f"x_{i:04d}.jpg").write_bytes(b"")
     crawled, at_first_part = [0], []
-    crawl = scanner.iter_inputs
+    crawl = plan.iter_inputs
 
     def counting(*a, **kw):
         for entry in crawl(*a, **kw):
@@ -88,7 +88,7 @@ def test_parts_are_written_while_the_crawl_goes_on(det, tmp_path, monkeypatch):
             at_first_part.append(crawled[0])
         flush(self)
 
-    monkeypatch.setattr(scanner, "iter_inputs", counting)
+    monkeypatch.setattr(plan, "iter_inputs", counting)
     monkeypatch.setattr(ReportWriter, "flush", noting)
     s = _scan([root], tmp_path / "r.csv", det, part_rows=50)
     assert s.status["error"] == 600 and crawled[0] == 600
@@ -211,7 +211,7 @@ def test_same_tree_same_rows_clean_resumed_incremental(det, tmp_path):
     # an interrupted run: its parts hold the first four rows and a stale row of a deleted file
     res = tmp_path / "res.parquet"
     writer = ReportWriter(res, rows_per_part=2)
-    done = scanner._mtime_int(read_report(clean).slice(0, 4)).to_pylist()
+    done = reuse._mtime_int(read_report(clean).slice(0, 4)).to_pylist()
     for r in done + [done[0] | {"path": str(tree / "gone.png")}]:
         writer.write(r)
     writer.close()

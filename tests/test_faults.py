@@ -151,7 +151,7 @@ def test_a_second_scan_on_the_same_output_refuses(folder, tmp_path):
 # death happens while that very file is being decoded, whatever the machine's load.
 _SUICIDE = """
 import os, signal
-import aiiscan.decode as decode
+import aiiscan.decode.job as decode
 
 _real = decode._decode
 

@@ -56,11 +56,11 @@ def test_hostile_corpus_scan_loses_nothing(corpus, head_prefix, tmp_path):
 def test_vanished_and_replaced_files_between_crawl_and_decode(tmp_path, head_prefix, monkeypatch):
     """The crawl lists the files; before a worker reads them, one is deleted, one becomes a
     directory and one a FIFO. Each gets an error row; nothing else changes."""
-    import aiiscan.scanner.driver as scanner
+    import aiiscan.scanner.plan as plan
 
     from .conftest import write_photos
     files = write_photos(tmp_path / "in", 6, seed=2)
-    real = scanner.iter_inputs
+    real = plan.iter_inputs
 
     def crawl_then_sabotage(*args, **kwargs):
         entries = list(real(*args, **kwargs))
@@ -71,7 +71,7 @@ def test_vanished_and_replaced_files_between_crawl_and_decode(tmp_path, head_pre
         os.mkfifo(files[2])
         return iter(entries)
 
-    monkeypatch.setattr(scanner, "iter_inputs", crawl_then_sabotage)
+    monkeypatch.setattr(plan, "iter_inputs", crawl_then_sabotage)
     summary = run_scan([str(tmp_path / "in")], tmp_path / "r.parquet", *options_from(weights=str(head_prefix),
                        device="cpu", workers=2, quiet=True))
     assert summary.exit_code == 3

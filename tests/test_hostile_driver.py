@@ -344,7 +344,7 @@ def test_undecodable_and_backslash_names_stay_apart_across_resume(tmp_path, head
 def test_report_paths_lead_back_to_their_files(tmp_path):
     """The HTML report finds thumbnails by the report's path: escaped names must lead back."""
     from aiiscan.reports.html import thumbnail
-    from aiiscan.scanner.driver import display_path
+    from aiiscan.textsafe import display_path
 
     for name in (os.fsdecode(b"a_\xff.png"), "a_\\xff.png", "back\\slash.png"):
         Image.new("RGB", (8, 8), (10, 200, 30)).save(tmp_path / name)

@@ -106,7 +106,7 @@ def test_every_file_string_is_clean_utf8(tmp_path):
 
 CHILD = """
 import json, resource, sys, time
-from aiiscan.decode import DecodeJob, decode_job
+from aiiscan.decode.job import DecodeJob, decode_job
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t = time.perf_counter()
 r = decode_job(DecodeJob(sys.argv[1], provenance=True))

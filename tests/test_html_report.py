@@ -260,7 +260,7 @@ def test_streamed_page_has_the_in_memory_figures(tmp_path, monkeypatch, dyadic, 
 
 _PEAK = """
 import sys
-from aiiscan.htmlreport import render
+from aiiscan.reports.html import render
 page = render(sys.argv[1])
 assert "rows in the report" in page
 print([int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")][0])

@@ -31,7 +31,7 @@ from aiiscan.reports.html import card_evidence, nice_ticks
 from aiiscan.reports.parts import ReportWriter
 from aiiscan.reports.read import read_report
 from aiiscan.reports.schema import COLUMNS
-from aiiscan.scanner.driver import ScanSummary
+from aiiscan.scanner.summary import ScanSummary
 
 from .conftest import write_photos
 

@@ -22,7 +22,7 @@ from .conftest import write_photos
 # Loaded by each spawned worker (PYTHONPATH): decoding a file named slow_* takes 60 s.
 _SLOW_HOOK = """
 import os, time
-import aiiscan.decode as decode
+import aiiscan.decode.job as decode
 
 _real = decode._decode
 

@@ -30,7 +30,7 @@ SLOW = ("zz_slow_0.png", "zz_slow_1.png", "zz_slow_2.png")  # last in key order;
 # so a kill lands while they are being read, after the earlier parts are on disk.
 _SLOW_HOOK = """
 import os, time
-import aiiscan.decode as decode
+import aiiscan.decode.job as decode
 
 _real = decode._decode
 

@@ -542,7 +542,7 @@ def scan(paths, output, fmt, from_list, weights, threshold, combine, resume, inc
     if summary.interrupted:
         kept = output
         if "://" in output:
-            from ..scanner.driver import staging_for
+            from ..scanner.staging import staging_for
             kept = str(staging_for(output, parts_dir))
         click.echo(f"interrupted: the rows written so far are kept in {for_terminal(kept)}.parts; "
                    f"resume with the same command plus --resume", err=True)

@@ -1,0 +1,92 @@
+"""The scan's plan: which inputs need a decode, and the row of every one that does not.
+
+The crawl streams inputs; each is either answered at once (a row of the interrupted run that
+still stands, an input not to be read, an unchanged file of the ``--incremental`` report) or
+becomes a ``DecodeJob``. What comes back from the engine becomes its row (``row``), reused
+scores included: the decision is made here, so every engine writes the same rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+
+from ..decode.job import DecodeJob, DecodeResult
+from ..inputs.archive import is_container
+from ..inputs.crawl import iter_inputs
+from ..inputs.location import ListingLost
+from ..options import ScanOptions
+from .reuse import Reuse
+from .rows import Rows
+from .summary import ScanSummary
+
+
+class Plan:
+    """One scan's inputs into jobs and results into rows: ``emit(row)`` writes a row, ``emit(None)``
+    counts a file that gets none (not an image)."""
+
+    def __init__(self, paths: Sequence[str], opts: ScanOptions, crop: int, reuse: Reuse, rows: Rows,
+                 summary: ScanSummary, emit: Callable[[dict | None], None]):
+        self.paths, self.opts, self.crop = paths, opts, crop
+        self.reuse, self.rows, self.summary, self.emit = reuse, rows, summary, emit
+        self.lost: ListingLost | None = None  # a listing cut off: the rows in flight still finish
+
+    def jobs(self) -> Iterator[DecodeJob]:
+        try:
+            yield from self._crawl()
+        except ListingLost as exc:
+            self.lost = exc
+
+    def _crawl(self) -> Iterator[DecodeJob]:
+        opts, summary = self.opts, self.summary
+        for entry in iter_inputs(self.paths, opts.from_list, opts.include, opts.exclude, opts.follow_symlinks,
+                                 seen=self.reuse.ledger.add_new, archives=opts.archives):
+            loc = entry.location
+            if opts.resume:
+                row = self.reuse.resumed(loc)
+                if row is not None:
+                    summary.resumed += 1
+                    summary.count(row)  # the summary and exit code describe the whole report
+                    continue
+                # else new, or changed since the interruption: (re)scanned, the new row wins
+            if entry.skip:
+                self.emit(self.rows.skipped(entry))
+                continue
+            prior = self.reuse.old_row(loc)
+            if prior is not None:
+                self.emit(self.rows.unchanged(prior, self.reuse.scores(prior)))
+                summary.reused += 1
+                continue
+            yield DecodeJob(loc, self.crop, max_pixels=opts.max_pixels, max_bytes=opts.max_bytes,
+                            explicit=entry.explicit, fast_decode=not opts.run.exact_decode, provenance=True,
+                            keep_gps=opts.keep_gps, prompts=opts.prompts)
+
+    def skip(self, res: DecodeResult) -> bool:
+        """Content whose scores the scan already has gets no backbone pass."""
+        return self.reuse.known(res.info.get("sha256"), res.location) is not None
+
+    def row(self, res: DecodeResult, scores: np.ndarray | None) -> None:
+        """The row of what the engine gave back for one job (``scores``: [variant, head])."""
+        summary = self.summary
+        if res.status == "skipped":  # found in a folder, not an image: counted, no row
+            summary.not_images += 1
+            summary.archives += is_container(res.location)
+            self.emit(None)
+            return
+        if res.status != "ok":
+            self.emit(self.rows.failed(res))
+            return
+        hit = self.reuse.known(res.info.get("sha256"), res.location)
+        if hit is None:
+            summary.scored += 1
+            self.emit(self.rows.scored(res, [float(x) for x in scores[0]], None))  # the original's
+            return
+        how, source, known = hit
+        if how == "duplicate":
+            summary.duplicates += 1
+        elif how == "unchanged":
+            summary.reused += 1
+        else:
+            summary.same_content += 1
+        self.emit(self.rows.scored(res, list(known), (how, source)))

@@ -1,0 +1,130 @@
+"""What a scan knows before it scores a file, kept on disk (``reports.ledger``), not in memory.
+
+- ``--resume``: the rows an interrupted run wrote; one stands while its file is unchanged.
+- ``--incremental OLD``: the old report's rows made by the same heads; an unchanged file keeps
+  its row, a moved or copied one (same sha256) its scores.
+- content scored earlier in this scan: a duplicate keeps the first copy's scores.
+
+"Unchanged" means the same size and mtime (µs); for an object whose row and listing both have an
+ETag, the same size and ETag (an object rewritten with the same size has a new ETag, and mtimes
+from a listing and a HEAD request may differ in precision).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .. import inputs
+from ..inputs.location import Location
+from ..reports.ledger import Ledger
+from ..reports.parts import ReportWriter
+from ..reports.read import iter_report
+from ..reports.schema import heads_in
+from .summary import SHOWN_HEADS
+
+
+def _mtime_int(table: pa.Table) -> pa.Table:
+    """mtime as int64 (the report's microseconds), to compare with the file system's clock."""
+    return table.set_column(table.schema.get_field_index("mtime"), "mtime",
+                            table.column("mtime").cast(pa.int64()))
+
+
+def unchanged(loc: Location, old: dict) -> bool:
+    """Whether ``loc`` is still what ``old`` describes. A local file costs one stat; a URL a HEAD
+    request (or none: the listing's answer is remembered); a member the shard's index."""
+    try:
+        st = inputs.stat(loc)
+    except OSError:
+        return False
+    if st.etag and old.get("etag"):  # the ETag decides: a store's listing and its HEAD may
+        return st.etag == old["etag"] and st.size == old["size"]  # give mtimes of unlike precision
+    return st.size == old["size"] and st.mtime_us == old["mtime"]
+
+
+class Reuse:
+    """The scan's lookups: what is done, what the old report holds, what content was scored."""
+
+    def __init__(self, ledger: Ledger, incremental: bool):
+        self.ledger = ledger
+        self.incremental = incremental
+
+    def load_old(self, report: str | Path, models: Sequence[str]) -> tuple[int, list[str]]:
+        """The old report's reusable rows into the ledger, streamed: scored by this scan's heads
+        (the same number of heads, the same model ids in the same order; else none is reused).
+
+        Returns how many of its scored rows other heads made (so a scan that reuses nothing can
+        say why) and their model ids, one string per set of heads ("a", or "a + b" for two), at
+        most ``SHOWN_HEADS`` and one more to show that there are more."""
+        other = 0
+        sets: dict[str, None] = {}  # ordered, first met first
+
+        def reusable() -> Iterator[pa.Table]:
+            nonlocal other
+            for table in iter_report(report):
+                theirs = ["model_id", *(f"model_id_{k}" for k in range(2, heads_in(table.column_names) + 1))]
+                ok = pc.fill_null(pc.equal(table.column("status"), "ok"), False)
+                if len(theirs) == len(models):
+                    same = ok
+                    for col, model in zip(theirs, models, strict=True):
+                        same = pc.and_(same, pc.equal(table.column(col), model))
+                    same = pc.fill_null(same, False)
+                    yield _mtime_int(table.filter(same))
+                    foreign = table.filter(pc.and_(ok, pc.invert(same))).select(theirs)
+                else:  # another number of heads: no row is reused
+                    foreign = table.filter(ok).select(theirs)
+                other += foreign.num_rows
+                if foreign.num_rows and len(sets) <= SHOWN_HEADS:
+                    for ids in foreign.group_by(theirs, use_threads=False).aggregate([]).to_pylist():
+                        sets.setdefault(" + ".join(str(ids[c]) for c in theirs), None)
+        self.ledger.load_old(reusable())
+        return other, list(sets)[:SHOWN_HEADS + 1]
+
+    def load_done(self, writer: ReportWriter) -> None:
+        """The interrupted run's rows (``--resume``)."""
+        for part, first, table in writer.done_batches():
+            self.ledger.load_done(part, _mtime_int(table), first)
+
+    def resumed(self, loc: Location) -> dict | None:
+        """The interrupted run's row for ``loc`` if it still describes the file (it then stands
+        in the report); None: new, or changed since, so scanned again. A row that recorded no
+        size or mtime (unreadable, or skipped at the crawl) has nothing to compare and stands."""
+        shown = loc.display()
+        row = self.ledger.done_row(shown)
+        if row is None:
+            return None
+        if row["size"] is not None and row["mtime"] is not None and not unchanged(loc, row):
+            return None
+        self.ledger.keep(shown)
+        return row
+
+    def old_row(self, loc: Location) -> dict | None:
+        """The old report's row of a file unchanged since (``--incremental``)."""
+        prior = self.ledger.old_row(loc.display()) if self.incremental else None
+        return prior if prior and unchanged(loc, prior) else None
+
+    def scores(self, row: dict) -> list[float]:
+        """A row's scores, one per head."""
+        return [row[c] for c in self.ledger.scores]
+
+    def known(self, sha: str | None, loc: Location) -> tuple[str, str, tuple[float, ...]] | None:
+        """Scores this scan already has for this content: (how, from which path, one per head).
+        A file touched since the old report but with its content unchanged is ``unchanged``."""
+        if not sha:
+            return None
+        hit = self.ledger.scored(sha)
+        if hit is not None:
+            return "duplicate", hit[0], hit[1]
+        shown = loc.display()
+        hit = self.ledger.old_content(sha, shown) if self.incremental else None
+        if hit is None:
+            return None
+        return ("unchanged" if hit[0] == shown else "same_content"), hit[0], hit[1]
+
+    def record(self, row: dict) -> None:
+        """A row written by this scan: its scores answer later copies of its content."""
+        if row["status"] == "ok" and row["sha256"] and row["score"] is not None:
+            self.ledger.add_scored(row["sha256"], row["path"], tuple(row[c] for c in self.ledger.scores))

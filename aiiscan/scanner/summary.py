@@ -1,0 +1,177 @@
+"""What a scan did: the counts its summary prints and the metadata its report keeps."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..engines import Engine
+from ..errors import EXIT_FILE_ERRORS, EXIT_INTERRUPTED, EXIT_OK
+from ..files import now_iso
+from ..models import ScorerLike
+from ..options import ScanOptions
+from ..textsafe import display_path
+from ..version import __version__
+
+SHOWN_HEADS = 3  # sets of other heads' model ids named in the summary
+
+
+@dataclass
+class ScanSummary:
+    report: Path | None
+    status: Counter = field(default_factory=Counter)
+    labels: Counter = field(default_factory=Counter)
+    scored: int = 0
+    reused: int = 0
+    same_content: int = 0
+    duplicates: int = 0
+    resumed: int = 0
+    other_heads: int = 0  # scored rows of the --incremental report made by other heads: not reused
+    other_head_ids: list[str] = field(default_factory=list)  # their model ids (``_load_old``)
+    not_images: int = 0
+    archives: int = 0  # among not_images: .tar/.zip files left closed (no --archives)
+    seconds: float = 0.0
+    threshold: float | None = None
+    threshold_source: str = "none"
+    interrupted: bool = False
+    hints: Counter = field(default_factory=Counter)
+    # multi-head scans only: each further head (model id, threshold, its source), the
+    # (head k >= 2, label) counts, the way the verdict combines labels and the verdict counts
+    more_heads: list[tuple[str, float | None, str]] = field(default_factory=list)
+    head_labels: Counter = field(default_factory=Counter)
+    combine: str | None = None
+    verdicts: Counter = field(default_factory=Counter)
+
+    def count(self, row: dict) -> None:
+        self.status[row["status"]] += 1
+        if row.get("label"):
+            self.labels[row["label"]] += 1
+        if row.get("provenance_hint"):
+            self.hints[row["provenance_hint"]] += 1
+        for k in range(2, len(self.more_heads) + 2):
+            if row.get(f"label_{k}"):
+                self.head_labels[k, row[f"label_{k}"]] += 1
+        if row.get("verdict"):
+            self.verdicts[row["verdict"]] += 1
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        return EXIT_FILE_ERRORS if self.status.get("error") else EXIT_OK
+
+    def lines(self) -> list[str]:
+        rate = self.scored / self.seconds if self.seconds > 0 else 0.0
+        if self.threshold is None:
+            labels = ("none (the head has no calibrated threshold: run `aiiscan calibrate` or pass "
+                      "--threshold)")
+        else:
+            labels = (", ".join(f"{k} {v}" for k, v in sorted(self.labels.items()))
+                      or "none (no file was scored)")
+        out = [
+            "status: " + (", ".join(f"{k} {v}" for k, v in sorted(self.status.items())) or "no files"),
+            "labels: " + labels,
+            "threshold: " + ("none (not calibrated)" if self.threshold is None else
+                             f"{self.threshold:.6g} ({self.threshold_source})"),
+            *self._head_lines(),
+            "provenance: " + (", ".join(f"{k} {v}" for k, v in sorted(self.hints.items())) or "no hints")
+            + " (file metadata: evidence beside the score, not part of it)",
+            f"scored {_n(self.scored, 'file')} in {self.seconds:.1f}s"
+            + (f" ({rate:.1f} files/s); " if self.scored else "; ") +
+            f"reused {self.reused} unchanged, {self.same_content} moved or copied (same content), "
+            f"{_n(self.duplicates, 'duplicate')} of files scored in this scan (column reused); "
+            f"{self.resumed} from the interrupted run; "
+            f"{_n(self.not_images, 'non-image file')} in folders ignored",
+        ]
+        if self.other_heads:
+            ids = "; ".join(self.other_head_ids[:SHOWN_HEADS])
+            more = "; and more" if len(self.other_head_ids) > SHOWN_HEADS else ""
+            out.append(f"note: {_n(self.other_heads, 'row')} of the --incremental report "
+                       f"{'was' if self.other_heads == 1 else 'were'} made by other heads "
+                       f"(model_id {ids}{more}): not reused")
+        if self.status.get("error"):
+            out.append(f"{_n(self.status['error'], 'file')} could not be scored: see the rows with "
+                       "status=error, each with its reason")
+        if self.archives:
+            out.append(f"{_n(self.archives, 'archive')} (.tar, .tar.gz, .zip) found in folders and left "
+                       "closed: add --archives to scan their members")
+        if self.status.get("skipped"):
+            out.append(f"{_n(self.status['skipped'], 'symbolic link')} not followed (status=skipped): "
+                       "add --follow-symlinks to scan their targets")
+        if self.report:
+            out.append(f"report: {self.report}")
+        return out
+
+    def _head_lines(self) -> list[str]:
+        """Multi-head scans: each further head's labels and threshold, and the verdict."""
+        out = []
+        for k, (mid, thr, source) in enumerate(self.more_heads, start=2):
+            labels = ", ".join(f"{lab} {n}" for (h, lab), n in sorted(self.head_labels.items()) if h == k)
+            out.append(f"head {k} ({mid}): labels " + (labels or "none") + "; threshold "
+                       + ("none" if thr is None else format(thr, ".6g")) + f" ({source})")
+        if self.combine:
+            out.append(f"verdict (--combine {self.combine}): "
+                       + (", ".join(f"{k} {v}" for k, v in sorted(self.verdicts.items())) or "none"))
+        return out
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+def metadata(summary: ScanSummary, opts: ScanOptions, engine: Engine, model: ScorerLike,
+             paths: Sequence[str], started: str) -> dict:
+    """The report's metadata: what made it (heads, engine, options as given) and what it holds."""
+    card, run = model.card, opts.run
+    heads = model.heads
+    more = {} if len(heads) == 1 else {
+        "heads": [{"model_id": h.model_id, "kind": h.card.kind, "model_card_sha256": h.card.digest(),
+                   "backbone": h.card.backbone.to_dict(), "threshold_block": _block(h.card.threshold)}
+                  for h in heads],
+        "head_thresholds": [summary.threshold, *(t for _, t, _ in summary.more_heads)],
+        "combine": summary.combine,
+        "backbone_passes": model.passes,
+    }
+    return {
+        "aiiscan_version": __version__,
+        "model_id": model.model_id,
+        "model_card_sha256": card.digest(),
+        "backbone": card.backbone.to_dict(),
+        "threshold": summary.threshold,
+        "threshold_source": summary.threshold_source,
+        "threshold_block": _block(card.threshold),
+        "command": opts.command,
+        "roots": [display_path(p) for p in paths],
+        "from_list": opts.from_list,
+        "started": started,
+        "finished": now_iso(),
+        "counts": dict(summary.status),
+        "labels": dict(summary.labels),
+        "provenance_hints": dict(summary.hints),
+        "keep_gps": opts.keep_gps,
+        "decode": "exact" if run.exact_decode else "fast (JPEG DCT scaling)",
+        "precision": model.precision,
+        "engine": engine.name,
+        "engine_options": engine.describe(),
+        "torch_threads": run.threads,
+        "prompts": opts.prompts,
+        "resumed_rows": summary.resumed,
+        "reused_rows": summary.reused,
+        "incremental_other_heads_rows": summary.other_heads,
+        "same_content_rows": summary.same_content,
+        "duplicate_rows": summary.duplicates,
+        "options": opts.to_dict(),  # everything the scan was asked to do, as given
+        **more,
+    }
+
+
+def _block(threshold) -> dict | None:
+    return None if threshold is None else threshold.to_dict()
+
+
+
+
+def _block(threshold) -> dict | None:
+    return None if threshold is None else threshold.to_dict()
