@@ -1,4 +1,9 @@
-"""aiiscan: flag AI-generated images with CLIP-Flow, a flow trained only on natural photos."""
+"""aiiscan: flag AI-generated images with CLIP-Flow, a flow trained only on natural photos.
+
+The front door: ``aiiscan.scan``, ``load``, ``train``, ``finetune``, ``calibrate``, ``evaluate``,
+``report``, ``list_heads`` (``api``) and ``Detector``, each imported on first use, so that decode
+workers, which import this package, never pay for torch.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 from .version import __version__
 
-__all__ = ["Detector", "scan", "__version__"]
+__all__ = ["Detector", "scan", "load", "train", "finetune", "calibrate", "evaluate", "report", "list_heads",
+           "__version__"]
 
 if TYPE_CHECKING:
+    from .api import calibrate, evaluate, finetune, list_heads, load, report, scan, train
     from .models.scorer import Detector
-    from .scanner.driver import scan
 
 
 def _is_our_spawned_worker() -> bool:
@@ -34,13 +40,12 @@ if _is_our_spawned_worker():
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy: decode workers import this package and must not pay for torch.
     if name == "Detector":
         from .models.scorer import Detector
 
         return Detector
-    if name == "scan":
-        from .scanner.driver import scan
+    if name in __all__:
+        from . import api
 
-        return scan
+        return getattr(api, name)
     raise AttributeError(name)

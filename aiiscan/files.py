@@ -1,11 +1,26 @@
-"""File utilities every stage shares (atomic writes, permissions, timestamps); no torch here."""
+"""Files a command writes: one policy for every output (reports, HTML pages, heads, tables,
+plots), atomic writes, permissions, timestamps. No torch here.
+
+Outputs are checked before any work starts, so a mistake costs seconds, not a scan:
+- missing parent folders are created;
+- a path that exists and is not a regular file (a folder, a device such as /dev/null, a FIFO,
+  a symbolic link) is refused: aiiscan only ever replaces regular files;
+- an existing file is refused unless ``overwrite`` (``--overwrite``): a report is never
+  replaced silently;
+- the folder must accept a new file of the longest name the command will create (write
+  permission and the file system's name length are probed with a real temporary file).
+"""
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+
+from .errors import AiiscanError
 
 
 def now_iso() -> str:
@@ -33,3 +48,101 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# The longest name a command derives from its output's name: ".NAME." + mkstemp's 8 characters.
+TEMP_OVERHEAD = 10
+
+
+class OutputError(AiiscanError):
+    """An output path that cannot or may not be written."""
+
+
+def check_output(path: str | Path, *, overwrite: bool = False, companions: Sequence[str] = (),
+                 what: str = "output") -> Path:
+    """Validate ``path`` (and sibling names derived from it) for writing; create its folder.
+
+    ``companions`` are suffixes of files or folders written next to it (``.parts``,
+    ``.meta.json``...): they must fit the name length too, and must not be non-regular files.
+    An object-store URL (``s3://bucket/key``) gets no local check: it must name an object, not
+    a prefix, and an existing object is refused unless ``overwrite``.
+    """
+    from .inputs import is_remote
+    if is_remote(str(path)):
+        check_url_output(str(path), overwrite=overwrite, what=what)
+        return path  # type: ignore[return-value]  # a URL stays a string
+    path = Path(path)
+    if not path.name or path.name in (".", ".."):
+        raise OutputError(f"{what} {str(path)!r} names a folder, not a file")
+    for candidate in (path, *(path.with_name(path.name + s) for s in companions if s != ".parts")):
+        try:
+            st = os.lstat(candidate)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise OutputError(f"cannot use {what} {candidate}: {exc.strerror or exc}") from None
+        if not stat.S_ISREG(st.st_mode):
+            kind = ("a folder" if stat.S_ISDIR(st.st_mode) else "a symbolic link"
+                    if stat.S_ISLNK(st.st_mode) else "a device or special file")
+            raise OutputError(f"{what} {candidate} exists and is {kind}; aiiscan only replaces regular "
+                              "files: choose another path")
+        if candidate == path and not overwrite:
+            raise OutputError(f"{what} {path} already exists: pass --overwrite to replace it, or choose "
+                              "another path")
+    parent = path.parent
+    made = [p for p in (parent, *parent.parents) if not p.exists()]  # removed again if refused
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the folder {parent} for {what} {path}: "
+                          f"{exc.strerror or exc}") from None
+    try:
+        _check_folder(path, companions, what)
+    except OutputError:
+        for folder in made:  # deepest first: a refused output leaves nothing behind
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
+    return path
+
+
+def _check_folder(path: Path, companions: Sequence[str], what: str) -> None:
+    """The folder takes the output's longest name and a real temporary file."""
+    parent = path.parent
+    try:
+        name_max = os.pathconf(parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    longest = max([len(os.fsencode(path.name)) + TEMP_OVERHEAD,
+                   *(len(os.fsencode(path.name + s)) for s in companions)])
+    if longest > name_max:
+        raise OutputError(f"{what} name {path.name!r} is too long for this file system (aiiscan needs "
+                          f"{longest - len(os.fsencode(path.name))} more bytes than it for temporary "
+                          f"and side files; the limit is {name_max}): choose a shorter name")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"cannot write {what} {path}: {exc.strerror or exc}") from None
+
+
+def check_url_output(url: str, *, overwrite: bool = False, what: str = "output") -> None:
+    """An object-store output: a writable scheme, an object name, no existing object unless
+    ``overwrite``. One request (a HEAD, or a listing of the name as a prefix)."""
+    from .inputs.store import LISTABLE, StoreError, scheme, url_kind
+    if scheme(url) not in LISTABLE:
+        raise OutputError(f"{what} {url}: aiiscan writes only to s3://, gs:// and az:// (abfs://) URLs")
+    if url.endswith("/") or url.rstrip("/").count("/") <= 2:
+        raise OutputError(f"{what} {url!r} names a bucket or a prefix, not an object")
+    try:
+        kind = url_kind(url)
+    except StoreError as exc:
+        raise OutputError(f"cannot check {what} {url}: {exc}") from None
+    if kind == "directory":
+        raise OutputError(f"{what} {url} is a prefix with objects under it; choose an object name")
+    if kind == "file" and not overwrite:
+        raise OutputError(f"{what} {url} already exists: pass --overwrite to replace it, or choose "
+                          "another name")

@@ -108,7 +108,8 @@ def trained_detector(backbone_name: str, out: Path, n_photos: int = 200):
     from aiiscan.models.backbone import TINY_CONFIG, build_backbone
     from aiiscan.models.headfile import load_head
     from aiiscan.models.scorer import Detector
-    from aiiscan.tasks.train import TrainConfig, train
+    from aiiscan.options import TrainOptions
+    from aiiscan.tasks.train import train
 
     photos = sorted(str(p) for p in TRAIN_NATURAL.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     if not photos:
@@ -116,6 +117,6 @@ def trained_detector(backbone_name: str, out: Path, n_photos: int = 200):
     name = str(TINY_CONFIG) if backbone_name == "tiny" else backbone_name
     bb = build_backbone(name, "none", device="cpu", quiet=True)
     if not Path(f"{out}.json").is_file():
-        cfg = TrainConfig(mode="N+P", proxy=ProxySpec(ratio=0.1), epochs=3, batch_size=32, lr=1e-3, views=1)
+        cfg = TrainOptions(mode="N+P", proxy=ProxySpec(ratio=0.1), epochs=3, batch_size=32, lr=1e-3, views=1)
         train(bb, photos[:n_photos], out, cfg, backbone_source=name, progress=False)
     return Detector(bb, *load_head(out))

@@ -30,7 +30,8 @@ def main() -> None:
 
     import ray
 
-    from aiiscan.scanner.driver import options_from, run_scan
+    from aiiscan.api import scan_options
+    from aiiscan.scanner.driver import run_scan
 
     paths = small_jpegs(Path(args.cache) / "small", args.files)
     head = Path(args.cache) / "fidelity-head-tiny"
@@ -48,7 +49,7 @@ def main() -> None:
                 out = Path(tmp) / f"{engine}.parquet"
                 t = time.perf_counter()
                 s = run_scan([], out,
-                             *options_from(weights=str(head), from_list=str(listing), device="cpu",
+                             *scan_options(weights=str(head), from_list=str(listing), device="cpu",
                                            engine=engine, quiet=True))
                 rates[engine].append(s.scored / (time.perf_counter() - t))
                 out.unlink()

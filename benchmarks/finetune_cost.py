@@ -22,8 +22,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aiiscan.models.backbone import build_backbone  # noqa: E402
-from aiiscan.tasks.finetune import FinetuneConfig, _Model  # noqa: E402
-from aiiscan.tasks.masking import MaskSpec  # noqa: E402
+from aiiscan.options import FinetuneOptions, MaskSpec  # noqa: E402
+from aiiscan.tasks.finetune import _Model  # noqa: E402
 
 
 def main() -> None:
@@ -41,7 +41,7 @@ def main() -> None:
     bb = build_backbone(args.backbone, "none", device="cpu", quiet=True)
     print(f"{args.backbone}: built in {time.perf_counter() - t:.1f}s, {torch.get_num_threads()} threads, "
           f"batch {args.batch_size}, tune-blocks {args.tune_blocks}")
-    model = _Model(bb, FinetuneConfig(tune_blocks=args.tune_blocks), own=True)
+    model = _Model(bb, FinetuneOptions(tune_blocks=args.tune_blocks), own=True)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     size = bb.image_size
     crops = np.random.default_rng(0).integers(0, 256, (args.batch_size, size, size, 3), dtype=np.uint8)

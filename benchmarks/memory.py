@@ -171,7 +171,8 @@ def inner(args) -> None:
     if args.inner == "report":
         inner_report(args)
         return
-    from aiiscan.scanner.driver import options_from, run_scan
+    from aiiscan.api import scan_options
+    from aiiscan.scanner.driver import run_scan
 
     det = detector_for("tiny")
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
@@ -186,7 +187,7 @@ def inner(args) -> None:
         t0 = time.perf_counter()
         threading.Thread(target=_watch_parts, args=(out.with_name(out.name + ".parts"), t0, box),
                          daemon=True).start()
-        s = run_scan([args.folder], out, *options_from(**kw))
+        s = run_scan([args.folder], out, *scan_options(**kw))
         box["stop"] = True
         seconds = time.perf_counter() - t0
         if out.suffix == ".csv":

@@ -51,8 +51,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
 
+    from aiiscan.api import scan_options
     from aiiscan.reports.read import read_report
-    from aiiscan.scanner.driver import options_from, run_scan
+    from aiiscan.scanner.driver import run_scan
 
     det = detector_for(args.backbone)
     passes = [0]
@@ -67,7 +68,7 @@ def main() -> None:
     def scan(root: Path, out: Path, **kw) -> tuple[float, int]:
         passes[0] = 0
         t0 = time.perf_counter()
-        run_scan([str(root)], out, *options_from(detector=det, workers=args.workers, quiet=True, **kw))
+        run_scan([str(root)], out, *scan_options(detector=det, workers=args.workers, quiet=True, **kw))
         return time.perf_counter() - t0, passes[0]
 
     with tempfile.TemporaryDirectory() as tmp:

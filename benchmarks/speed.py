@@ -116,7 +116,8 @@ def dataloader_loop(det, paths: list[str], workers: int, runs: int) -> float:
 
 
 def aiiscan_e2e(det, paths: list[str], batch: int, workers: int, runs: int, fast: bool) -> float:
-    from aiiscan.scanner.driver import options_from, run_scan
+    from aiiscan.api import scan_options
+    from aiiscan.scanner.driver import run_scan
 
     with tempfile.TemporaryDirectory() as tmp:
         listing = Path(tmp) / "list.txt"
@@ -125,7 +126,7 @@ def aiiscan_e2e(det, paths: list[str], batch: int, workers: int, runs: int, fast
         def run() -> int:
             out = Path(tmp) / "r.parquet"
             s = run_scan([], out,
-                         *options_from(detector=det, from_list=str(listing), workers=workers,
+                         *scan_options(detector=det, from_list=str(listing), workers=workers,
                                        batch_size=batch, exact_decode=not fast, quiet=True))
             out.unlink()
             return s.scored

@@ -87,10 +87,11 @@ def photos(tmp_path_factory) -> list[str]:
 @pytest.fixture(scope="session")
 def head_prefix(tmp_path_factory, backbone, photos) -> Path:
     from aiiscan.decode.proxies import ProxySpec
-    from aiiscan.tasks.train import TrainConfig, train
+    from aiiscan.options import TrainOptions
+    from aiiscan.tasks.train import train
 
     out = tmp_path_factory.mktemp("head") / "tiny"
-    cfg = TrainConfig(mode="N+P", proxy=ProxySpec(ratio=0.1), epochs=2, batch_size=8, lr=1e-3,
+    cfg = TrainOptions(mode="N+P", proxy=ProxySpec(ratio=0.1), epochs=2, batch_size=8, lr=1e-3,
                       views=1, workers=0)
     train(backbone, photos, out, cfg, progress=False, backbone_source=str(TINY_CONFIG))
     return out
@@ -100,10 +101,11 @@ def head_prefix(tmp_path_factory, backbone, photos) -> Path:
 def head2_prefix(tmp_path_factory, backbone, photos) -> Path:
     """A second CLIP-Flow head on the same tiny backbone (P mode, another seed)."""
     from aiiscan.decode.proxies import ProxySpec
-    from aiiscan.tasks.train import TrainConfig, train
+    from aiiscan.options import TrainOptions
+    from aiiscan.tasks.train import train
 
     out = tmp_path_factory.mktemp("head2") / "tiny2"
-    cfg = TrainConfig(mode="P", proxy=ProxySpec(ratio=0.1), epochs=1, batch_size=8, lr=1e-3,
+    cfg = TrainOptions(mode="P", proxy=ProxySpec(ratio=0.1), epochs=1, batch_size=8, lr=1e-3,
                       views=1, workers=0, seed=1)
     train(backbone, photos, out, cfg, progress=False, backbone_source=str(TINY_CONFIG))
     return out
@@ -112,13 +114,14 @@ def head2_prefix(tmp_path_factory, backbone, photos) -> Path:
 @pytest.fixture(scope="session")
 def mpft_prefix(tmp_path_factory, backbone) -> Path:
     """An MPFT head tuned (one short epoch) from the same tiny backbone: its own backbone pass."""
-    from aiiscan.tasks.finetune import FinetuneConfig, finetune
+    from aiiscan.options import FinetuneOptions
+    from aiiscan.tasks.finetune import finetune
 
     root = tmp_path_factory.mktemp("mpft")
     natural = write_photos(root / "natural", 8, seed=31)
     ai = write_photos(root / "ai", 8, seed=32)
     out = root / "mpft"
-    cfg = FinetuneConfig(tune_blocks=1, epochs=1, batch_size=8, val_fraction=0.25, workers=0, patience=1)
+    cfg = FinetuneOptions(tune_blocks=1, epochs=1, batch_size=8, val_fraction=0.25, workers=0, patience=1)
     finetune(backbone, natural, ai, out, cfg, backbone_source=str(TINY_CONFIG), progress=False)
     return out
 

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from aiiscan.api import scan_options
 from aiiscan.decode.job import DecodeJob
 from aiiscan.models.batcher import feature_batches
 from aiiscan.models.headfile import load_head
@@ -24,7 +25,7 @@ from aiiscan.reports.parts import ReportWriter
 from aiiscan.reports.read import iter_report, read_report
 from aiiscan.reports.schema import COLUMNS, SCHEMA
 from aiiscan.scanner import plan, reuse
-from aiiscan.scanner.driver import options_from, run_scan
+from aiiscan.scanner.driver import run_scan
 
 from .conftest import write_empty, write_photos
 
@@ -51,7 +52,7 @@ class Passes:
 
 
 def _scan(paths, out, det, **kw):
-    return run_scan([str(p) for p in paths], out, *options_from(detector=det, workers=0, quiet=True, **kw))
+    return run_scan([str(p) for p in paths], out, *scan_options(detector=det, workers=0, quiet=True, **kw))
 
 
 def _rows(report) -> dict[str, dict]:

@@ -4,15 +4,17 @@ tensors, the best state and the optimizer's moments, so the last epoch's update 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from aiiscan.models.backbone import build_backbone
-from aiiscan.tasks.finetune import FinetuneConfig, FinetuneError, finetune
+from aiiscan.options import FinetuneOptions, TrainOptions
+from aiiscan.tasks.finetune import FinetuneError, finetune
 from aiiscan.tasks.selftest import TINY64_CONFIG, planted_pairs
-from aiiscan.tasks.train import TrainConfig, TrainingError, train
+from aiiscan.tasks.train import TrainingError, train
 
 from .test_finetune import SIZE
 
@@ -39,7 +41,7 @@ def _same_run(a, b):
 
 
 def test_resumed_training_equals_the_uninterrupted_run(tmp_path, backbone, photos):
-    cfg = TrainConfig(mode="N+P", epochs=3, batch_size=8, lr=1e-3, views=1, workers=0)
+    cfg = TrainOptions(mode="N+P", epochs=3, batch_size=8, lr=1e-3, views=1, workers=0)
     train(backbone, photos, tmp_path / "whole", cfg, progress=False)
     with pytest.raises(KeyboardInterrupt):
         train(backbone, photos, tmp_path / "cut", cfg, progress=False, on_epoch=_stop_after_first)
@@ -54,7 +56,7 @@ def test_resumed_finetuning_equals_the_uninterrupted_run(tmp_path, one_thread):
     nat, ai = planted_pairs(tmp_path / "d", 6, 5, SIZE)
     bb = build_backbone(str(TINY64_CONFIG), "none", device="cpu", quiet=True)
     before = {k: v.clone() for k, v in bb.visual.state_dict().items()}
-    cfg = FinetuneConfig(epochs=2, batch_size=4, lr=1e-3, views=1, workers=0, val_fraction=0.34, patience=5)
+    cfg = FinetuneOptions(epochs=2, batch_size=4, lr=1e-3, views=1, workers=0, val_fraction=0.34, patience=5)
     finetune(bb, nat, ai, tmp_path / "whole", cfg, progress=False)
     with pytest.raises(KeyboardInterrupt):
         finetune(bb, nat, ai, tmp_path / "cut", cfg, progress=False, on_epoch=_stop_after_first)
@@ -71,14 +73,14 @@ def test_resumed_finetuning_equals_the_uninterrupted_run(tmp_path, one_thread):
 def test_a_left_checkpoint_is_refused_without_resume_and_a_foreign_one_with_it(tmp_path, backbone, photos,
                                                                                 kind, one_thread):
     if kind == "train":
-        cfg, error = TrainConfig(mode="N+P", epochs=2, batch_size=8, views=1, workers=0), TrainingError
+        cfg, error = TrainOptions(mode="N+P", epochs=2, batch_size=8, views=1, workers=0), TrainingError
 
         def run(out, cfg, **kw):
             return train(backbone, photos, out, cfg, progress=False, **kw)
     else:
         nat, ai = planted_pairs(tmp_path / "d", 6, 5, SIZE)
         bb = build_backbone(str(TINY64_CONFIG), "none", device="cpu", quiet=True)
-        cfg = FinetuneConfig(epochs=2, batch_size=4, views=1, workers=0, val_fraction=0.34)
+        cfg = FinetuneOptions(epochs=2, batch_size=4, views=1, workers=0, val_fraction=0.34)
         error = FinetuneError
 
         def run(out, cfg, **kw):
@@ -88,7 +90,7 @@ def test_a_left_checkpoint_is_refused_without_resume_and_a_foreign_one_with_it(t
         run(tmp_path / "r", cfg, on_epoch=_stop_after_first)
     with pytest.raises(error, match="interrupted .* add --resume"):
         run(tmp_path / "r", cfg)
-    cfg.seed = 99
+    cfg = replace(cfg, seed=99)
     with pytest.raises(error, match="different run"):
         run(tmp_path / "r", cfg, resume=True)
     assert (tmp_path / "r.ckpt.json").is_file()  # a refusal keeps the checkpoint

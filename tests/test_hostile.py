@@ -7,8 +7,10 @@ from collections import Counter
 
 import pytest
 
+from aiiscan.api import scan_options
 from aiiscan.reports.read import read_report
-from aiiscan.scanner.driver import display_path, options_from, run_scan
+from aiiscan.scanner.driver import run_scan
+from aiiscan.textsafe import display_path
 
 from .hostile import make_corpus
 
@@ -72,7 +74,7 @@ def test_vanished_and_replaced_files_between_crawl_and_decode(tmp_path, head_pre
         return iter(entries)
 
     monkeypatch.setattr(plan, "iter_inputs", crawl_then_sabotage)
-    summary = run_scan([str(tmp_path / "in")], tmp_path / "r.parquet", *options_from(weights=str(head_prefix),
+    summary = run_scan([str(tmp_path / "in")], tmp_path / "r.parquet", *scan_options(weights=str(head_prefix),
                        device="cpu", workers=2, quiet=True))
     assert summary.exit_code == 3
     rows = {r["path"]: r for r in read_report(summary.report).to_pylist()}
@@ -90,12 +92,12 @@ def test_links_are_reported_as_given_and_never_followed_unasked(tmp_path, head_p
     write_photos(root, 1, seed=5)
     os.symlink(outside, root / "link.png")
     s = run_scan([str(root)], tmp_path / "a.parquet",
-                 *options_from(weights=str(head_prefix), device="cpu", workers=0,
+                 *scan_options(weights=str(head_prefix), device="cpu", workers=0,
                  quiet=True))
     rows = {r["path"]: r for r in read_report(s.report).to_pylist()}
     assert rows[str(root / "link.png")]["status"] == "skipped" and outside not in rows
     s = run_scan([str(root)], tmp_path / "b.parquet",
-                 *options_from(weights=str(head_prefix), device="cpu", workers=0,
+                 *scan_options(weights=str(head_prefix), device="cpu", workers=0,
                  follow_symlinks=True, quiet=True))
     rows = {r["path"]: r for r in read_report(s.report).to_pylist()}
     assert rows[str(root / "link.png")]["status"] == "ok" and outside not in rows  # the path given

@@ -158,8 +158,8 @@ def test_non_finite_threshold_option_is_refused(head_prefix, photos, tmp_path, c
 
 
 def test_non_finite_threshold_is_refused_by_the_python_api(head_prefix, photos, tmp_path):
+    from aiiscan.api import scan
     from aiiscan.models.scorer import Detector
-    from aiiscan.scanner.driver import scan
     from aiiscan.tasks.evaluate import evaluate
 
     with pytest.raises(ValueError, match="finite number"):

@@ -8,7 +8,7 @@ TORCH_FREE = ["aiiscan.cli", "aiiscan.reports.read", "aiiscan.reports.parts", "a
               "aiiscan.decode.job", "aiiscan.decode.pool", "aiiscan.inputs.crawl",
               "aiiscan.decode.provenance",
               "aiiscan.decode.preprocess", "aiiscan.decode.proxies", "aiiscan.decode.launder",
-              "aiiscan.outputs", "aiiscan.files", "aiiscan.progress", "aiiscan.errors", "aiiscan.engines",
+              "aiiscan.files", "aiiscan.progress", "aiiscan.errors", "aiiscan.engines",
               # engines.ray: what Ray's decode tasks import
               "aiiscan.engines.ray", "aiiscan.options", "aiiscan.scanner.driver"]
 
@@ -58,11 +58,12 @@ def test_a_new_engine_needs_no_change_in_the_scan_driver(tmp_path, head_prefix, 
     import numpy as np
 
     from aiiscan import engines
+    from aiiscan.api import scan_options
     from aiiscan.card import model_id
     from aiiscan.decode.job import decode_job
     from aiiscan.models.headfile import load_head
     from aiiscan.reports.read import read_report
-    from aiiscan.scanner.driver import options_from, run_scan
+    from aiiscan.scanner.driver import run_scan
 
     from .conftest import write_photos
 
@@ -92,7 +93,7 @@ def test_a_new_engine_needs_no_change_in_the_scan_driver(tmp_path, head_prefix, 
     write_photos(tmp_path / "in", 3, seed=9)
     (tmp_path / "in" / "bad.png").write_bytes(b"")
     s = run_scan([str(tmp_path / "in")], tmp_path / "r.parquet",
-                 *options_from(weights=str(head_prefix), engine="toy", threshold=0.4))
+                 *scan_options(weights=str(head_prefix), engine="toy", threshold=0.4))
     rows = read_report(s.report).to_pylist()
     assert s.exit_code == 3 and len(rows) == 4
     assert [r["score"] for r in rows if r["status"] == "ok"] == [0.5] * 3

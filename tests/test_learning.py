@@ -19,8 +19,9 @@ from aiiscan.decode.proxies import ProxySpec
 from aiiscan.models.backbone import BackboneIdentity, ClipBackbone
 from aiiscan.models.headfile import load_head
 from aiiscan.models.scorer import Detector
+from aiiscan.options import TrainOptions
 from aiiscan.tasks.metrics import roc_auc
-from aiiscan.tasks.train import TrainConfig, train
+from aiiscan.tasks.train import train
 
 from .conftest import write_photos
 
@@ -77,7 +78,7 @@ def fit(sets, tmp_path, mode: str, ratio: float, sign: float = 1.0, monkeypatch=
         real_loss = trainer.clip_flow_loss
         monkeypatch.setattr(trainer, "clip_flow_loss", lambda *a, **k: sign * real_loss(*a, **k))
     bb = spectral_backbone()
-    cfg = TrainConfig(mode=mode, proxy=ProxySpec("freq", "low", ratio), epochs=4, batch_size=16, lr=1e-4,
+    cfg = TrainOptions(mode=mode, proxy=ProxySpec("freq", "low", ratio), epochs=4, batch_size=16, lr=1e-4,
                       views=2, workers=0, dim=16, blocks=4, hidden=64, seed=0)
     out = tmp_path / f"{mode}-{ratio}-{sign}"
     train(bb, train_set, out, cfg, validation=val_set, progress=False)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from aiiscan.api import scan_options
 from aiiscan.cli import main
 from aiiscan.decode import pool as pipeline
 from aiiscan.errors import ReportError, UsageError
@@ -23,7 +24,7 @@ from aiiscan.reports.html import render
 from aiiscan.reports.parts import ReportWriter
 from aiiscan.reports.read import read_report, report_metadata
 from aiiscan.reports.schema import report_schema
-from aiiscan.scanner.driver import options_from, run_scan
+from aiiscan.scanner.driver import run_scan
 from aiiscan.scanner.verdict import combine
 from aiiscan.tasks.datasets import from_folders
 from aiiscan.tasks.evaluate import evaluate, evaluate_heads, to_markdown_heads
@@ -53,7 +54,7 @@ def _calibrated(prefix: Path, value: float, dst: Path) -> Path:
 
 
 def _scan(out, scorer, root, **kw):
-    return run_scan([str(root)], out, *options_from(detector=scorer, workers=0, quiet=True, **kw))
+    return run_scan([str(root)], out, *scan_options(detector=scorer, workers=0, quiet=True, **kw))
 
 
 def _rows(report) -> dict[str, dict]:

@@ -10,8 +10,9 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from aiiscan.api import scan_options  # noqa: E402
 from aiiscan.reports.read import read_report, report_metadata  # noqa: E402
-from aiiscan.scanner.driver import options_from, run_scan  # noqa: E402
+from aiiscan.scanner.driver import run_scan  # noqa: E402
 
 from .conftest import write_photos  # noqa: E402
 from .hostile import png_bomb  # noqa: E402
@@ -39,10 +40,10 @@ def mixed_folder(tmp_path_factory):
 
 
 def test_ray_engine_matches_local_engine(local_cluster, mixed_folder, head_prefix, tmp_path):
-    local = run_scan([str(mixed_folder)], tmp_path / "local.parquet", *options_from(weights=str(head_prefix),
+    local = run_scan([str(mixed_folder)], tmp_path / "local.parquet", *scan_options(weights=str(head_prefix),
                      device="cpu", workers=2, batch_size=4, quiet=True))
     distributed = run_scan([str(mixed_folder)], tmp_path / "ray.parquet",
-                           *options_from(weights=str(head_prefix),
+                           *scan_options(weights=str(head_prefix),
                            device="cpu", engine="ray", batch_size=4, scorers=1, quiet=True))
     assert local.exit_code == distributed.exit_code == 3
     a = {r["path"]: r for r in read_report(local.report).to_pylist()}
@@ -66,13 +67,13 @@ def test_ray_engine_resumes_like_the_local_one(local_cluster, mixed_folder, head
 
     out = tmp_path / "r.parquet"
     first = run_scan([str(mixed_folder / "sub")], tmp_path / "sub.parquet",
-                     *options_from(weights=str(head_prefix),
+                     *scan_options(weights=str(head_prefix),
                      device="cpu", workers=0, quiet=True))
     with ReportWriter(out) as w:  # an interrupted scan that had done the sub folder
         for row in read_report(first.report).to_pylist():
             w.write(row)
         w.flush()
-    s = run_scan([str(mixed_folder)], out, *options_from(weights=str(head_prefix), device="cpu", engine="ray",
+    s = run_scan([str(mixed_folder)], out, *scan_options(weights=str(head_prefix), device="cpu", engine="ray",
                  resume=True, quiet=True))
     assert s.resumed == 5 and s.scored == 10
     assert len(read_report(out)) == 19
@@ -140,7 +141,7 @@ def calibrated_heads(multi_folder, head_prefix, head2_prefix, mpft_prefix, tmp_p
 
     probe = tmp_path_factory.mktemp("probe")
     s = run_scan([str(multi_folder)], probe / "p.parquet",
-                 *options_from(weights=[str(head_prefix), str(head2_prefix), str(mpft_prefix)],
+                 *scan_options(weights=[str(head_prefix), str(head2_prefix), str(mpft_prefix)],
                                device="cpu", workers=0, quiet=True))
     ok = [r for r in read_report(s.report).to_pylist() if r["status"] == "ok"]
     heads = [str(head_prefix)]
@@ -175,9 +176,9 @@ def test_ray_multihead_scan_matches_local(local_cluster, multi_folder, calibrate
     """Two CLIP-Flow heads (one shared pass) and an MPFT head (its own): the local engine's rows."""
     heads, thr = calibrated_heads
     kw = dict(weights=heads, threshold=thr, combine="any", device="cpu", batch_size=4, quiet=True)
-    local = run_scan([str(multi_folder)], tmp_path / "local.parquet", *options_from(workers=2, **kw))
+    local = run_scan([str(multi_folder)], tmp_path / "local.parquet", *scan_options(workers=2, **kw))
     far = run_scan([str(multi_folder)], tmp_path / "ray.parquet",
-                   *options_from(engine="ray", scorers=1, **kw))
+                   *scan_options(engine="ray", scorers=1, **kw))
     assert local.exit_code == far.exit_code == 3  # empty.png
     a, b = _by_path(local.report), _by_path(far.report)
     assert len(a) == 11 and sum(r["reused"] == "duplicate" for r in b.values()) == 1
@@ -202,18 +203,18 @@ def test_ray_multihead_scan_resumes_and_reuses(local_cluster, multi_folder, cali
 
     heads, thr = calibrated_heads
     kw = dict(weights=heads, threshold=thr, device="cpu", batch_size=4, quiet=True)
-    whole = run_scan([str(multi_folder)], tmp_path / "whole.parquet", *options_from(workers=0, **kw))
-    sub = run_scan([str(multi_folder / "sub")], tmp_path / "sub.parquet", *options_from(workers=0, **kw))
+    whole = run_scan([str(multi_folder)], tmp_path / "whole.parquet", *scan_options(workers=0, **kw))
+    sub = run_scan([str(multi_folder / "sub")], tmp_path / "sub.parquet", *scan_options(workers=0, **kw))
     out = tmp_path / "r.parquet"
     with ReportWriter(out, schema=report_schema(3)) as w:
         for row in read_report(sub.report).to_pylist():
             w.write(row)
         w.flush()
-    s = run_scan([str(multi_folder)], out, *options_from(engine="ray", resume=True, **kw))
+    s = run_scan([str(multi_folder)], out, *scan_options(engine="ray", resume=True, **kw))
     assert s.resumed == 3 and s.scored == 6 and s.duplicates == 1
     _assert_same_rows(_by_path(whole.report), _by_path(out), 3)
     s = run_scan([str(multi_folder)], tmp_path / "inc.parquet",
-                 *options_from(engine="ray", incremental=str(sub.report), **kw))
+                 *scan_options(engine="ray", incremental=str(sub.report), **kw))
     assert s.reused == 3 and s.scored == 6
     inc = _by_path(tmp_path / "inc.parquet")
     assert [r["reused"] for r in inc.values()].count("unchanged") == 3
@@ -226,18 +227,19 @@ def test_ray_refuses_heads_of_different_crop_sizes_as_local(local_cluster, head_
     from aiiscan.decode.proxies import ProxySpec
     from aiiscan.errors import UsageError
     from aiiscan.models.backbone import build_backbone
+    from aiiscan.options import TrainOptions
     from aiiscan.tasks.selftest import TINY64_CONFIG
-    from aiiscan.tasks.train import TrainConfig, train
+    from aiiscan.tasks.train import train
 
     small = tmp_path / "tiny64"
     bb = build_backbone(str(TINY64_CONFIG), "none", device="cpu", quiet=True)
-    train(bb, photos[:8], small, TrainConfig(mode="P", proxy=ProxySpec(ratio=0.1), epochs=1, batch_size=8,
+    train(bb, photos[:8], small, TrainOptions(mode="P", proxy=ProxySpec(ratio=0.1), epochs=1, batch_size=8,
                                              views=1, workers=0), progress=False,
           backbone_source=str(TINY64_CONFIG))
     write_photos(tmp_path / "in", 1, seed=36)
     for engine in ("local", "ray"):
         with pytest.raises(UsageError, match="different crop sizes"):
             run_scan([str(tmp_path / "in")], tmp_path / f"{engine}.parquet",
-                     *options_from(weights=[str(head_prefix), str(small)], engine=engine, device="cpu",
+                     *scan_options(weights=[str(head_prefix), str(small)], engine=engine, device="cpu",
                                    workers=0, quiet=True))
         assert not (tmp_path / f"{engine}.parquet.parts").exists()

@@ -282,8 +282,9 @@ def test_ray_engine_scans_a_bucket_like_the_local_engine(world, clean, tmp_path,
     """Workers get the backend's settings from their environment (here: inherited from the
     driver that starts the local cluster); the files are never on a shared disk."""
     ray = pytest.importorskip("ray")
+    from aiiscan.api import scan_options
     from aiiscan.inputs import store as stores
-    from aiiscan.scanner.driver import options_from, run_scan
+    from aiiscan.scanner.driver import run_scan
     for var, value in s3_environment(world["endpoint"]).items():
         monkeypatch.setenv(var, value)
     stores._LISTED.clear()
@@ -291,7 +292,7 @@ def test_ray_engine_scans_a_bucket_like_the_local_engine(world, clean, tmp_path,
              configure_logging=False)
     try:
         s = run_scan([f"s3://{BUCKET}/photos/"], tmp_path / "ray.parquet",
-                     *options_from(weights=world["base"][1], device="cpu", engine="ray", batch_size=4,
+                     *scan_options(weights=world["base"][1], device="cpu", engine="ray", batch_size=4,
                                    scorers=1, quiet=True))
     finally:
         ray.shutdown()
@@ -301,19 +302,20 @@ def test_ray_engine_scans_a_bucket_like_the_local_engine(world, clean, tmp_path,
 
 
 def test_a_failed_upload_keeps_the_parts_and_resume_uploads(world, tmp_path, monkeypatch):
+    from aiiscan.api import scan_options
     from aiiscan.errors import ReportError
     from aiiscan.inputs import store as stores
-    from aiiscan.scanner.driver import options_from, run_scan
+    from aiiscan.scanner.driver import run_scan
     for var, value in s3_environment(world["endpoint"]).items():
         monkeypatch.setenv(var, value)
     stores._LISTED.clear()
     url = "s3://later/night.csv"  # the bucket does not exist yet: the upload fails
     kw = dict(weights=world["base"][1], device="cpu", workers=0, quiet=True, parts_dir=str(tmp_path / "p"))
     with pytest.raises(ReportError, match="cannot upload the report to s3://later/night.csv.*--resume"):
-        run_scan([str(world["src"])], url, *options_from(**kw))
+        run_scan([str(world["src"])], url, *scan_options(**kw))
     assert list((tmp_path / "p").glob("*/night.csv.parts/part-*.parquet"))
     world["client"].create_bucket(Bucket="later")
-    s = run_scan([str(world["src"])], url, *options_from(resume=True, **kw))
+    s = run_scan([str(world["src"])], url, *scan_options(resume=True, **kw))
     assert s.report == url and s.exit_code == 3
     body = world["client"].get_object(Bucket="later", Key="night.csv")["Body"].read().decode()
     assert len(body.splitlines()) == 1 + len(world["names"])  # header + one row per file

@@ -7,7 +7,8 @@ from click.testing import CliRunner
 from aiiscan.cli import main
 from aiiscan.models.headfile import load_head
 from aiiscan.models.scorer import Detector
-from aiiscan.tasks.train import TrainConfig, train
+from aiiscan.options import TrainOptions
+from aiiscan.tasks.train import train
 
 from .conftest import TRAIN_NATURAL, natural_photos
 
@@ -44,7 +45,7 @@ def test_training_refuses_too_few_photos(backbone, tmp_path):
     from aiiscan.tasks.train import TrainingError
 
     with pytest.raises(TrainingError, match="at least 2"):
-        train(backbone, ["one.png"], tmp_path / "x", TrainConfig(), progress=False)
+        train(backbone, ["one.png"], tmp_path / "x", TrainOptions(), progress=False)
 
 
 @pytest.mark.parametrize("mode", ["P", "N+P"])
@@ -58,7 +59,7 @@ def test_validation_auc_picks_the_kept_epoch_on_real_photos(backbone, tmp_path, 
     pick = rng.permutation(len(nat))
     train_set = [nat[i] for i in pick[:48]]
     val_set = [nat[i] for i in pick[48:72]]
-    cfg = TrainConfig(mode=mode, epochs=3, batch_size=16, lr=1e-3, views=1, workers=2)
+    cfg = TrainOptions(mode=mode, epochs=3, batch_size=16, lr=1e-3, views=1, workers=2)
     card = train(backbone, train_set, tmp_path / "v", cfg, validation=val_set, progress=False)
     hist = card.training["history"]
     aucs = [h["val_auc"] for h in hist]

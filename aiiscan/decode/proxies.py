@@ -8,7 +8,7 @@ applied in the decode stage, so train, calibrate and evaluate share one code pat
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -116,24 +116,33 @@ def color_jitter(img: np.ndarray, rng: np.random.Generator, strength: float = 0.
 
 @dataclass(frozen=True)
 class ProxySpec:
-    """How proxies are made; recorded in the model card."""
+    """How proxies are made; recorded in the model card. ``ratio`` None: the training mode's
+    default, filled in by ``options.TrainOptions`` (the field metadata is how the CLI shows it)."""
 
-    kind: str = "freq"
-    band: str = "low"
-    ratio: float = 1.0
-    sigma: float | None = None
+    kind: str = field(default="freq", metadata={
+        "help": "How proxy images are made from natural photos.", "param": "proxy_kind", "flag": "--proxy",
+        "choices": PROXY_KINDS})
+    band: str = field(default="low", metadata={
+        "help": "FFT band for freq/phase proxies (reference geometry; see README).", "choices": BANDS})
+    ratio: float | None = field(default=None, metadata={
+        "help": "Fraction of the band masked [default: 1.0 for P, 0.1 for N+P and N].", "min": 0, "max": 1})
+    sigma: float | None = field(default=None, metadata={
+        "help": "Strength of blur/sharpen/noise/jitter proxies [default: 1.0/1.5/5/0.4].",
+        "param": "proxy_sigma"})
 
     def __post_init__(self) -> None:
         if self.kind not in PROXY_KINDS:
             raise ValueError(f"unknown proxy {self.kind!r}; choose one of {', '.join(PROXY_KINDS)}")
         band_slices(8, 8, self.band)
-        if not 0.0 <= self.ratio <= 1.0:
+        if self.ratio is not None and not 0.0 <= self.ratio <= 1.0:
             raise ValueError(f"mask ratio must be in [0, 1], got {self.ratio}")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def __call__(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if self.ratio is None and self.kind in ("freq", "phase"):
+            raise ValueError("the proxy's mask ratio is not set (options.TrainOptions sets the mode's)")
         fn = _REGISTRY[self.kind]
         return fn(self, img, rng)
 

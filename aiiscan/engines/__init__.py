@@ -36,6 +36,8 @@ ENGINES: dict[str, type] = {
     "local": LocalEngine,
     "ray": RayEngine,
 }
+# Every engine's own options (the CLI offers them all and refuses those of another engine).
+ENGINE_OPTIONS = {f.name for cls in ENGINES.values() for f in fields(cls)}
 
 
 def make_engine(name: str, **options) -> Engine:

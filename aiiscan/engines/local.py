@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import UsageError
-from ..options import RunOptions
+from ..options import RunOptions, opt
 
 if TYPE_CHECKING:
     from ..models.scorer import Scorer
@@ -18,7 +18,7 @@ class LocalEngine:
     ``Scorer`` of several heads); else ``open`` loads one for the weights."""
 
     name: ClassVar[str] = "local"
-    detector: Scorer | None = None
+    detector: Scorer | None = opt(None, cli=False)  # the Python API's, not a command line's
 
     def open(self, weights: str | tuple[str, ...] | None, run: RunOptions) -> Scorer:
         """A scorer for the head (None: the default) or the tuple of heads."""

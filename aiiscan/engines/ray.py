@@ -25,7 +25,7 @@ import numpy as np
 
 from ..decode.job import DecodeJob, DecodeResult, decode_job
 from ..errors import UsageError
-from ..options import RunOptions
+from ..options import RunOptions, opt
 
 CHUNK = 16384  # jobs per Ray dataset: the driver's share of the listing at any time
 DECODE_MEMORY = 768 * 1024 * 1024  # RGB at the default pixel cap (~537 MB) plus working copies
@@ -70,7 +70,7 @@ class _Scorer:
 class Head:
     """A head as the driver knows it: its card, not its model (that lives in the actors)."""
 
-    card: Any  # weights.ModelCard
+    card: Any  # card.ModelCard
     prefix: Path
     model_id: str
 
@@ -85,10 +85,13 @@ class RayEngine:
     ``gpus_per_worker`` GPUs each; ``cpu_workers`` concurrent decode tasks (None: Ray's choice)."""
 
     name: ClassVar[str] = "ray"
-    ray_address: str | None = None
-    gpus_per_worker: float = 0.0
-    cpu_workers: int | None = None
-    scorers: int = 1
+    ray_address: str | None = opt(None, "Ray cluster to join: auto, or ray://HOST:PORT [default: start a "
+                                        "local one].")
+    gpus_per_worker: float = opt(0.0, "GPUs per scoring actor (ray engine).", min=0)
+    cpu_workers: int | None = opt(None, "Concurrent decode tasks (ray engine) [default: as many as Ray "
+                                        "schedules].",
+                                  min=1)
+    scorers: int = opt(1, "Scoring actors, each holding one copy of the model (ray engine).", min=1)
 
     def open(self, weights: str | tuple[str, ...] | None, run: RunOptions) -> RayScorer:
         return RayScorer(weights, run, self)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..card import ModelCard, head_files, read_card
@@ -119,3 +120,30 @@ def verify_digest(card: ModelCard, prefix: Path) -> None:
         raise WeightsError(f"cannot read {st_path}: {exc.strerror or exc}") from None
     if digest != card.tensors_sha256:
         raise WeightsError(f"{st_path} does not match the digest in its model card (modified or truncated)")
+
+
+@dataclass(frozen=True)
+class Installed:
+    """A head found in a weights folder: its name, files, and card (or why it cannot be read)."""
+
+    name: str
+    prefix: Path
+    card: ModelCard | None
+    problem: str | None = None
+
+
+def installed_heads() -> list[Installed]:
+    """Every head in the weights folders (``$AIISCAN_WEIGHTS_DIR`` or the per-user folder,
+    ``./weights``, the repository's), by folder then name; a card that cannot be read is listed
+    with its reason, never skipped in silence."""
+    found = []
+    for folder in _search_dirs():
+        for card_path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
+            prefix = card_path.with_suffix("")
+            if not head_files(prefix)[0].is_file():
+                continue
+            try:
+                found.append(Installed(prefix.name, prefix, read_card(prefix)))
+            except WeightsError as exc:
+                found.append(Installed(prefix.name, prefix, None, str(exc)))
+    return found

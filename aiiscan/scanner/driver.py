@@ -13,9 +13,7 @@ import contextlib
 import sqlite3
 import time
 from collections.abc import Sequence
-from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .. import inputs, signals
 from .. import progress as progress_bars
@@ -23,7 +21,7 @@ from ..engines import Engine, make_engine
 from ..errors import UsageError
 from ..files import now_iso
 from ..inputs.location import ListingLost
-from ..options import RunOptions, ScanOptions, as_weights
+from ..options import ScanOptions, as_weights
 from ..reports.ledger import Ledger
 from ..reports.ledger import failure as ledger_failure
 from ..reports.parts import ReportWriter
@@ -36,9 +34,6 @@ from .rows import Rows
 from .staging import destination
 from .summary import ScanSummary, metadata
 
-if TYPE_CHECKING:
-    from ..models.scorer import Scorer
-
 
 def _check_roots(paths: Sequence[str]) -> None:
     """A root that surely names nothing is a usage error before the model loads. URLs and
@@ -50,33 +45,12 @@ def _check_roots(paths: Sequence[str]) -> None:
                          + (f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""))
 
 
-def options_from(*, detector: Scorer | None = None, engine: str = "local", ray_address: str | None = None,
-                 gpus_per_worker: float | None = None, cpu_workers: int | None = None,
-                 scorers: int | None = None, **kwargs) -> tuple[ScanOptions, Engine]:
-    """The Python API's flat keywords as ``ScanOptions`` (with its ``RunOptions``) and an engine.
-
-    ``detector`` (a loaded ``Detector`` or ``Scorer``) runs on the local engine; engine options given to an
-    engine that does not have them are refused (``engines.make_engine``).
-    """
-    run_keys = {f.name for f in fields(RunOptions)}
-    run = RunOptions(**{k: v for k, v in kwargs.items() if k in run_keys})
-    if "weights" in kwargs:
-        kwargs["weights"] = as_weights(kwargs["weights"])
-    scan_opts = ScanOptions(run=run, **{k: (tuple(v) if k in ("include", "exclude") else v)
-                                        for k, v in kwargs.items() if k not in run_keys})
-    own = {k: v for k, v in (("ray_address", ray_address), ("gpus_per_worker", gpus_per_worker),
-                             ("cpu_workers", cpu_workers), ("scorers", scorers)) if v is not None}
-    if detector is not None:
-        own["detector"] = detector
-    return scan_opts, make_engine(engine, **own)
-
-
 def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | None = None,
              engine: Engine | None = None) -> ScanSummary:
     """Scan files and folders into a report; see ``ScanSummary.exit_code`` for the outcome.
 
     Mistakes are found before the model loads: a root that does not exist, an output that may
-    not be written (``outputs.check_output``; an existing report needs ``overwrite``).
+    not be written (``files.check_output``; an existing report needs ``overwrite``).
     ``options.weights=None`` uses the default head. The engine (``engines``; default: local)
     decodes and scores; everything else here (the crawl, resume, incremental reuse, rows, the
     report) is the same whatever the engine.
@@ -143,11 +117,3 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
             summary.interrupted = True  # also when a library failed on the way out of the interrupt
             summary.seconds = time.perf_counter() - t0
     return summary
-
-
-def scan(paths: Sequence[str], output: str | Path, **kwargs) -> Path | None:
-    """Python API: scan and return the report path (None if interrupted). Keywords are the
-    fields of ``ScanOptions`` and ``RunOptions``, ``detector=`` (a loaded ``Detector``, or a
-    ``models.scorer.Scorer`` of several heads), ``weights=[A, B]`` (a multi-head scan;
-    ``combine=`` "any" or "all"), ``engine=`` ("local" or "ray") and the engine's own options."""
-    return run_scan(paths, output, *options_from(**kwargs)).report

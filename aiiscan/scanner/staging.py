@@ -1,7 +1,7 @@
 """Where a scan's report goes: a local file, or an object in a store, assembled locally first.
 
 Checked before the model loads: the format (from ``--format`` or the name), the output and every
-file written beside it (``outputs.check_output``). A report bound for a store is assembled in a
+file written beside it (``files.check_output``). A report bound for a store is assembled in a
 local folder (its parts beside it, as for a local report) and uploaded whole at the end; the
 local copies then go.
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 
 from .. import inputs
 from ..errors import ReportError
+from ..files import OutputError, check_output
 from ..inputs.store import StoreError, put_file
-from ..outputs import OutputError, check_output
 from ..reports.formats import format_for, module
 
 

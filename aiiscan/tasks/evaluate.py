@@ -250,3 +250,30 @@ def write_plots(tables: Sequence[Table], evalset: EvalSet, folder: str | Path) -
         plots.roc(path, curves, f"ROC per generator ({t.condition})")
         written.append(path)
     return written
+
+
+def write_all_plots(per_head: Sequence[Sequence[Table]], evalset: EvalSet, folder: Path) -> list[Path] | None:
+    """Every head's plots (one head: in ``folder``; several: ``folder/head1/``...); None when the
+    plotting library is missing."""
+    if not plots.available():
+        return None
+    written: list[Path] = []
+    for k, tables in enumerate(per_head, start=1):
+        written += write_plots(tables, evalset, folder if len(per_head) == 1 else folder / f"head{k}")
+    return written
+
+
+CAVEAT = "random-init backbone: these numbers say nothing about detection quality"
+
+
+def texts(per_head: Sequence[Sequence[Table]], names: Sequence[str], evalset: EvalSet,
+          random_init: bool) -> tuple[str, str]:
+    """The tables as Markdown (what ``aiiscan evaluate`` prints) and as CSV; one head gets the
+    paper's layout, several heads side by side."""
+    caveat = CAVEAT if random_init else None
+    where = f"{evalset.root} ({evalset.layout})"
+    if len(per_head) == 1:
+        return (to_markdown(per_head[0], f"aiiscan evaluate: {names[0]} on {where}", caveat),
+                to_csv(per_head[0]))
+    return (to_markdown_heads(per_head, names, f"aiiscan evaluate: {len(per_head)} heads on {where}", caveat),
+            to_csv_heads(per_head, names))

@@ -28,7 +28,7 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,10 +44,11 @@ from ..models.backbone import ClipBackbone, normalize
 from ..models.headfile import save_head
 from ..models.kinds.mpft import KIND, MpftConfig
 from ..models.kinds.mpft_net import MpftHead, tuned_names
+from ..options import FinetuneOptions, MaskSpec
 from ..progress import bar
 from .checkpoint import Checkpoint
 from .datasets import FOUND_HOW
-from .masking import MaskSpec, TokenDrop, keep_indices, most_textured, texture_energy, zero_patches
+from .masking import TokenDrop, keep_indices, most_textured, texture_energy, zero_patches
 from .metrics import roc_auc
 from .train import training_digest
 
@@ -59,34 +60,6 @@ LOGIT_THRESHOLD = {"value": 0.0, "policy": "logit:0",
 
 class FinetuneError(AiiscanError):
     """Fine-tuning cannot go on; the message says why and what to change."""
-
-
-@dataclass
-class FinetuneConfig:
-    tune_blocks: int = 2
-    tune_patch_embed: bool = False  # also tune conv1, the patch embedding (pixel-level filters)
-    mask: MaskSpec = field(default_factory=MaskSpec)
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-5  # tuned ViT blocks
-    head_lr: float = 1e-3  # the linear classifier
-    weight_decay: float = 0.01
-    val_fraction: float = 0.2
-    patience: int = 3
-    views: int = 0
-    seed: int = 0
-    grad_clip: float = 1.0
-    loss_sign: float = 1.0  # tests only: -1.0 flips the loss, and learning must then fail
-    workers: int | None = None
-    exact_decode: bool = False
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["mask"] = self.mask.to_dict()
-        d.pop("workers")
-        if self.loss_sign == 1.0:
-            d.pop("loss_sign")
-        return d
 
 
 @dataclass
@@ -145,7 +118,7 @@ class _Model:
     """The trainable pieces: the backbone's image tower (last blocks tuned, ``TokenDrop`` in
     place of its patch dropout) and the classifier."""
 
-    def __init__(self, backbone: ClipBackbone, cfg: FinetuneConfig, own: bool):
+    def __init__(self, backbone: ClipBackbone, cfg: FinetuneOptions, own: bool):
         visual = backbone.visual if own else copy.deepcopy(backbone.visual)
         try:
             self.names = tuned_names(visual, cfg.tune_blocks, cfg.tune_patch_embed)
@@ -208,7 +181,7 @@ class _Model:
 
 
 def finetune(backbone: ClipBackbone, natural: Sequence[str], ai: Sequence[str], out: str | Path,
-             cfg: FinetuneConfig, resume: bool = False, backbone_source: str | None = None,
+             cfg: FinetuneOptions, resume: bool = False, backbone_source: str | None = None,
              progress: bool = True, own_backbone: bool = False,
              on_epoch: Callable[[dict], None] | None = None,
              echo: Callable[[str], None] | None = None) -> ModelCard:

@@ -21,32 +21,8 @@ Pure torch, no model weights: the maths is tested directly (``tests/test_finetun
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 import torch.nn.functional as F
-
-from ..options import MASK_MODES, TEXTURES
-
-
-@dataclass(frozen=True)
-class MaskSpec:
-    """What is masked in a training step; recorded in the model card."""
-
-    ratio: float = 0.25
-    texture: str = "highpass"
-    mode: str = "drop"
-
-    def __post_init__(self):
-        if not 0.0 <= self.ratio < 1.0:
-            raise ValueError(f"mask ratio must be in [0, 1), got {self.ratio}")
-        if self.texture not in TEXTURES:
-            raise ValueError(f"texture must be one of {TEXTURES}, got {self.texture!r}")
-        if self.mode not in MASK_MODES:
-            raise ValueError(f"mask mode must be one of {MASK_MODES}, got {self.mode!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _grey(images: torch.Tensor) -> torch.Tensor:

@@ -140,76 +140,71 @@ def make_folder(root: Path, n_good: int = 12, seed: int = 0) -> dict[str, str]:
     return expected
 
 
-def run_selftest(keep: str | None = None, echo: Callable[[str], None] = print) -> bool:
-    from ..decode.proxies import ProxySpec
-    from ..models.backbone import TINY_CONFIG, build_backbone
-    from ..models.headfile import load_head
-    from ..models.scorer import Detector
-    from ..reports.read import read_report
-    from ..scanner.driver import options_from, run_scan
-    from .calibrate import calibrate as run_calibrate
-    from .train import TrainConfig, train
+class _Selftest:
+    """The stages, in order; each returns a line of detail or raises what went wrong."""
 
-    echo(NOTICE)
-    ok = True
-    tmp = tempfile.TemporaryDirectory(prefix="aiiscan-selftest-") if keep is None else None
-    root = Path(keep or tmp.name)
+    def __init__(self, root: Path):
+        self.root = root
 
-    def stage(name: str, fn: Callable[[], str]) -> bool:
-        nonlocal ok
-        t = time.perf_counter()
-        try:
-            detail = fn()
-            echo(f"PASS  {name:<28} {time.perf_counter() - t:5.1f}s  {detail}")
-            return True
-        except Exception as exc:  # report every stage, never a traceback
-            echo(f"FAIL  {name:<28} {type(exc).__name__}: {exc}")
-            ok = False
-            return False
+    def build(self) -> str:
+        from ..models.backbone import TINY_CONFIG, build_backbone
 
-    state: dict = {}
+        self.bb = build_backbone(str(TINY_CONFIG), "none", device="cpu", quiet=True)
+        return f"{self.bb.identity.name}, feature dim {self.bb.identity.feature_dim}"
 
-    def build() -> str:
-        state["bb"] = build_backbone(str(TINY_CONFIG), "none", device="cpu", quiet=True)
-        return f"{state['bb'].identity.name}, feature dim {state['bb'].identity.feature_dim}"
-
-    def photos() -> str:
-        state["expected"] = make_folder(root / "scan")
+    def photos(self) -> str:
+        root = self.root
+        self.expected = make_folder(root / "scan")
         rng = np.random.default_rng(1)
-        train_dir = root / "train"
+        train_dir, cal_dir = root / "train", root / "calibration"
         train_dir.mkdir(exist_ok=True)
+        cal_dir.mkdir(exist_ok=True)
         for i in range(16):
             synthetic_photo(rng).save(train_dir / f"t{i:02d}.png")
-        state["train"] = sorted(str(p) for p in train_dir.iterdir())
-        cal_dir = root / "calibration"
-        cal_dir.mkdir(exist_ok=True)
         for i in range(8):
             synthetic_photo(rng).save(cal_dir / f"c{i:02d}.jpg", quality=92)
-        state["calibration"] = sorted(str(p) for p in cal_dir.iterdir())
-        return (f"{len(state['train'])} training, {len(state['calibration'])} calibration, "
-                f"{len(state['expected'])} scan files in {root}")
+        self.train = sorted(str(p) for p in train_dir.iterdir())
+        self.calibration = sorted(str(p) for p in cal_dir.iterdir())
+        return (f"{len(self.train)} training, {len(self.calibration)} calibration, "
+                f"{len(self.expected)} scan files in {root}")
 
-    def fit() -> str:
-        cfg = TrainConfig(mode="N+P", proxy=ProxySpec(ratio=0.1), epochs=2, batch_size=8,
-                          lr=1e-3, views=1, workers=2)
-        train(state["bb"], state["train"], root / "head", cfg, progress=False)
-        head, card, _ = load_head(root / "head")
+    def fit(self) -> str:
+        from ..decode.proxies import ProxySpec
+        from ..models.headfile import load_head
+        from ..options import TrainOptions
+        from .train import train
+
+        cfg = TrainOptions(mode="N+P", proxy=ProxySpec(ratio=0.1), epochs=2, batch_size=8, lr=1e-3, views=1,
+                           workers=2)
+        train(self.bb, self.train, self.root / "head", cfg, progress=False)
+        _, card, _ = load_head(self.root / "head")
         return f"head written and reloaded ({card.training.natural_count} photos)"
 
-    def calibrate() -> str:
-        det = Detector(state["bb"], *load_head(root / "head"))
-        result = run_calibrate(det, state["calibration"], "balanced", workers=2, progress=False)
-        if load_head(root / "head")[1].threshold_value != result.block.value:
+    def _detector(self):
+        from ..models.headfile import load_head
+        from ..models.scorer import Detector
+
+        return Detector(self.bb, *load_head(self.root / "head"))
+
+    def calibrate(self) -> str:
+        from ..models.headfile import load_head
+        from .calibrate import calibrate
+
+        result = calibrate(self._detector(), self.calibration, "balanced", workers=2, progress=False)
+        if load_head(self.root / "head")[1].threshold_value != result.block.value:
             raise AssertionError("the threshold did not reach the model card")
         return f"threshold {result.block.value:.4g} written into the card"
 
-    def scan() -> str:
-        det = Detector(state["bb"], *load_head(root / "head"))
-        summary = run_scan([str(root / "scan")], root / "report.parquet",
-                           *options_from(detector=det, overwrite=True,
-                           workers=2, batch_size=8, quiet=True))
+    def scan(self) -> str:
+        from ..api import scan_options
+        from ..reports.read import read_report
+        from ..scanner.driver import run_scan
+
+        summary = run_scan([str(self.root / "scan")], self.root / "report.parquet",
+                           *scan_options(detector=self._detector(), overwrite=True, workers=2, batch_size=8,
+                                         quiet=True))
         rows = {r["path"]: r for r in read_report(summary.report).to_pylist()}
-        exp = state["expected"]
+        exp = self.expected
         if set(rows) != set(exp):
             raise AssertionError(f"report rows {sorted(rows)} != files {sorted(exp)}")
         wrong = [p for p, s in exp.items() if rows[p]["status"] != s]
@@ -223,12 +218,17 @@ def run_selftest(keep: str | None = None, echo: Callable[[str], None] = print) -
         n_err = sum(1 for s in exp.values() if s == "error")
         return f"{len(scores)} scored, {n_err} bad files reported as errors"
 
-    def mpft() -> str:
+    def mpft(self) -> str:
         import torch
 
-        from .finetune import FinetuneConfig, finetune
+        from ..models.backbone import build_backbone
+        from ..models.headfile import load_head
+        from ..models.scorer import Detector
+        from ..options import FinetuneOptions
+        from .finetune import finetune
         from .metrics import roc_auc
 
+        root = self.root
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # a tiny model: more threads only spin against the decode side
         try:
@@ -237,12 +237,11 @@ def run_selftest(keep: str | None = None, echo: Callable[[str], None] = print) -
             weights = texture_checkpoint(TINY64_CONFIG, root / "texture-vit.safetensors")
             bb = build_backbone(str(TINY64_CONFIG), "none", clip_weights=str(weights), device="cpu",
                                 quiet=True)
-            cfg = FinetuneConfig(epochs=20, patience=6, batch_size=8, lr=1e-3, views=2, workers=0,
-                                 val_fraction=0.25)
+            cfg = FinetuneOptions(epochs=20, patience=6, batch_size=8, lr=1e-3, views=2, workers=0,
+                                  val_fraction=0.25)
             card = finetune(bb, nat, ai, root / "mpft", cfg, progress=False, own_backbone=True)
             auc = card.metrics.heldout_auc
-            det = Detector(bb, *load_head(root / "mpft"))
-            scores = det.score_paths(fresh[0] + fresh[1])
+            scores = Detector(bb, *load_head(root / "mpft")).score_paths(fresh[0] + fresh[1])
         finally:
             torch.set_num_threads(threads)
         fresh_auc = roc_auc(np.array(scores[:12]), np.array(scores[12:]))
@@ -251,11 +250,27 @@ def run_selftest(keep: str | None = None, echo: Callable[[str], None] = print) -
                                  f"fresh pairs {fresh_auc:.3f} (both should be >= 0.9)")
         return f"planted artifact learnt: held-out AUC {auc:.3f}, fresh pairs {fresh_auc:.3f}"
 
-    for name, fn in (("build tiny backbone", build), ("generate images", photos),
-                     ("train head (N+P)", fit), ("calibrate threshold", calibrate),
-                     ("scan through workers", scan), ("fine-tune MPFT (planted)", mpft)):
-        if not stage(name, fn):
+    STAGES = (("build tiny backbone", "build"), ("generate images", "photos"), ("train head (N+P)", "fit"),
+              ("calibrate threshold", "calibrate"), ("scan through workers", "scan"),
+              ("fine-tune MPFT (planted)", "mpft"))
+
+
+def run_selftest(keep: str | None = None, echo: Callable[[str], None] = print) -> bool:
+    """Every stage in order, one PASS/FAIL line each (never a traceback); stops at the first
+    failure. Whether all passed."""
+    echo(NOTICE)
+    tmp = tempfile.TemporaryDirectory(prefix="aiiscan-selftest-") if keep is None else None
+    root = Path(keep or tmp.name)
+    test, ok = _Selftest(root), True
+    for name, method in _Selftest.STAGES:
+        t = time.perf_counter()
+        try:
+            detail = getattr(test, method)()
+        except Exception as exc:  # report every stage, never a traceback
+            echo(f"FAIL  {name:<28} {type(exc).__name__}: {exc}")
+            ok = False
             break
+        echo(f"PASS  {name:<28} {time.perf_counter() - t:5.1f}s  {detail}")
     echo(("selftest PASSED" if ok else "selftest FAILED") + (f" (files kept in {root})" if keep else ""))
     if tmp is not None:
         tmp.cleanup()

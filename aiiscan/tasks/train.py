@@ -13,7 +13,7 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,6 @@ import torch
 
 from ..card import ModelCard
 from ..decode.job import RADIAL, DecodeJob, Variant
-from ..decode.proxies import ProxySpec
 from ..errors import AiiscanError
 from ..files import now_iso
 from ..models.backbone import ClipBackbone
@@ -29,42 +28,15 @@ from ..models.batcher import feature_batches
 from ..models.headfile import save_head
 from ..models.kinds.flow import FlowConfig
 from ..models.kinds.flow_net import FlowHead, clip_flow_loss
+from ..options import TrainOptions
 from ..progress import bar
 from .checkpoint import Checkpoint
 from .datasets import FOUND_HOW
 from .metrics import roc_auc
 
-# Paper defaults per mode (DESIGN §1): mask ratio and epochs.
-MODE_DEFAULTS = {"P": (1.0, 30), "N+P": (0.1, 10), "N": (0.1, 10)}
-
 
 class TrainingError(AiiscanError):
     """Training cannot go on; the message says why and what to change."""
-
-
-@dataclass
-class TrainConfig:
-    mode: str = "N+P"
-    proxy: ProxySpec = field(default_factory=ProxySpec)
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-4
-    views: int = 0
-    seed: int = 0
-    proxy_margin: float | None = None
-    grad_clip: float = 10.0
-    dim: int = 128
-    blocks: int = 8
-    hidden: int = 512
-    clamp: float = 2.0
-    workers: int | None = None
-    exact_decode: bool = False
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["proxy"] = self.proxy.to_dict()
-        d.pop("workers")
-        return d
 
 
 @dataclass
@@ -101,11 +73,11 @@ def extract(backbone: ClipBackbone, paths: Sequence[str], variants: tuple[Varian
     return FeatureSet(ok_paths, shas, [stacked[:, v] for v in range(len(variants))], failed)
 
 
-def _variants(cfg: TrainConfig) -> tuple[Variant, ...]:
+def _variants(cfg: TrainOptions) -> tuple[Variant, ...]:
     return {"N": (None,), "P": (cfg.proxy,), "N+P": (None, cfg.proxy)}[cfg.mode]
 
 
-def _split(cfg: TrainConfig, fs_feats: list[torch.Tensor]) -> tuple[torch.Tensor | None, ...]:
+def _split(cfg: TrainOptions, fs_feats: list[torch.Tensor]) -> tuple[torch.Tensor | None, ...]:
     if cfg.mode == "N":
         return fs_feats[0], None
     if cfg.mode == "P":
@@ -131,7 +103,50 @@ def validation_auc(head: FlowHead, val: FeatureSet | None) -> float | None:
     return roc_auc(s_orig, s_pert)
 
 
-def train(backbone: ClipBackbone, natural: Sequence[str], out: str | Path, cfg: TrainConfig,
+def _steps(head: FlowHead, opt: torch.optim.Optimizer, nat: torch.Tensor | None, prox: torch.Tensor | None,
+           order: torch.Tensor, cfg: TrainOptions, epoch: int, progress: bool) -> list[float]:
+    """One epoch of optimiser steps over ``order``; the losses. A non-finite loss stops training
+    with what to change (the proxy term is unbounded below)."""
+    dev = next(head.parameters()).device
+    losses: list[float] = []
+    steps = bar(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                unit="step", show=progress)
+    for step, start in enumerate(steps):
+        idx = order[start:start + cfg.batch_size]
+        s_nat = head(nat[idx].to(dev)) if nat is not None else None
+        s_prox = head(prox[idx].to(dev)) if prox is not None else None
+        loss = clip_flow_loss(s_nat, s_prox, cfg.mode, cfg.proxy_margin)
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"non-finite loss at epoch {epoch + 1}, step {step + 1}: the proxy term is "
+                "unbounded. Lower --lr, use --proxy-margin, or keep an earlier checkpoint.")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(head.parameters(), cfg.grad_clip)
+        opt.step()
+        losses.append(loss.item())
+        steps.set_postfix(loss=f"{losses[-1]:.4g}")
+    return losses
+
+
+def _training(cfg: TrainOptions, fs: FeatureSet, val: FeatureSet | None, best_epoch: int | None,
+              history: list[dict]) -> dict:
+    """The card's training block: the settings, and what the head learnt from."""
+    return {
+        **cfg.to_dict(),
+        "natural_count": len(fs.paths),
+        "natural_failed": len(fs.failed),
+        "natural_digest": training_digest(fs.sha256),
+        # Short content fingerprints let `calibrate` refuse photos used in training.
+        "natural_fingerprints": sorted(s[:16] for s in fs.sha256),
+        "validation_count": 0 if val is None else len(val.paths),
+        "kept_epoch": best_epoch,
+        "kept_by": "validation band-(30,100) AUC" if val is not None else "last epoch",
+        "history": history,
+    }
+
+
+def train(backbone: ClipBackbone, natural: Sequence[str], out: str | Path, cfg: TrainOptions,
           validation: Sequence[str] | None = None, resume: bool = False,
           backbone_source: str | None = None, progress: bool = True,
           on_epoch: Callable[[dict], None] | None = None,
@@ -143,10 +158,9 @@ def train(backbone: ClipBackbone, natural: Sequence[str], out: str | Path, cfg: 
     if len(natural) < 2:
         raise TrainingError(f"training needs at least 2 natural photos, got {len(natural)}. {FOUND_HOW}")
     torch.manual_seed(cfg.seed)
-    dev = backbone.device
     head_cfg = FlowConfig(backbone.identity.feature_dim, cfg.dim, cfg.blocks, cfg.hidden,
                           cfg.clamp, permutation_seed=cfg.seed)
-    head = FlowHead(head_cfg).to(dev).train()
+    head = FlowHead(head_cfg).to(backbone.device).train()
     opt = torch.optim.Adam(head.parameters(), lr=cfg.lr)
     ckpt = Checkpoint(out, "training", TrainingError)
     fingerprint = hashlib.sha256(json.dumps(
@@ -194,24 +208,7 @@ def train(backbone: ClipBackbone, natural: Sequence[str], out: str | Path, cfg: 
                                 + "; ".join(f"{p}: {e}" for p, e in fs.failed[:3]))
         nat, prox = _split(cfg, feats)
         order = torch.randperm(len(fs.paths), generator=gen)
-        losses = []
-        steps = bar(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                    unit="step", show=progress)
-        for step, start in enumerate(steps):
-            idx = order[start:start + cfg.batch_size]
-            s_nat = head(nat[idx].to(dev)) if nat is not None else None
-            s_prox = head(prox[idx].to(dev)) if prox is not None else None
-            loss = clip_flow_loss(s_nat, s_prox, cfg.mode, cfg.proxy_margin)
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"non-finite loss at epoch {epoch + 1}, step {step + 1}: the proxy term is "
-                    "unbounded. Lower --lr, use --proxy-margin, or keep an earlier checkpoint.")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(head.parameters(), cfg.grad_clip)
-            opt.step()
-            losses.append(loss.item())
-            steps.set_postfix(loss=f"{losses[-1]:.4g}")
+        losses = _steps(head, opt, nat, prox, order, cfg, epoch, progress)
         auc = validation_auc(head, val)
         record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_auc": auc}
         history.append(record)
@@ -234,19 +231,7 @@ def train(backbone: ClipBackbone, natural: Sequence[str], out: str | Path, cfg: 
     card = ModelCard(
         created=now_iso(),
         backbone={**backbone.identity.to_dict(), "source": backbone_source or backbone.source},
-        head=head_cfg,
-        training={
-            **cfg.to_dict(),
-            "natural_count": len(fs.paths),
-            "natural_failed": len(fs.failed),
-            "natural_digest": training_digest(fs.sha256),
-            # Short content fingerprints let `calibrate` refuse photos used in training.
-            "natural_fingerprints": sorted(s[:16] for s in fs.sha256),
-            "validation_count": 0 if val is None else len(val.paths),
-            "kept_epoch": best_epoch,
-            "kept_by": "validation band-(30,100) AUC" if val is not None else "last epoch",
-            "history": history,
-        },
+        head=head_cfg, training=_training(cfg, fs, val, best_epoch, history),
         metrics={"validation_band_auc": None if best_auc == -math.inf else best_auc},
     )
     card = save_head(out, head.cpu(), card)

@@ -1,0 +1,34 @@
+"""``aiiscan report``: a report into one self-contained HTML page."""
+
+from __future__ import annotations
+
+import click
+
+from ..options import PageOptions
+from ..textsafe import for_terminal
+from . import common
+from .params import ReportFile, options_for
+
+
+@click.command("report", context_settings=common.CONTEXT,
+               short_help="Turn a scan report into one self-contained HTML page (offline, no requests).",
+               epilog=common.examples(
+                   "aiiscan report report.parquet -o report.html",
+                   "aiiscan report night.csv -o night.html --top 100 --no-thumbnails",
+                   "aiiscan report s3://bucket/reports/night.parquet -o s3://bucket/reports/night.html"))
+@click.argument("report_file", metavar="REPORT", type=ReportFile())
+@common.output_option(True, "HTML file to write (folders are created), or an s3://, gs://, az:// object.")
+@options_for(PageOptions)
+@common.overwrite
+@common.common
+def command(report_file, output, overwrite, quiet, progress, **params) -> None:  # noqa: ARG001
+    """Turn a scan report (.parquet, .csv or .jsonl) into one self-contained HTML page.
+
+    The page makes no network request: styles, script and thumbnails are inline, under a strict
+    Content-Security-Policy. Thumbnails are re-made from the files the report names: local
+    files, objects in a store and members of tar/zip shards alike. REPORT may itself be an
+    object (s3://bucket/reports/night.parquet): it is fetched whole into a temporary folder.
+    """
+    from .. import api
+
+    click.echo(f"wrote {for_terminal(str(api.report(report_file, output, overwrite=overwrite, **params)))}")
