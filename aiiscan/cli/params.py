@@ -76,7 +76,7 @@ def _option(f: Field, annotation: Any, as_none: bool) -> Callable:
         if meta.get("negate"):  # the field is on by default; the flag turns it off
             return click.option(meta["negate"], name, is_flag=True, flag_value=False, default=True,
                                 show_default=False, **common)
-        return click.option(_flag(f), name, is_flag=True, **common)
+        return click.option(_flag(f), name, is_flag=True, default=bool(default), **common)
     shown = meta.get("default_text")
     kwargs: dict[str, Any] = {"type": _click_type(kind, meta), "multiple": many}
     if many:

@@ -27,7 +27,7 @@ import copy
 import hashlib
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,6 +180,47 @@ class _Model:
         self.visual.requires_grad_(False)
 
 
+def _steps(model: _Model, opt: torch.optim.Optimizer, batches: Iterator[tuple[np.ndarray, torch.Tensor]],
+           cfg: FinetuneOptions, epoch: int, n: int, progress: bool) -> list[float]:
+    """One epoch of optimiser steps (masking in every step); the losses."""
+    losses: list[float] = []
+    device = model.backbone.device
+    with bar(total=(n + cfg.batch_size - 1) // cfg.batch_size, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+             unit="step", show=progress) as steps:
+        for batch, y in batches:
+            logits = model.logits(batch, cfg.mask)
+            loss = cfg.loss_sign * F.binary_cross_entropy_with_logits(logits, y.to(device))
+            if not torch.isfinite(loss):
+                raise FinetuneError(f"non-finite loss at epoch {epoch + 1}: lower --lr / --head-lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            losses.append(loss.item())
+            steps.update(1)
+            steps.set_postfix(loss=f"{losses[-1]:.4g}")
+    return losses
+
+
+def _training(cfg: FinetuneOptions, natural: Sequence[str], ai: Sequence[str], seen: Crops, val: Crops,
+              best_epoch: int | None, stopped_early: bool, history: list[dict]) -> dict:
+    """The card's training block: the settings, and what the head learnt from."""
+    used = list(zip([*seen.sha256, *val.sha256], [*seen.labels, *val.labels], strict=True))
+    return {
+        **cfg.to_dict(),
+        "natural_count": len(natural), "ai_count": len(ai),
+        "train_count": len(seen.paths), "train_failed": len(seen.failed),
+        "heldout_natural": val.labels.count(0), "heldout_ai": val.labels.count(1),
+        "heldout_failed": len(val.failed),
+        "data_digest": training_digest([*seen.sha256, *val.sha256]),
+        # Short content fingerprints let `calibrate` refuse photos and AI images used here.
+        "natural_fingerprints": sorted({h[:16] for h, lab in used if lab == 0}),
+        "ai_fingerprints": sorted({h[:16] for h, lab in used if lab == 1}),
+        "kept_epoch": best_epoch, "kept_by": "held-out AUC", "stopped_early": stopped_early,
+        "history": history,
+    }
+
+
 def finetune(backbone: ClipBackbone, natural: Sequence[str], ai: Sequence[str], out: str | Path,
              cfg: FinetuneOptions, resume: bool = False, backbone_source: str | None = None,
              progress: bool = True, own_backbone: bool = False,
@@ -236,23 +277,11 @@ def finetune(backbone: ClipBackbone, natural: Sequence[str], ai: Sequence[str], 
             pick = torch.randint(len(views), (n,), generator=gen).tolist() if views else [0] * n
             source = views or [crops]
             order = torch.randperm(n, generator=gen).tolist()
-            labels = torch.tensor(crops.labels, dtype=torch.float32)
-            losses = []
-            steps = bar(range(0, n, cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
-                        show=progress)
-            for start_i in steps:
-                idx = order[start_i:start_i + cfg.batch_size]
-                batch = np.stack([source[pick[i]].arrays[i] for i in idx])
-                y = labels[idx].to(backbone.device)
-                loss = cfg.loss_sign * F.binary_cross_entropy_with_logits(model.logits(batch, cfg.mask), y)
-                if not torch.isfinite(loss):
-                    raise FinetuneError(f"non-finite loss at epoch {epoch + 1}: lower --lr / --head-lr")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                opt.step()
-                losses.append(loss.item())
-                steps.set_postfix(loss=f"{losses[-1]:.4g}")
+            batches = (np.stack([source[pick[i]].arrays[i] for i in order[at:at + cfg.batch_size]])
+                       for at in range(0, n, cfg.batch_size))
+            ys = (torch.tensor([crops.labels[i] for i in order[at:at + cfg.batch_size]], dtype=torch.float32)
+                  for at in range(0, n, cfg.batch_size))
+            losses = _steps(model, opt, zip(batches, ys, strict=True), cfg, epoch, n, progress)
             s = model.scores(val.arrays, cfg.batch_size)
             lab = np.asarray(val.labels)
             auc = roc_auc(s[lab == 0], s[lab == 1]) if np.isfinite(s).all() else float("nan")
@@ -283,25 +312,12 @@ def finetune(backbone: ClipBackbone, natural: Sequence[str], ai: Sequence[str], 
     finally:
         model.restore()
     seen = crops if crops is not None else val
-    used = list(zip([*seen.sha256, *val.sha256], [*seen.labels, *val.labels], strict=True))
     card = ModelCard(
         kind=KIND.name,
         created=now_iso(),
         backbone={**backbone.identity.to_dict(), "source": backbone_source or backbone.source},
         head=head.config,
-        training={
-            **cfg.to_dict(),
-            "natural_count": len(natural), "ai_count": len(ai),
-            "train_count": len(seen.paths), "train_failed": len(seen.failed),
-            "heldout_natural": val.labels.count(0), "heldout_ai": val.labels.count(1),
-            "heldout_failed": len(val.failed),
-            "data_digest": training_digest([*seen.sha256, *val.sha256]),
-            # Short content fingerprints let `calibrate` refuse photos and AI images used here.
-            "natural_fingerprints": sorted({h[:16] for h, lab in used if lab == 0}),
-            "ai_fingerprints": sorted({h[:16] for h, lab in used if lab == 1}),
-            "kept_epoch": best_epoch, "kept_by": "held-out AUC", "stopped_early": stopped_early,
-            "history": history,
-        },
+        training=_training(cfg, natural, ai, seen, val, best_epoch, stopped_early, history),
         threshold=dict(LOGIT_THRESHOLD),
         metrics={"heldout_auc": None if best_auc == -math.inf else best_auc},
     )
