@@ -1,4 +1,4 @@
-"""Image decoding and the CLIP-Flow preprocessing (DESIGN §1), shared by train, calibrate and scan.
+"""Image decoding and the CLIP-Flow preprocessing (docs/method.md), shared by train, calibrate and scan.
 
 Split in two halves on purpose: the decode workers produce small uint8 arrays
 (``prepare``: decode, RGB, bilinear resize to 256x256 without keeping the aspect ratio,

@@ -1,4 +1,4 @@
-"""Proxy images: natural photos whose spectrum or pixels were damaged (DESIGN §2, §3).
+"""Proxy images: natural photos whose spectrum or pixels were damaged (docs/method.md, "Proxy images", "Calibration").
 
 Every proxy maps an HxWx3 uint8 array (the 256x256 resized image) to a new uint8 array,
 deterministically given the ``numpy.random.Generator`` it is handed. Proxies are a transform
@@ -73,7 +73,7 @@ def freq_mask(img: np.ndarray, rng: np.random.Generator, band: str = "low",
 
 
 def radial_band_perturb(img: np.ndarray, r_lo: float = 30.0, r_hi: float = 100.0) -> np.ndarray:
-    """Calibration negatives (paper Sec. IV-A, our reading, DESIGN §3).
+    """Calibration negatives (paper Sec. IV-A, our reading: docs/method.md).
 
     Zero every frequency whose radial distance from DC in the centred spectrum lies in
     [r_lo, r_hi). Deterministic: the same image always gives the same copy.

@@ -156,14 +156,6 @@ def histogram_range(lo: float, hi: float, threshold: float | None) -> tuple[floa
     return lo, hi
 
 
-def histogram_svg(scores: np.ndarray, threshold: float | None, bins: int = HIST_BINS) -> str:
-    if len(scores) == 0:
-        return histogram_svg_counts(None, None, 0.0, 1.0, threshold)
-    lo, hi = histogram_range(float(scores.min()), float(scores.max()), threshold)
-    counts, edges = np.histogram(scores, bins=bins, range=(lo, hi))
-    return histogram_svg_counts(counts, edges, lo, hi, threshold)
-
-
 def histogram_svg_counts(counts: np.ndarray | None, edges: np.ndarray | None, lo: float, hi: float,
                          threshold: float | None) -> str:
     """The score histogram from its bin counts and edges over ``[lo, hi]`` (None: no scores)."""

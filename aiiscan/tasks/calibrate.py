@@ -1,4 +1,4 @@
-"""Choosing a head's threshold (DESIGN §3, paper Sec. IV-A).
+"""Choosing a head's threshold (docs/method.md, "Calibration"; paper Sec. IV-A).
 
 Without AI images the validation set is held-out natural photos plus copies with the radial band
 (30, 100) of their 256x256 spectrum removed, a damage unlike the training proxies. It places a

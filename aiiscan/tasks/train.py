@@ -1,4 +1,4 @@
-"""Training a CLIP-Flow head on natural photos and their proxies (DESIGN §1-§2).
+"""Training a CLIP-Flow head on natural photos and their proxies (docs/method.md).
 
 The frozen backbone dominates the cost, so features are extracted through the scan's own
 decode stage and scorer, then the head trains on them. ``views=0`` draws a fresh crop and a

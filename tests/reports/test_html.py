@@ -229,7 +229,10 @@ def test_streamed_page_has_the_in_memory_figures(tmp_path, monkeypatch, dyadic, 
         shown = re.findall(r"<tr><td>(.*?)</td><td class=num>(\d+)</td></tr>",
                            _between(page, f'id="count-{title}"', "</table>"))
         assert shown == [(escape(k), str(v)) for k, v in sorted(counter.items())]
-    histogram = htmlreport.histogram_svg(ref["scores"], ref["thr"])  # np.histogram over every score
+    scores = ref["scores"]  # the oracle: np.histogram over every score at once
+    lo, hi = htmlreport.histogram_range(float(scores.min()), float(scores.max()), ref["thr"])
+    counts, edges = np.histogram(scores, bins=htmlreport.HIST_BINS, range=(lo, hi))
+    histogram = htmlreport.histogram_svg_counts(counts, edges, lo, hi, ref["thr"])
     assert _between(page, '<svg id="histogram"', "</svg>") == histogram
     assert f"The {min(top, len(ref['scores']))} highest scores" in page
     assert re.findall(r'<div class="path">(.*?)</div>', page) == [escape(r["path"]) for r in ref["top"]]

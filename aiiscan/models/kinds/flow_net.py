@@ -20,7 +20,7 @@ class AffineCoupling(nn.Module):
     """y = [x1, x2 * exp(s(x1)) + t(x1)], with s soft-clamped to (-clamp, clamp).
 
     The soft clamp bounds each block's log-det, which keeps the unbounded proxy term of
-    the loss from driving scales to inf (DESIGN §1). The last layer starts at zero, so
+    the loss from driving scales to inf (docs/method.md). The last layer starts at zero, so
     every block starts as the identity.
     """
 
