@@ -1,4 +1,4 @@
-"""Proxy images: natural photos whose spectrum or pixels were damaged (docs/method.md, "Proxy images", "Calibration").
+"""Proxy images: natural photos whose spectrum or pixels were damaged (docs/method.md).
 
 Every proxy maps an HxWx3 uint8 array (the 256x256 resized image) to a new uint8 array,
 deterministically given the ``numpy.random.Generator`` it is handed. Proxies are a transform
