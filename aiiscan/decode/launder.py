@@ -16,7 +16,7 @@ from ..errors import UsageError
 from .preprocess import to_rgb
 
 # kind -> (meaning of the value, valid range)
-KINDS = {
+CONDITIONS = {
     "jpeg": ("JPEG re-encode quality", (1, 100)),
     "webp": ("WebP re-encode quality", (1, 100)),
     "resize": ("scale factor of both sides", (0.01, 4.0)),
@@ -33,16 +33,16 @@ class Condition:
     @classmethod
     def parse(cls, text: str) -> Condition:
         kind, _, raw = text.partition(":")
-        if kind not in KINDS:
+        if kind not in CONDITIONS:
             raise UsageError(f"unknown perturbation {text!r}: use one of "
-                             + ", ".join(f"{k}:X ({m})" for k, (m, _) in KINDS.items()))
+                             + ", ".join(f"{k}:X ({m})" for k, (m, _) in CONDITIONS.items()))
         try:
             value = float(raw)
         except ValueError:
             raise UsageError(f"perturbation {text!r} needs a number after '{kind}:'") from None
-        lo, hi = KINDS[kind][1]
+        lo, hi = CONDITIONS[kind][1]
         if not lo <= value <= hi:
-            raise UsageError(f"perturbation {text!r}: {KINDS[kind][0]} must be in [{lo:g}, {hi:g}]")
+            raise UsageError(f"perturbation {text!r}: {CONDITIONS[kind][0]} must be in [{lo:g}, {hi:g}]")
         return cls(kind, value)
 
     def __str__(self) -> str:

@@ -1,7 +1,7 @@
 """Engines: where decoding and scoring run, chosen by name.
 
-An engine is a small dataclass of its own options whose ``open(weights, run)`` loads the heads
-(``weights``: one head, None for the default, or a tuple of several) and returns a
+An engine is a small dataclass of its own options whose ``open(heads, run)`` loads the heads
+(``heads``: one head, None for the default, or a tuple of several) and returns a
 ``models.ScorerLike``: the heads' cards and ids, the crop size, and ``score_stream(jobs)``, which
 decodes each ``DecodeJob`` (its variants, condition and seed included) and yields ``(result,
 scores [variant, head])`` in input order, ``None`` for a file that did not decode.
@@ -27,7 +27,7 @@ from .ray import RayEngine
 class Engine(Protocol):
     name: str
 
-    def open(self, weights: str | tuple[str, ...] | None, run: RunOptions) -> ScorerLike: ...
+    def open(self, heads: str | tuple[str, ...] | None, run: RunOptions) -> ScorerLike: ...
 
     def describe(self) -> dict: ...  # its name and options, for the report's metadata
 

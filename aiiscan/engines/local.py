@@ -15,18 +15,18 @@ if TYPE_CHECKING:
 @dataclass
 class LocalEngine:
     """``detector``: a scorer already loaded (the Python API, selftest: a ``Detector``, or a
-    ``Scorer`` of several heads); else ``open`` loads one for the weights."""
+    ``Scorer`` of several heads); else ``open`` loads one for the heads."""
 
     name: ClassVar[str] = "local"
     detector: Scorer | None = opt(None, cli=False)  # the Python API's, not a command line's
 
-    def open(self, weights: str | tuple[str, ...] | None, run: RunOptions) -> Scorer:
+    def open(self, heads: str | tuple[str, ...] | None, run: RunOptions) -> Scorer:
         """A scorer for the head (None: the default) or the tuple of heads."""
         from ..models.scorer import load_scorer
 
-        if self.detector is not None and isinstance(weights, tuple):
-            raise UsageError("give either a loaded detector or several weights, not both")
-        scorer = self.detector or load_scorer(weights, run)
+        if self.detector is not None and isinstance(heads, tuple):
+            raise UsageError("give either a loaded detector or several heads (--weights), not both")
+        scorer = self.detector or load_scorer(heads, run)
         if run.threads:
             import torch
 

@@ -2,7 +2,7 @@
 
 CPU tasks run the scan's own ``decode_job`` on each job as it was built (variants, laundering
 condition and seed included, so calibrate and evaluate run here too); actors hold what the local
-engine would build for the weights (``models.scorer.load_scorer``, loaded once per actor, on a
+engine would build for the heads (``models.scorer.load_scorer``, loaded once per actor, on a
 GPU when asked) and score every variant's crop with every head.
 Only crops and the decode results' small facts travel, never file bytes. The driver keeps the
 crawl, resume and incremental logic and writes the report, exactly as with the local engine; it
@@ -49,10 +49,10 @@ class _Scorer:
     """Actor: one model per actor, loaded once; scores ``[row, variant, head]`` of the rows that
     decoded."""
 
-    def __init__(self, weights: str | tuple[str, ...], run: RunOptions):
+    def __init__(self, heads: str | tuple[str, ...], run: RunOptions):
         from ..models.scorer import load_scorer
 
-        self.model = load_scorer(weights, replace(run, quiet=True))
+        self.model = load_scorer(heads, replace(run, quiet=True))
 
     def __call__(self, batch: dict) -> dict:
         ok = np.array([r.status == "ok" for r in batch["result"]], dtype=bool)
@@ -93,8 +93,8 @@ class RayEngine:
                                   min=1)
     scorers: int = opt(1, "Scoring actors, each holding one copy of the model (ray engine).", min=1)
 
-    def open(self, weights: str | tuple[str, ...] | None, run: RunOptions) -> RayScorer:
-        return RayScorer(weights, run, self)
+    def open(self, heads: str | tuple[str, ...] | None, run: RunOptions) -> RayScorer:
+        return RayScorer(heads, run, self)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "ray_address": self.ray_address, "gpus_per_worker": self.gpus_per_worker,
@@ -105,7 +105,7 @@ class RayScorer:
     """The driver's handle: the heads' cards (head 1's as ``card``, ``model_id``, ``prefix``), and
     a score stream run on Ray. ``heads`` and ``passes`` answer as ``models.scorer.Scorer``'s do."""
 
-    def __init__(self, weights: str | tuple[str, ...] | None, run: RunOptions, engine: RayEngine):
+    def __init__(self, heads: str | tuple[str, ...] | None, run: RunOptions, engine: RayEngine):
         try:
             import ray
         except ImportError:
@@ -116,7 +116,7 @@ class RayScorer:
         from ..models.scorer import backbone_passes, check_crop_sizes
 
         self.heads: list[Head] = []
-        for w in weights if isinstance(weights, tuple) else (weights,):
+        for w in heads if isinstance(heads, tuple) else (heads,):
             card, prefix = read_head_card(w)  # the actors load the tensors (and check their shapes)
             verify_digest(card, prefix)  # a tampered head is refused before the cluster starts
             self.heads.append(Head(card, prefix, model_id(card, prefix)))
@@ -126,7 +126,7 @@ class RayScorer:
         self.card, self.prefix, self.model_id = first.card, first.prefix, first.model_id
         # what each actor loads: the resolved prefixes (the default head named as found here)
         paths = tuple(str(h.prefix) for h in self.heads)
-        self.weights = paths if len(paths) > 1 else paths[0]
+        self.head_paths = paths if len(paths) > 1 else paths[0]
         device = "cuda" if engine.gpus_per_worker > 0 and run.device == "auto" else run.device
         self.run = RunOptions(**{**run.to_dict(), "device": device})
         self.engine = engine
@@ -176,7 +176,7 @@ class RayScorer:
         cpu = self.engine.cpu_workers
         ds = ds.map_batches(_decode_batch, batch_size=32, batch_format="numpy", memory=DECODE_MEMORY,
                             compute=TaskPoolStrategy(size=cpu) if cpu else None)
-        ds = ds.map_batches(_Scorer, fn_constructor_kwargs={"weights": self.weights, "run": self.run},
+        ds = ds.map_batches(_Scorer, fn_constructor_kwargs={"heads": self.head_paths, "run": self.run},
                             batch_size=batch_size or self.run.batch_size, batch_format="numpy",
                             compute=ActorPoolStrategy(size=self.engine.scorers),
                             num_gpus=self.engine.gpus_per_worker or None)

@@ -125,7 +125,7 @@ def _oneline(exc: BaseException) -> str:
     return text[:300] or type(exc).__name__
 
 
-def _kind(shard: Location) -> str:
+def _container_format(shard: Location) -> str:
     return "zip" if shard.raw.lower().endswith(".zip") else "tar"
 
 
@@ -142,7 +142,7 @@ def _open_error(shard: Location, exc: BaseException) -> ShardError:
         return ShardError("archive: permission denied")
     if isinstance(exc, IsADirectoryError):
         return ShardError("archive is a directory")
-    return ShardError(f"not a readable {_kind(shard)} archive: {_oneline(exc)}")
+    return ShardError(f"not a readable {_container_format(shard)} archive: {_oneline(exc)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -361,7 +361,7 @@ def members(shard: Location, limits: Limits = DEFAULT_LIMITS) -> Iterator[Entry]
     archive: Any = None
     try:
         try:
-            archive = _Zip(raw, size, limits) if _kind(shard) == "zip" else _TarCursor(
+            archive = _Zip(raw, size, limits) if _container_format(shard) == "zip" else _TarCursor(
                 raw, size, tag, limits)
         except Exception as exc:
             yield Entry(shard, explicit=True, skip=str(_open_error(shard, exc)))
@@ -406,7 +406,7 @@ def _archive(shard: Location, limits: Limits) -> Any:
         _evict(shard)
     raw, size, tag = open_seekable(shard)
     try:
-        archive = _Zip(raw, size, limits) if _kind(shard) == "zip" else _TarCursor(
+        archive = _Zip(raw, size, limits) if _container_format(shard) == "zip" else _TarCursor(
             raw, size, tag, limits)
     except BaseException:
         raw.close()

@@ -212,11 +212,11 @@ def backbone_passes(cards: Sequence[ModelCard]) -> int:
                 for i, c in enumerate(cards)})
 
 
-def load_scorer(weights: str | Sequence[str] | None, run: RunOptions) -> Scorer:
-    """What scores in this process for ``--weights`` as given (None: the default head; several:
-    a multi-head scorer), each distinct backbone built once. The local engine and each Ray
-    scoring actor build the same thing, so both engines score alike."""
-    names = [weights] if weights is None or isinstance(weights, (str, Path)) else list(weights)
+def load_scorer(heads: str | Sequence[str] | None, run: RunOptions) -> Scorer:
+    """What scores in this process for the heads named by ``--weights`` (None: the default head;
+    several: a multi-head scorer), each distinct backbone built once. The local engine and each
+    Ray scoring actor build the same thing, so both engines score alike."""
+    names = [heads] if heads is None or isinstance(heads, (str, Path)) else list(heads)
     built: dict[str, ClipBackbone] = {}
     heads = []
     for w in names:
