@@ -4,7 +4,9 @@ Evidence shown beside the score, never folded into it; its absence means nothing
 is trivially stripped). Runs in the decode workers on the bytes already read. Every parser
 is bounded and wrapped: hostile metadata gives a ``metadata_error``, never a lost row. XMP is
 matched with regular expressions, not an XML parser, so entity tricks (XXE, billion laughs)
-have nothing to act on.
+have nothing to act on. C2PA manifests are checked by ``c2pa_check`` (validation, trust against
+the user's anchors, AI declared by the active manifest or an ingredient); the ``generator``
+columns come from the rules of ``generators``, applied to the fields read here.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from dataclasses import dataclass, field
 
 import exifread
 
+from .c2pa_check import check as check_c2pa
+from .evidence import Evidence
+
 PROMPT_CHARS = 500
 MAX_TEXT = 4 * 1024 * 1024  # per text chunk kept for parsing (a zTXt bomb stops here)
 MAX_TEXT_TOTAL = 16 * 1024 * 1024  # all text chunks of one file together (250 zTXt bombs stop here)
@@ -31,7 +36,8 @@ COLUMNS = (
     "has_exif", "exif_make", "exif_model", "exif_software", "exif_datetime_original",
     "exif_lens", "has_gps", "gps", "gen_params_present", "gen_tool", "gen_prompt",
     "iptc_digital_source_type", "xmp_creator_tool", "c2pa_present", "c2pa_declares_ai",
-    "c2pa_claim_generator", "c2pa_valid", "provenance_hint", "metadata_error",
+    "c2pa_claim_generator", "c2pa_valid", "c2pa_trust", "c2pa_failures", "c2pa_ai", "c2pa_ai_in",
+    "generator", "generator_kind", "generator_rule", "provenance_hint", "metadata_error",
 )
 
 logging.getLogger("exifread").setLevel(logging.CRITICAL)  # it logs every oddity of a file
@@ -308,7 +314,7 @@ def _generator(text: dict[str, str], user_comment: str | None) -> tuple[str | No
     return None, None
 
 
-# -- XMP and C2PA -----------------------------------------------------------------------------
+# -- XMP -----------------------------------------------------------------------------------------
 
 def _xmp_attribute(xmp: str, name: str) -> str | None:
     """``name="value"`` or ``name='value'``, whitespace allowed around ``=``; linear: a quote
@@ -365,44 +371,37 @@ def _xmp_field(xmp: str, name: str) -> str | None:
     return html.unescape(value.strip())[:200] if value else None
 
 
-def _c2pa_details(data: bytes, fmt: str | None, out: dict, errors: list[str]) -> None:
-    """Signature validation and claim generator via c2pa-python (the ``aiiscan[c2pa]`` extra)."""
-    try:
-        import c2pa
-    except ImportError:
-        return
-    mime = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "HEIF": "image/heif",
-            "AVIF": "image/avif", "TIFF": "image/tiff"}.get(fmt or "")
-    if mime is None:
-        return
-    try:
-        with c2pa.Reader(mime, io.BytesIO(data)) as reader:
-            store = json.loads(reader.json())
-            state = reader.get_validation_state()
-    except Exception as exc:  # c2pa raises its own error types for broken manifests
-        out["c2pa_valid"] = False
-        errors.append(f"C2PA: {type(exc).__name__}: {exc}"[:200])
-        return
-    manifest = (store.get("manifests") or {}).get(store.get("active_manifest")) or {}
-    gen = manifest.get("claim_generator")
-    if not gen and manifest.get("claim_generator_info"):
-        info = manifest["claim_generator_info"][0]
-        gen = " ".join(str(info.get(k, "")) for k in ("name", "version")).strip()
-    out["c2pa_claim_generator"] = (gen or None) and str(gen)[:200]
-    out["c2pa_valid"] = str(state).lower() in ("valid", "trusted")
-    if any(t in json.dumps(manifest.get("assertions", [])) for t in AI_SOURCE_TYPES):
-        out["c2pa_declares_ai"] = True
+def _c2pa(data: bytes, fmt: str | None, size: int, anchors: str | None, out: dict,
+          fields: dict[str, str], errors: list[str]) -> None:
+    """The C2PA columns from c2pa-python's check, and the C2PA fields the generator rules read."""
+    facts = check_c2pa(data, fmt, size, anchors)
+    out.update(c2pa_trust=facts.trust, c2pa_valid=facts.valid, c2pa_failures=facts.failures,
+               c2pa_claim_generator=facts.claim_generator, c2pa_ai=facts.ai, c2pa_ai_in=facts.ai_in)
+    out["c2pa_declares_ai"] = out["c2pa_declares_ai"] or facts.ai is not None
+    if facts.error:
+        errors.append(facts.error)
+    for name, value in (("c2pa:claim_generator", facts.claim_generator), ("c2pa:ai", facts.ai),
+                        ("c2pa:generated_by", facts.generated_by), ("c2pa:edited_by", facts.edited_by)):
+        if value:
+            fields[name] = value
 
 
-def extract(data: bytes, fmt: str | None, keep_gps: bool = False, prompts: bool = True) -> dict:
+def extract(data: bytes, fmt: str | None, keep_gps: bool = False, prompts: bool = True,
+            evidence: Evidence | None = None) -> dict:
     """The provenance columns of one file. Never raises."""
+    evidence = evidence or Evidence()
     out: dict = dict.fromkeys(COLUMNS)
-    out.update(has_exif=False, has_gps=False, gen_params_present=False, c2pa_present=False)
+    out.update(has_exif=False, has_gps=False, gen_params_present=False, c2pa_present=False, c2pa_trust="none")
     errors: list[str] = []
     try:
         b = find_blocks(data, fmt)
         errors += b.errors
+        fields = {f"png:{k}": v for k, v in b.text.items()}  # what the generator rules read
         comment = _exif(b.exif, keep_gps, out, errors) if b.exif else None
+        for name, value in (("exif:Make", out["exif_make"]), ("exif:Model", out["exif_model"]),
+                            ("exif:Software", out["exif_software"]), ("exif:UserComment", comment)):
+            if value:
+                fields[name] = value
         tool, prompt = _generator(b.text, comment)
         if tool:
             out["gen_params_present"] = True
@@ -414,14 +413,22 @@ def extract(data: bytes, fmt: str | None, keep_gps: bool = False, prompts: bool 
             source = _xmp_field(xmp, "Iptc4xmpExt:DigitalSourceType")
             out["iptc_digital_source_type"] = source and source.rstrip("/").rsplit("/", 1)[-1]
             out["xmp_creator_tool"] = _xmp_field(xmp, "xmp:CreatorTool")
+            for name, value in (("xmp:DigitalSourceType", out["iptc_digital_source_type"]),
+                                ("xmp:CreatorTool", out["xmp_creator_tool"]),
+                                ("xmp:Credit", _xmp_field(xmp, "photoshop:Credit"))):
+                if value:
+                    fields[name] = value
         if b.c2pa is not None:
             out["c2pa_present"] = True
             out["c2pa_declares_ai"] = any(t.encode() in b.c2pa for t in AI_SOURCE_TYPES)
-            _c2pa_details(data, fmt, out, errors)
+            _c2pa(data, fmt, len(b.c2pa), evidence.trust_pem, out, fields, errors)
+        found = evidence.rules().attribute(fields)
+        if found:
+            out.update(generator=found.generator, generator_kind=found.kind, generator_rule=found.rule)
     except Exception as exc:  # a parser bug on hostile input must not cost the row
         errors.append(f"metadata parser failure: {type(exc).__name__}: {exc}"[:200])
     declared = (out["gen_params_present"] or out["iptc_digital_source_type"] in AI_SOURCE_TYPES
-                or bool(out["c2pa_declares_ai"]))
+                or bool(out["c2pa_declares_ai"]) or out["generator_kind"] is not None)
     if declared:
         out["provenance_hint"] = "declared-ai"
     elif out["exif_make"] and out["exif_model"] and out["exif_datetime_original"]:
