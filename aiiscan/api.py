@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from .tasks.calibrate import Calibration
     from .tasks.evaluate import Table
 
-__all__ = ["scan", "load", "train", "finetune", "calibrate", "evaluate", "report", "list_heads"]
+__all__ = ["scan", "load", "train", "finetune", "calibrate", "evaluate", "report", "evidence", "list_heads"]
 
 
 def engine_for(name: str = "local", detector: Scorer | None = None, **options: Any) -> Engine:
@@ -271,6 +271,44 @@ def report(source: str | Path, output: str | Path, overwrite: bool = False, **op
     check_output(output, overwrite=overwrite, what="HTML report")
     return write_html(source, output, top=page.top, thumbnails=page.thumbnails,
                       thumb_budget=page.thumb_budget)
+
+
+def evidence(paths: Sequence[str], *, workers: int | None = 1, **options: Any) -> list[dict]:
+    """What a scan would record as evidence for these files (C2PA, generator metadata, invisible
+    watermarks, EXIF): one dict of report columns per file, in order, decoded in worker processes
+    under the scan's per-file bounds (``EvidenceOptions``' keywords: ``c2pa_trust=``, ``rules=``;
+    and ``keep_gps=``, ``prompts=``, ``max_bytes=``, ``max_pixels=``)."""
+    from . import inputs
+    from .decode.evidence import load_evidence
+    from .decode.job import DecodeJob
+    from .decode.pool import decode_stream
+    from .options import EvidenceOptions, ScanOptions
+    from .scanner.driver import check_roots
+    from .scanner.rows import facts
+
+    check_roots(paths)
+    opts = build(ScanOptions, options)
+    loaded = load_evidence(build(EvidenceOptions, options))
+    jobs = [DecodeJob(inputs.parse(p), variants=(), max_pixels=opts.max_pixels, max_bytes=opts.max_bytes,
+                      provenance=True, keep_gps=opts.keep_gps, prompts=opts.prompts, evidence=loaded,
+                      watermark=True) for p in paths]
+    rows = [{"path": res.location.display(), "status": res.status, "error": res.error} | facts(res)
+            for res in decode_stream(jobs, workers)]
+    for row in rows:  # as the text reports spell it: ISO 8601, UTC
+        row["mtime"] = _iso(row.get("mtime"))
+    return rows
+
+
+def _iso(mtime_us: int | None) -> str | None:
+    from datetime import datetime, timedelta, timezone
+
+    if mtime_us is None:
+        return None
+    try:
+        when = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=mtime_us)
+    except OverflowError:
+        return None
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def list_heads() -> list[Any]:

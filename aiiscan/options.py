@@ -13,6 +13,7 @@ the whole objects, so a report says exactly how it was made.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -32,6 +33,7 @@ COMBINE = ("any", "all")  # how several heads' labels make a verdict (scanner.ve
 DEFAULT_TIMEOUT = 120.0  # seconds one file may take to decode
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own decompression-bomb limit x2 (~179 MP)
+TRUST_ENV = "AIISCAN_C2PA_TRUST"  # the C2PA trust anchors when --c2pa-trust is not given
 EXACT_DECODE = "Decode JPEGs at full resolution (default: DCT-domain downscaling first)."
 
 
@@ -98,10 +100,27 @@ class RunOptions:
 
 
 @dataclass(frozen=True)
+class EvidenceOptions:
+    """What the user adds to the evidence every scan collects: files, named, not yet read
+    (``decode.evidence.load_evidence`` checks them)."""
+
+    c2pa_trust: str | None = opt(None, "PEM file of the CA certificates whose C2PA signers you trust "
+                                       "(c2pa_trust=trusted) [default: $AIISCAN_C2PA_TRUST, else none].",
+                                 path={"exists": True, "dir_okay": False})
+    rules: str | None = opt(None, "JSON file of generator rules, tried before the built-in ones "
+                                  "(README, Evidence).", path={"exists": True, "dir_okay": False})
+
+    def __post_init__(self) -> None:
+        if self.c2pa_trust is None and os.environ.get(TRUST_ENV):
+            object.__setattr__(self, "c2pa_trust", os.environ[TRUST_ENV])
+
+
+@dataclass(frozen=True)
 class ScanOptions:
     """What to scan and how to write it, beyond ``RunOptions``."""
 
     run: RunOptions = opt(factory=RunOptions, nested=RunOptions)
+    evidence: EvidenceOptions = opt(factory=EvidenceOptions, nested=EvidenceOptions)
     # head prefix or name; None: the default head; a tuple of two or more: a multi-head scan
     weights: str | tuple[str, ...] | None = opt(None, "Head: path prefix W (W.safetensors + W.json) or a "
                                                       "name "

@@ -14,6 +14,11 @@ from ..textsafe import for_terminal
 from . import common
 from .params import options_for
 
+NO_DETECTOR = ("note: no pixel detector ran: no head is installed, and none ships with aiiscan (a head is "
+               "learnt from the CLIP features of photos you trust, with real CLIP weights); this report "
+               "holds evidence only (C2PA, generator metadata, watermarks). Make one: aiiscan train "
+               "--natural ~/photos/authentic -o mine --install-default")
+
 
 @click.command("scan", context_settings=common.CONTEXT,
                short_help="Score images in files, folders and lists into a report, one row per file.",
@@ -49,7 +54,7 @@ def command(paths, output, html_out, quiet, progress, **params) -> None:
     from ..files import check_output
     from ..inputs import is_remote
     from ..options import as_weights, build
-    from ..scanner.driver import run_scan
+    from ..scanner.driver import heads_for, run_scan
     from ..scanner.staging import staging_for
 
     if not paths and not params["from_list"]:
@@ -66,6 +71,8 @@ def command(paths, output, html_out, quiet, progress, **params) -> None:
     run = common.run_options(params, quiet, progress)
     options = build(ScanOptions, params | {"run": run, "weights": as_weights(params["weights"]),
                                            "command": shlex.join(["aiiscan", *sys.argv[1:]])})
+    if heads_for(options.weights) == () and not quiet:
+        click.echo(NO_DETECTOR, err=True)
     summary = run_scan(list(paths), output, options, common.engine(params))
     if summary.interrupted:
         kept = staging_for(output, options.parts_dir) if is_remote(output) else output

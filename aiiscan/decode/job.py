@@ -18,14 +18,16 @@ from PIL import ImageOps
 
 from .. import inputs
 from ..inputs.location import Location, Refused, SourceError
+from ..options import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from ..textsafe import clean_text
+from .evidence import Evidence
 from .formats import IMAGE_EXTENSIONS, sniff_format
 from .launder import Condition
-from .preprocess import CROP, DEFAULT_MAX_PIXELS, DecodeError, load, orientation, prepare, probe, resize_for
+from .preprocess import CROP, DecodeError, load, orientation, prepare, probe, resize_for
 from .provenance import extract as extract_provenance
 from .proxies import ProxySpec, radial_band_perturb
+from .watermark import columns as watermark_columns
 
-DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 RADIAL = "radial"  # the calibration perturbation, band (30, 100)
 
 Variant = None | str | ProxySpec
@@ -48,6 +50,8 @@ class DecodeJob:
     provenance: bool = False  # scan: metadata evidence columns from the same bytes
     keep_gps: bool = False
     prompts: bool = True
+    evidence: Evidence | None = None  # C2PA trust anchors and user generator rules (load_evidence)
+    watermark: bool = False  # scan: invisible-watermark columns from the full-resolution pixels
 
     def __post_init__(self) -> None:
         if isinstance(self.location, str):
@@ -139,13 +143,15 @@ def _decode(job: DecodeJob) -> DecodeResult:
             raise DecodeError("not an image: content matches no supported image format"
                               if data else "empty file (0 bytes)")
         if job.provenance:
-            result.info["provenance"] = extract_provenance(data, kind,
-                                                           job.keep_gps, job.prompts)
+            result.info["provenance"] = extract_provenance(data, kind, job.keep_gps, job.prompts,
+                                                           job.evidence)
         img = probe(data, job.max_pixels)
         result.info.update(format=img.format, width=img.width, height=img.height, mode=img.mode)
         # Laundering conditions act on the full-resolution image, so they always decode exactly.
         fast = job.fast_decode and job.condition is None
         img = load(img, resize_for(job.crop_size) if fast else None)
+        if job.watermark:  # lossless pictures only, so never a JPEG that the fast path downscaled
+            result.info.update(watermark_columns(img, data))
         turn = orientation(img)
         if turn in (5, 6, 7, 8):  # width and height as the photo is shown, upright
             result.info.update(width=result.info["height"], height=result.info["width"])

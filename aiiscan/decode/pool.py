@@ -17,9 +17,9 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from pebble import ProcessExpired, ProcessPool
 
 from .. import signals
+from ..options import DEFAULT_TIMEOUT
 from .job import DecodeJob, DecodeResult, decode_job
 
-DEFAULT_TIMEOUT = 120.0
 POLL = 0.2  # seconds between checks for an interrupt while a result is awaited
 
 

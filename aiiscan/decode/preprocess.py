@@ -15,9 +15,10 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageFile
 
+from ..options import DEFAULT_MAX_PIXELS
+
 RESIZE = 256
 CROP = 224
-DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own decompression-bomb limit x2 (~179 MP)
 # libjpeg's default progressive script writes 10 scans, and real files rarely hold more than a few
 # dozen; each scan walks every block of the image again, so 20,000 tiny scans take minutes.
 MAX_JPEG_SCANS = 1000

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..decode.job import DecodeJob, DecodeResult, decode_job
+from ..decode.preprocess import CROP
 from ..errors import UsageError
 from ..options import RunOptions, opt
 
@@ -36,8 +37,9 @@ def _decode_batch(batch: dict) -> dict:
     results, crops = [], []
     for job in batch["job"]:
         res = decode_job(job)
-        size, n = job.crop_size, max(len(job.variants), 1)
-        crops.append(np.stack(res.arrays) if res.status == "ok" else np.zeros((n, size, size, 3), np.uint8))
+        size, n = job.crop_size, len(job.variants)  # no variant: an evidence-only scan
+        crops.append(np.stack(res.arrays) if res.status == "ok" and n
+                     else np.zeros((n, size, size, 3), np.uint8))
         res.arrays = []
         results.append(res)
     out = np.empty(len(results), dtype=object)
@@ -116,17 +118,17 @@ class RayScorer:
         from ..models.scorer import backbone_passes, check_crop_sizes
 
         self.heads: list[Head] = []
-        for w in heads if isinstance(heads, tuple) else (heads,):
+        for w in heads if isinstance(heads, tuple) else (heads,):  # an empty tuple: no head
             card, prefix = read_head_card(w)  # the actors load the tensors (and check their shapes)
             verify_digest(card, prefix)  # a tampered head is refused before the cluster starts
             self.heads.append(Head(card, prefix, model_id(card, prefix)))
         check_crop_sizes(self.heads)  # before any actor loads a model
         self.passes = backbone_passes([h.card for h in self.heads])  # as each actor's Scorer
-        first = self.heads[0]
+        first = self.heads[0] if self.heads else Head(None, None, None)  # no head: evidence only
         self.card, self.prefix, self.model_id = first.card, first.prefix, first.model_id
         # what each actor loads: the resolved prefixes (the default head named as found here)
         paths = tuple(str(h.prefix) for h in self.heads)
-        self.head_paths = paths if len(paths) > 1 else paths[0]
+        self.head_paths = paths if len(paths) > 1 else paths[0] if paths else None
         device = "cuda" if engine.gpus_per_worker > 0 and run.device == "auto" else run.device
         self.run = RunOptions(**{**run.to_dict(), "device": device})
         self.engine = engine
@@ -136,7 +138,7 @@ class RayScorer:
 
     @property
     def image_size(self) -> int:
-        return self.heads[0].image_size
+        return self.heads[0].image_size if self.heads else CROP
 
     @property
     def precision(self) -> str:
@@ -176,10 +178,12 @@ class RayScorer:
         cpu = self.engine.cpu_workers
         ds = ds.map_batches(_decode_batch, batch_size=32, batch_format="numpy", memory=DECODE_MEMORY,
                             compute=TaskPoolStrategy(size=cpu) if cpu else None)
-        ds = ds.map_batches(_Scorer, fn_constructor_kwargs={"heads": self.head_paths, "run": self.run},
-                            batch_size=batch_size or self.run.batch_size, batch_format="numpy",
-                            compute=ActorPoolStrategy(size=self.engine.scorers),
-                            num_gpus=self.engine.gpus_per_worker or None)
+        if self.heads:  # no head: the decode tasks alone
+            ds = ds.map_batches(_Scorer, fn_constructor_kwargs={"heads": self.head_paths, "run": self.run},
+                                batch_size=batch_size or self.run.batch_size, batch_format="numpy",
+                                compute=ActorPoolStrategy(size=self.engine.scorers),
+                                num_gpus=self.engine.gpus_per_worker or None)
         for batch in ds.iter_batches(batch_format="numpy", batch_size=256):
-            for res, score in zip(batch["result"], batch["score"], strict=True):
-                yield res, (np.asarray(score) if res.status == "ok" else None)
+            scores = batch["score"] if self.heads else [None] * len(batch["result"])
+            for res, score in zip(batch["result"], scores, strict=True):
+                yield res, (np.asarray(score) if res.status == "ok" and score is not None else None)

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from ..decode.job import DecodeJob, DecodeResult
-from ..decode.pool import DEFAULT_TIMEOUT, decode_stream
+from ..decode.pool import decode_stream
+from ..options import DEFAULT_TIMEOUT
 
 Encode = Callable[[list[np.ndarray]], torch.Tensor]  # uint8 HWC crops -> features [crop, D]
 

@@ -50,12 +50,23 @@ by `aiiscan train`), which cannot be bundled. Make one from photos you trust:
 or name a head with --weights W or $AIISCAN_WEIGHTS=W. Looked for a default head in: {looked}"""
 
 
+def _default_places() -> list[Path]:
+    return [user_weights_dir() / DEFAULT_NAME, Path.cwd() / "weights" / DEFAULT_NAME]
+
+
+def has_default_head() -> bool:
+    """Whether a command given no ``--weights`` has a head to score with (``$AIISCAN_WEIGHTS``
+    set, or an installed default): a scan without one collects evidence only."""
+    return bool(os.environ.get(DEFAULT_HEAD_ENV)) or any(
+        all(f.is_file() for f in head_files(prefix)) for prefix in _default_places())
+
+
 def default_head() -> Path:
     """The head used when no ``--weights`` is given: ``$AIISCAN_WEIGHTS``, then ``default`` in
     the per-user weights folder, then ``./weights/default``."""
     if os.environ.get(DEFAULT_HEAD_ENV):
         return resolve(os.environ[DEFAULT_HEAD_ENV])
-    places = [user_weights_dir() / DEFAULT_NAME, Path.cwd() / "weights" / DEFAULT_NAME]
+    places = _default_places()
     for prefix in places:
         st, card = head_files(prefix)
         if st.is_file() and card.is_file():
@@ -97,8 +108,6 @@ def resolve(weights: str | Path) -> Path:
         f"no head named {weights!r}: expected {st.name} and {card.name} next to each other "
         f"(also looked in {looked}). Train one with `aiiscan train --natural DIR -o {weights}`."
     )
-
-
 
 
 def read_head_card(weights: str | Path | None) -> tuple[ModelCard, Path]:

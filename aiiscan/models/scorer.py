@@ -22,10 +22,9 @@ from PIL import Image
 
 from ..card import ModelCard, model_id
 from ..decode.job import DecodeJob, DecodeResult
-from ..decode.pool import DEFAULT_TIMEOUT
 from ..decode.preprocess import prepare
 from ..errors import UsageError
-from ..options import RunOptions
+from ..options import DEFAULT_TIMEOUT, RunOptions
 from .backbone import CLIP_WEIGHTS_ENV, BackboneError, ClipBackbone, build_backbone, resolve_device
 from .batcher import feature_batches
 from .headfile import check_backbone, load_head

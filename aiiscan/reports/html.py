@@ -23,12 +23,13 @@ import pyarrow.compute as pc
 from PIL import Image
 
 from .. import inputs
-from ..decode.preprocess import DEFAULT_MAX_PIXELS, open_image, to_rgb
+from ..decode.preprocess import open_image, to_rgb
 from ..errors import ReportError
 from ..files import atomic_write_bytes, now_iso
 from ..inputs import archive
 from ..inputs.location import Refused
 from ..inputs.store import put_file
+from ..options import DEFAULT_MAX_PIXELS
 from ..textsafe import path_from_display
 from ..version import __version__
 from .read import iter_report, local_report, report_metadata

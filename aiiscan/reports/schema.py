@@ -57,11 +57,27 @@ SCHEMA = pa.schema([
     ("c2pa_declares_ai", pa.bool_()),
     ("c2pa_claim_generator", pa.string()),
     ("c2pa_valid", pa.bool_()),
+    # C2PA trust against the user's anchors, the SDK's failure codes, AI declared (generated or
+    # edited) and where (the active manifest or an ingredient): decode.c2pa_check.
+    ("c2pa_trust", pa.string()),
+    ("c2pa_failures", pa.string()),
+    ("c2pa_ai", pa.string()),
+    ("c2pa_ai_in", pa.string()),
+    # The first generator rule that matched (decode.generators): name, generated/edited, rule id.
+    ("generator", pa.string()),
+    ("generator_kind", pa.string()),
+    ("generator_rule", pa.string()),
     ("provenance_hint", pa.string()),
     ("metadata_error", pa.string()),
+    # An invisible watermark (decode.watermark) read from a lossless picture's pixels: sdxl, sd1
+    # or sd2 and its bit errors; null when none was found or the file was not checked (lossy).
+    ("watermark", pa.string()),
+    ("watermark_bit_errors", pa.int32()),
 ])
 COLUMNS = SCHEMA.names
-OPTIONAL = ("reused", "reused_from", "etag")  # newer than some reports: read as null when absent
+# Newer than some reports: read as null when absent.
+OPTIONAL = ("reused", "reused_from", "etag", "c2pa_trust", "c2pa_failures", "c2pa_ai", "c2pa_ai_in",
+            "generator", "generator_kind", "generator_rule", "watermark", "watermark_bit_errors")
 HEAD_FIELDS = (("score", pa.float64()), ("label", pa.string()), ("threshold", pa.float64()),
                ("model_id", pa.string()))
 

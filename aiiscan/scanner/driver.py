@@ -17,15 +17,17 @@ from pathlib import Path
 
 from .. import inputs, signals
 from .. import progress as progress_bars
+from ..decode.evidence import load_evidence
 from ..engines import Engine, make_engine
 from ..errors import UsageError
 from ..files import now_iso
 from ..inputs.location import ListingLost
+from ..models.installed import has_default_head
 from ..options import ScanOptions, as_weights
 from ..reports.ledger import Ledger
 from ..reports.ledger import failure as ledger_failure
 from ..reports.parts import ReportWriter
-from ..reports.read import iter_report, local_report
+from ..reports.read import iter_report, local_report, report_metadata
 from ..tasks.metrics import check_threshold
 from ..textsafe import display_path
 from .plan import Plan
@@ -35,7 +37,14 @@ from .staging import destination
 from .summary import ScanSummary, metadata
 
 
-def _check_roots(paths: Sequence[str]) -> None:
+def heads_for(weights: str | Sequence[str] | None) -> str | tuple[str, ...] | None:
+    """The heads a scan opens: those named, else the default head (None), else none at all (an
+    empty tuple: no head is installed, and the scan collects evidence only)."""
+    heads = as_weights(weights)
+    return () if heads is None and not has_default_head() else heads
+
+
+def check_roots(paths: Sequence[str]) -> None:
     """A root that surely names nothing is a usage error before the model loads. URLs and
     SHARD::MEMBER roots are not looked up: a missing one comes out of the crawl as an error row
     (a request per root before the model loads would buy little)."""
@@ -58,16 +67,14 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
     opts = options or ScanOptions()
     run, engine = opts.run, engine or make_engine("local")
     started, t0 = now_iso(), time.perf_counter()
-    _check_roots(paths)
+    check_roots(paths)
     dest = destination(output, opts.fmt, opts.overwrite, opts.parts_dir)
     check_threshold(opts.threshold)
+    evidence = load_evidence(opts.evidence)
     ReportWriter.check(dest.local, opts.resume)
-    model = engine.open(as_weights(opts.weights), run)
+    model = engine.open(heads_for(opts.weights), run)
     rows = Rows(model, opts)
-    summary = ScanSummary(report=None, threshold=rows.thresholds[0].value,
-                          threshold_source=rows.thresholds[0].source, combine=rows.combine,
-                          more_heads=[(h.model_id, t.value, t.source)
-                                      for h, t in zip(model.heads[1:], rows.thresholds[1:], strict=True)])
+    summary = ScanSummary.of(rows, model)
     with contextlib.ExitStack() as stack:
         # An old report in a store is fetched into a temporary folder, which goes once the ledger
         # holds its rows; an unreadable one is refused before any part exists.
@@ -80,7 +87,8 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
         ledger = stack.enter_context(contextlib.closing(Ledger(writer.parts / "index.sqlite", rows.schema)))
         stack.callback(signals.install())  # SIGTERM (docker stop) and Ctrl-C both stop here, resumably
         bar = stack.enter_context(progress_bars.bar(unit="file", show=run.progress))  # the crawl streams
-        reuse = Reuse(ledger, incremental=old is not None)
+        same = old is not None and evidence.same_as(report_metadata(old).get("evidence"))
+        reuse = Reuse(ledger, incremental=old is not None, rows_reusable=same)
 
         def emit(row: dict | None) -> None:
             if row is not None:
@@ -89,7 +97,7 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
                 reuse.record(row)
             bar.update(1)
 
-        plan = Plan(paths, opts, model.image_size, reuse, rows, summary, emit)
+        plan = Plan(paths, opts, model.image_size, reuse, rows, summary, emit, evidence)
         try:
             if old is not None:
                 ids = [h.model_id for h in model.heads]
@@ -104,7 +112,7 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
                 raise ListingLost(f"{plan.lost}. The rows written so far are kept in {writer.parts}; no "
                                   "report was written: rerun the same command with --resume")
             summary.seconds = time.perf_counter() - t0
-            meta = metadata(summary, opts, engine, model, paths, started)
+            meta = metadata(summary, opts, engine, model, paths, started, evidence)
             # On resume, rows of the interrupted run stand only where the file was found unchanged:
             # the report is the one a clean scan would write now.
             report = writer.finish(meta, ledger.kept_rows if opts.resume else None, publish=dest.publisher())

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
+from ..decode.evidence import Evidence
 from ..decode.job import DecodeJob, DecodeResult
 from ..inputs.archive import is_container
 from ..inputs.crawl import iter_inputs
@@ -27,8 +28,8 @@ class Plan:
     counts a file that gets none (not an image)."""
 
     def __init__(self, paths: Sequence[str], opts: ScanOptions, crop: int, reuse: Reuse, rows: Rows,
-                 summary: ScanSummary, emit: Callable[[dict | None], None]):
-        self.paths, self.opts, self.crop = paths, opts, crop
+                 summary: ScanSummary, emit: Callable[[dict | None], None], evidence: Evidence):
+        self.paths, self.opts, self.crop, self.evidence = paths, opts, crop, evidence
         self.reuse, self.rows, self.summary, self.emit = reuse, rows, summary, emit
         self.lost: ListingLost | None = None  # a listing cut off: the rows in flight still finish
 
@@ -55,16 +56,22 @@ class Plan:
                 continue
             prior = self.reuse.old_row(loc)
             if prior is not None:
-                self.emit(self.rows.unchanged(prior, self.reuse.scores(prior)))
+                self.emit(self.rows.unchanged(prior, self.reuse.scores(prior)[:self.rows.heads]))
                 summary.reused += 1
                 continue
-            yield DecodeJob(loc, self.crop, max_pixels=opts.max_pixels, max_bytes=opts.max_bytes,
+            yield DecodeJob(loc, self.crop, variants=(None,) if self.rows.heads else (),
+                            max_pixels=opts.max_pixels, max_bytes=opts.max_bytes,
                             explicit=entry.explicit, fast_decode=not opts.run.exact_decode, provenance=True,
-                            keep_gps=opts.keep_gps, prompts=opts.prompts)
+                            keep_gps=opts.keep_gps, prompts=opts.prompts, evidence=self.evidence,
+                            watermark=True)
+
+    def _known(self, res: DecodeResult) -> tuple[str, str, tuple[float, ...]] | None:
+        """Scores this scan already has for the content (none to have without a head)."""
+        return self.reuse.known(res.info.get("sha256"), res.location) if self.rows.heads else None
 
     def skip(self, res: DecodeResult) -> bool:
         """Content whose scores the scan already has gets no backbone pass."""
-        return self.reuse.known(res.info.get("sha256"), res.location) is not None
+        return self._known(res) is not None
 
     def row(self, res: DecodeResult, scores: np.ndarray | None) -> None:
         """The row of what the engine gave back for one job (``scores``: [variant, head])."""
@@ -77,10 +84,11 @@ class Plan:
         if res.status != "ok":
             self.emit(self.rows.failed(res))
             return
-        hit = self.reuse.known(res.info.get("sha256"), res.location)
+        hit = self._known(res)
         if hit is None:
             summary.scored += 1
-            self.emit(self.rows.scored(res, [float(x) for x in scores[0]], None))  # the original's
+            original = [] if scores is None else [float(x) for x in scores[0]]  # no head: no score
+            self.emit(self.rows.scored(res, original, None))
             return
         how, source, known = hit
         if how == "duplicate":
@@ -89,4 +97,4 @@ class Plan:
             summary.reused += 1
         else:
             summary.same_content += 1
-        self.emit(self.rows.scored(res, list(known), (how, source)))
+        self.emit(self.rows.scored(res, list(known)[:self.rows.heads], (how, source)))

@@ -48,9 +48,13 @@ def unchanged(loc: Location, old: dict) -> bool:
 class Reuse:
     """The scan's lookups: what is done, what the old report holds, what content was scored."""
 
-    def __init__(self, ledger: Ledger, incremental: bool):
+    def __init__(self, ledger: Ledger, incremental: bool, rows_reusable: bool = True):
+        """``rows_reusable``: the old report's evidence was made as this scan would make it (the
+        same evidence code, rules and trust anchors); otherwise an unchanged file is decoded
+        again for its evidence, though its scores are still reused by content."""
         self.ledger = ledger
         self.incremental = incremental
+        self.rows_reusable = rows_reusable
 
     def load_old(self, report: str | Path, models: Sequence[str]) -> tuple[int, list[str]]:
         """The old report's reusable rows into the ledger, streamed: scored by this scan's heads
@@ -67,7 +71,11 @@ class Reuse:
             for table in iter_report(report):
                 theirs = ["model_id", *(f"model_id_{k}" for k in range(2, heads_in(table.column_names) + 1))]
                 ok = pc.fill_null(pc.equal(table.column("status"), "ok"), False)
-                if len(theirs) == len(models):
+                if not models:  # an evidence-only scan reuses the rows of evidence-only scans
+                    same = pc.fill_null(pc.and_(ok, pc.is_null(table.column("model_id"))), False)
+                    yield _mtime_int(table.filter(same))
+                    foreign = table.filter(pc.and_(ok, pc.invert(same))).select(theirs)
+                elif len(theirs) == len(models):
                     same = ok
                     for col, model in zip(theirs, models, strict=True):
                         same = pc.and_(same, pc.equal(table.column(col), model))
@@ -103,7 +111,7 @@ class Reuse:
 
     def old_row(self, loc: Location) -> dict | None:
         """The old report's row of a file unchanged since (``--incremental``)."""
-        prior = self.ledger.old_row(loc.display()) if self.incremental else None
+        prior = self.ledger.old_row(loc.display()) if self.incremental and self.rows_reusable else None
         return prior if prior and unchanged(loc, prior) else None
 
     def scores(self, row: dict) -> list[float]:

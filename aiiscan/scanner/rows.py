@@ -60,7 +60,7 @@ class Rows:
         if self.combine:
             combine([], self.combine)  # an unknown way to combine: refused before any part exists
         self.keep_gps, self.prompts = opts.keep_gps, opts.prompts
-        ids = [h.model_id for h in model.heads]
+        ids = [h.model_id for h in model.heads] or [None]  # no head: evidence only
         self._ids = {"model_id": ids[0], **{f"model_id_{k}": m for k, m in enumerate(ids[1:], start=2)}}
 
     def base(self, loc: Location, status: str, error: str | None) -> dict:
@@ -122,4 +122,6 @@ def facts(res: DecodeResult) -> dict:
         "height": info.get("height"),
         "mode": info.get("mode"),
         **info.get("provenance", {}),
+        "watermark": info.get("watermark"),
+        "watermark_bit_errors": info.get("watermark_bit_errors"),
     }

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..card import ThresholdBlock
+from ..decode.evidence import Evidence
 from ..engines import Engine
 from ..errors import EXIT_FILE_ERRORS, EXIT_INTERRUPTED, EXIT_OK
 from ..files import now_iso
@@ -14,6 +16,7 @@ from ..models import ScorerLike
 from ..options import ScanOptions
 from ..textsafe import display_path
 from ..version import __version__
+from .rows import Rows
 
 SHOWN_HEADS = 3  # sets of other heads' model ids named in the summary
 
@@ -43,6 +46,18 @@ class ScanSummary:
     head_labels: Counter = field(default_factory=Counter)
     combine: str | None = None
     verdicts: Counter = field(default_factory=Counter)
+    evidence_only: bool = False  # no head: no score, the evidence columns only
+    evidence: Counter = field(default_factory=Counter)  # rows with each kind of evidence found
+
+    @classmethod
+    def of(cls, rows: Rows, model: ScorerLike) -> ScanSummary:
+        """A scan's summary before its first row: its heads' thresholds and how they combine."""
+        if not rows.thresholds:  # no head: evidence only
+            return cls(report=None, evidence_only=True)
+        first = rows.thresholds[0]
+        return cls(report=None, threshold=first.value, threshold_source=first.source, combine=rows.combine,
+                   more_heads=[(h.model_id, t.value, t.source)
+                               for h, t in zip(model.heads[1:], rows.thresholds[1:], strict=True)])
 
     def count(self, row: dict) -> None:
         self.status[row["status"]] += 1
@@ -55,6 +70,8 @@ class ScanSummary:
                 self.head_labels[k, row[f"label_{k}"]] += 1
         if row.get("verdict"):
             self.verdicts[row["verdict"]] += 1
+        for kind in evidence_kinds(row):
+            self.evidence[kind] += 1
 
     @property
     def exit_code(self) -> int:
@@ -64,7 +81,9 @@ class ScanSummary:
 
     def lines(self) -> list[str]:
         rate = self.scored / self.seconds if self.seconds > 0 else 0.0
-        if self.threshold is None:
+        if self.evidence_only:
+            labels = "none (no head: no pixel detector ran; the report holds evidence only)"
+        elif self.threshold is None:
             labels = ("none (the head has no calibrated threshold: run `aiiscan calibrate` or pass "
                       "--threshold)")
         else:
@@ -73,12 +92,15 @@ class ScanSummary:
         out = [
             "status: " + (", ".join(f"{k} {v}" for k, v in sorted(self.status.items())) or "no files"),
             "labels: " + labels,
-            "threshold: " + ("none (not calibrated)" if self.threshold is None else
-                             f"{self.threshold:.6g} ({self.threshold_source})"),
+            *([] if self.evidence_only else [
+                "threshold: " + ("none (not calibrated)" if self.threshold is None else
+                                 f"{self.threshold:.6g} ({self.threshold_source})")]),
             *self._head_lines(),
             "provenance: " + (", ".join(f"{k} {v}" for k, v in sorted(self.hints.items())) or "no hints")
             + " (file metadata: evidence beside the score, not part of it)",
-            f"scored {_n(self.scored, 'file')} in {self.seconds:.1f}s"
+            "evidence: " + (", ".join(f"{k} {v}" for k, v in sorted(self.evidence.items()))
+                            or "none found (its absence means nothing: metadata is easily stripped)"),
+            f"{'read' if self.evidence_only else 'scored'} {_n(self.scored, 'file')} in {self.seconds:.1f}s"
             + (f" ({rate:.1f} files/s); " if self.scored else "; ") +
             f"reused {self.reused} unchanged, {self.same_content} moved or copied (same content), "
             f"{_n(self.duplicates, 'duplicate')} of files scored in this scan (column reused); "
@@ -117,16 +139,28 @@ class ScanSummary:
         return out
 
 
+def evidence_kinds(row: dict) -> list[str]:
+    """The kinds of evidence a row carries, as the summary and the HTML page count them."""
+    kinds = []
+    if row.get("c2pa_trust") not in (None, "none"):
+        kinds.append(f"c2pa {row['c2pa_trust']}")
+    if row.get("generator_kind"):
+        kinds.append(f"generator metadata ({row['generator_kind']})")
+    if row.get("watermark"):
+        kinds.append(f"watermark {row['watermark']}")
+    return kinds
+
+
 def _n(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def metadata(summary: ScanSummary, opts: ScanOptions, engine: Engine, model: ScorerLike,
-             paths: Sequence[str], started: str) -> dict:
+             paths: Sequence[str], started: str, evidence: Evidence) -> dict:
     """The report's metadata: what made it (heads, engine, options as given) and what it holds."""
     card, run = model.card, opts.run
     heads = model.heads
-    more = {} if len(heads) == 1 else {
+    more = {} if len(heads) <= 1 else {
         "heads": [{"model_id": h.model_id, "kind": h.card.kind, "model_card_sha256": h.card.digest(),
                    "backbone": h.card.backbone.to_dict(), "threshold_block": _block(h.card.threshold)}
                   for h in heads],
@@ -137,11 +171,11 @@ def metadata(summary: ScanSummary, opts: ScanOptions, engine: Engine, model: Sco
     return {
         "aiiscan_version": __version__,
         "model_id": model.model_id,
-        "model_card_sha256": card.digest(),
-        "backbone": card.backbone.to_dict(),
+        "model_card_sha256": card and card.digest(),
+        "backbone": card and card.backbone.to_dict(),
         "threshold": summary.threshold,
         "threshold_source": summary.threshold_source,
-        "threshold_block": _block(card.threshold),
+        "threshold_block": card and _block(card.threshold),
         "command": opts.command,
         "roots": [display_path(p) for p in paths],
         "from_list": opts.from_list,
@@ -163,15 +197,10 @@ def metadata(summary: ScanSummary, opts: ScanOptions, engine: Engine, model: Sco
         "same_content_rows": summary.same_content,
         "duplicate_rows": summary.duplicates,
         "options": opts.to_dict(),  # everything the scan was asked to do, as given
+        "evidence": evidence.metadata(),  # what made the evidence columns (--incremental compares it)
         **more,
     }
 
 
-def _block(threshold) -> dict | None:
-    return None if threshold is None else threshold.to_dict()
-
-
-
-
-def _block(threshold) -> dict | None:
+def _block(threshold: ThresholdBlock | None) -> dict | None:
     return None if threshold is None else threshold.to_dict()
