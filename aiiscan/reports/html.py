@@ -429,7 +429,7 @@ def render(report: str | Path, top: int = 50, thumbnails: bool = True,
     head_meta, head_thrs = meta.get("heads") or [], meta.get("head_thresholds") or []
     backbone = meta.get("backbone") or {}
     block = meta.get("threshold_block") or {}
-    validation = block.get("validation") or {}
+    validation = block.get("validation") if isinstance(block.get("validation"), dict) else {}
     with_ai = (f" + {validation.get('ai_count')} AI images" if validation.get("positives") == "ai images"
                else "")
 

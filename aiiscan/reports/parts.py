@@ -58,6 +58,7 @@ class ReportWriter:
                 f"{self.parts} holds an interrupted scan: add --resume to continue it, "
                 "or delete that folder to start over")
         self.next_part = self.first_new = len(self._part_files())
+        self.created = not existed  # this scan made the parts folder (not --resume's)
 
     @staticmethod
     def check(out: str | Path, resume: bool) -> None:
@@ -227,5 +228,13 @@ class ReportWriter:
     def __enter__(self) -> ReportWriter:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, kind, exc, tb) -> None:
+        """A scan that fails before its first row (a refused --incremental report, a bad option
+        found late) leaves nothing behind: the parts folder it made goes, so the next plain run is
+        not told of an interrupted scan. Anything written stays for --resume."""
+        if (kind is not None and not issubclass(kind, KeyboardInterrupt) and self.created
+                and self.next_part == 0 and not self.buffer):
+            self._unlock()
+            shutil.rmtree(self.parts, ignore_errors=True)
+            return
         self.close()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..errors import ReportError
+
 META_KEY = b"aiiscan"  # the Parquet schema-metadata key of the scan's metadata
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # Arrow's %S carries the fraction: 2026-11-23T01:16:45.599949Z
 
@@ -78,6 +80,13 @@ COLUMNS = SCHEMA.names
 # Newer than some reports: read as null when absent.
 OPTIONAL = ("reused", "reused_from", "etag", "c2pa_trust", "c2pa_failures", "c2pa_ai", "c2pa_ai_in",
             "generator", "generator_kind", "generator_rule", "watermark", "watermark_bit_errors")
+# The scan's metadata keys aiiscan itself reads back (the HTML page, --incremental) and their
+# types: (list, T) is a list of T or null. A value of another type reads as absent (reports.read).
+META_TYPES: dict[str, type | tuple] = {
+    "threshold": float, "head_thresholds": (list, float), "heads": (list, dict), "backbone": dict,
+    "threshold_block": dict, "evidence": dict, "roots": (list, str), "model_id": str,
+    "model_card_sha256": str, "threshold_source": str, "combine": str, "command": str,
+    "started": str, "finished": str, "aiiscan_version": str}
 HEAD_FIELDS = (("score", pa.float64()), ("label", pa.string()), ("threshold", pa.float64()),
                ("model_id", pa.string()))
 
@@ -94,22 +103,58 @@ def report_schema(heads: int = 1) -> pa.Schema:
 
 
 def heads_in(names: list[str]) -> int:
-    """How many heads a report with these columns holds."""
+    """How many heads a report with these columns holds: head k counts when all four of its
+    columns are there (a stray ``score_2`` alone is a foreign column, not a head)."""
     n = 1
-    while f"score_{n + 1}" in names:
+    while all(f"{name}_{n + 1}" in names for name, _ in HEAD_FIELDS):
         n += 1
     return n
 
 
+def _nested(kind: pa.DataType) -> bool:
+    return pa.types.is_nested(kind) or pa.types.is_union(kind) or pa.types.is_map(kind)
+
+
 def conform(table: pa.Table, schema: pa.Schema = SCHEMA) -> pa.Table:
-    """A table with the report schema (``schema``: a multi-head report's). mtime from any earlier
-    spelling (nanoseconds, zoned) is truncated to microseconds; everything else must cast exactly."""
-    i = table.schema.get_field_index("mtime")
-    col = table.column(i)
-    if pa.types.is_string(col.type):
-        col = pc.cast(pc.replace_substring_regex(col, r"(Z|[+-]00:?00)$", ""), pa.timestamp("ns"))
-    table = table.set_column(i, "mtime", pc.cast(col, pa.timestamp("us"), safe=False))
-    for name in OPTIONAL:
-        if name not in table.column_names:
-            table = table.append_column(name, pa.nulls(len(table), pa.string()))
-    return table.select(schema.names).cast(schema)
+    """A table with the report schema (``schema``: a multi-head report's), or ``ReportError``
+    naming the column that cannot be one. mtime from any earlier spelling (text with or without a
+    zone, nanoseconds, zoned) becomes microseconds, years 1 to 9999; every other column must cast
+    exactly. Columns the schema lacks are dropped; optional ones that are absent read as null."""
+    names = table.column_names
+    columns = []
+    for field in schema:
+        if field.name not in names:
+            if field.name not in OPTIONAL and field.name != "verdict":
+                raise ReportError(f"not an aiiscan report: no column {field.name!r}")
+            columns.append(pa.nulls(len(table), field.type))
+            continue
+        col = table.column(field.name)
+        if _nested(col.type) and not pa.types.is_dictionary(col.type):
+            raise ReportError(f"not an aiiscan report: column {field.name!r} holds {col.type} values, "
+                              f"not {field.type}")
+        try:
+            if field.name == "mtime":
+                col = _timestamps(col)
+            columns.append(pc.cast(col, field.type, safe=True))
+        except (pa.ArrowException, ValueError, TypeError) as exc:
+            raise ReportError(f"not an aiiscan report: column {field.name!r} does not read as "
+                              f"{field.type}: {one_line(exc)}") from None
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _timestamps(col):
+    """mtime as microseconds since the epoch, from any spelling a report has had."""
+    if pa.types.is_dictionary(col.type):
+        col = pc.cast(col, col.type.value_type)
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        # ISO 8601 UTC text: parsed straight into microseconds (nanoseconds end in 2262)
+        return pc.cast(pc.replace_substring_regex(col, r"(Z|[+-]00:?00)$", ""), pa.timestamp("us"))
+    if pa.types.is_timestamp(col.type):
+        return pc.cast(col, pa.timestamp("us"), safe=False)  # truncated to µs; a zone is UTC
+    return col  # anything else must cast exactly, or is refused
+
+
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    """An error's text on one line, cut short: a report's cell may be huge, or binary."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[:limit] + "..."

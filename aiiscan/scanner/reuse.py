@@ -45,6 +45,22 @@ def unchanged(loc: Location, old: dict) -> bool:
     return st.size == old["size"] and st.mtime_us == old["mtime"]
 
 
+def sound(table: pa.Table, heads: int) -> pa.ChunkedArray:
+    """Which scored rows of an old report may be reused: every head's score finite, its threshold
+    finite or null, and its label the one that score and threshold give (``rows.label``). A row a
+    scan wrote always is; a tampered or foreign one (a NaN score, ok with no score, an "ai" below
+    its threshold) is not, and its file is scored again."""
+    ok = pc.equal(table.column("status"), "ok")
+    for k in range(1, heads + 1):
+        suffix = "" if k == 1 else f"_{k}"
+        score, thr, lab = (table.column(f"{c}{suffix}") for c in ("score", "threshold", "label"))
+        given = pc.if_else(pc.greater_equal(score, thr), "ai", "natural")
+        ok = pc.and_(ok, pc.is_finite(score))
+        ok = pc.and_(ok, pc.if_else(pc.is_null(thr), pc.is_null(lab),
+                                    pc.and_(pc.is_finite(thr), pc.equal(lab, given))))
+    return pc.fill_null(ok, False)
+
+
 class Reuse:
     """The scan's lookups: what is done, what the old report holds, what content was scored."""
 
@@ -76,7 +92,7 @@ class Reuse:
                     yield _mtime_int(table.filter(same))
                     foreign = table.filter(pc.and_(ok, pc.invert(same))).select(theirs)
                 elif len(theirs) == len(models):
-                    same = ok
+                    same = sound(table, len(models))
                     for col, model in zip(theirs, models, strict=True):
                         same = pc.and_(same, pc.equal(table.column(col), model))
                     same = pc.fill_null(same, False)

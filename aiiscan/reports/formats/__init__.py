@@ -25,12 +25,17 @@ SUFFIXES = {"parquet": "parquet", "pq": "parquet", "csv": "csv", "jsonl": "jsonl
 
 
 def format_for(path: str | Path, explicit: str | None = None) -> str:
-    """The report format: ``explicit`` if given, else from the extension (unknown: an error)."""
+    """The report format: ``explicit`` if given, else from the extension (unknown: an error). An
+    ``explicit`` format that contradicts a known extension (``r.csv`` with ``parquet``) is refused:
+    the file's name would lie about its bytes."""
+    suffix = Path(path).suffix.lower().lstrip(".")
     if explicit:
         if explicit not in FORMATS:
             raise ReportError(f"unknown report format {explicit!r}; choose {', '.join(FORMATS)}")
+        if SUFFIXES.get(suffix, explicit) != explicit:
+            raise ReportError(f"--format {explicit} contradicts the name {Path(path).name!r} (a "
+                              f"{SUFFIXES[suffix]} report): name it .{explicit}, or drop --format")
         return explicit
-    suffix = Path(path).suffix.lower().lstrip(".")
     if suffix not in SUFFIXES:
         raise ReportError(f"cannot tell the report format of {Path(path).name!r}: its name must end in "
                           ".parquet, .csv or .jsonl")

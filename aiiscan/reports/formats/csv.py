@@ -41,7 +41,14 @@ def read(path: Path, schema_for: Callable[[list[str]], pa.Schema], batch_rows: i
     with open(path, encoding="utf-8", errors="replace") as f:
         header = f.readline(1 << 20)  # a hostile file is not read whole
     schema = schema_for(next(csv.reader([header]), []))
+    # A quoted cell may hold newlines (an error's text, a prompt): without newlines_in_values
+    # pyarrow splits its 16 MB blocks inside such a cell and the row falls apart. Only an unquoted
+    # empty cell is null: our writer quotes every string, so "" stays "" and "NULL", "nan" or
+    # "N/A" stay text, and a float's nan/inf read back as the float.
     reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 24),
+                            parse_options=pacsv.ParseOptions(newlines_in_values=True),
                             convert_options=pacsv.ConvertOptions(column_types=text_schema(schema),
-                                                                 strings_can_be_null=True))
+                                                                 strings_can_be_null=True,
+                                                                 quoted_strings_can_be_null=False,
+                                                                 null_values=[""]))
     return reader.schema.names, schema, (_unguard(pa.Table.from_batches([b])) for b in reader)

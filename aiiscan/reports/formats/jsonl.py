@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.json as pajson
 
+from ..schema import SCHEMA
 from .text import SIDECAR, metadata, text_columns, text_schema  # noqa: F401 (this format's interface)
 
 
@@ -22,12 +23,16 @@ def write(tmp: Path, batches: Iterator[pa.RecordBatch], schema: pa.Schema, meta:
 def read(path: Path, schema_for: Callable[[list[str]], pa.Schema], batch_rows: int  # noqa: ARG001
          ) -> tuple[list[str], pa.Schema, Iterator[pa.Table]]:
     with open(path, encoding="utf-8", errors="replace") as f:
-        first = f.readline(1 << 20)  # a first row; a hostile file is not read whole
-    try:
-        names = list(json.loads(first)) if first.strip() else []
-    except (ValueError, TypeError):
-        names = []
+        first = f.readline(1 << 24)  # a first row (at most a block); a hostile file is not read whole
+    try:  # an empty report (a scan of no file) has every column, as written
+        row = json.loads(first) if first.strip() else dict.fromkeys(SCHEMA.names)
+    except ValueError:
+        row = None
+    names = list(row) if isinstance(row, dict) else []
     schema = schema_for(names)
+    if not first.strip() and path.stat().st_size <= len(first.encode()):
+        return names, schema, iter(())  # pyarrow refuses an empty stream
     reader = pajson.open_json(path, read_options=pajson.ReadOptions(block_size=1 << 24),
-                              parse_options=pajson.ParseOptions(explicit_schema=text_schema(schema)))
-    return reader.schema.names, schema, (pa.Table.from_batches([b]) for b in reader)
+                              parse_options=pajson.ParseOptions(explicit_schema=text_schema(schema),
+                                                                unexpected_field_behavior="ignore"))
+    return names, schema, (pa.Table.from_batches([b]) for b in reader)
