@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import math
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
@@ -148,12 +149,19 @@ def nice_ticks(lo: float, hi: float, target: int = 6) -> list[float]:
     return [float(round(t / step) * step) for t in ticks]
 
 
+HIST_LIMIT = 1e300  # no 40 finite bins span +-1.8e308: a foreign report's wilder scores sit at the edge
+
+
 def histogram_range(lo: float, hi: float, threshold: float | None) -> tuple[float, float]:
-    """The histogram's x range: the scores' own, widened to show the threshold, never empty."""
-    if threshold is not None:
+    """The histogram's x range: the scores' own, widened to show the threshold, never empty, and
+    wide enough for finite bins (scores of 4.6e18 that differ by 1 have none)."""
+    if threshold is not None and math.isfinite(threshold):
         lo, hi = min(lo, threshold), max(hi, threshold)
-    if hi <= lo:
-        lo, hi = lo - 0.5, hi + 0.5
+    lo, hi = max(lo, -HIST_LIMIT), min(hi, HIST_LIMIT)
+    pad = max(abs(lo), abs(hi)) * 1e-6
+    if hi - lo <= pad:
+        pad = max(pad, 0.5)
+        lo, hi = lo - pad, hi + pad
     return lo, hi
 
 
@@ -297,7 +305,8 @@ class PageFigures:
         if not n:
             return
         status, score, label = batch.column("status"), batch.column("score"), batch.column("label")
-        ok = pc.and_(pc.fill_null(pc.equal(status, "ok"), False), pc.is_valid(score))
+        # scored: ok with a finite score (a foreign or tampered report may hold NaN or inf)
+        ok = pc.and_(pc.fill_null(pc.equal(status, "ok"), False), pc.fill_null(pc.is_finite(score), False))
         self.status.update(_counts(status))
         self.labels.update(_counts(_or_none(label)))
         self.hints.update(_counts(_or_none(batch.column("provenance_hint"))))
@@ -309,7 +318,8 @@ class PageFigures:
         if len(scored):
             if not self._seen_ok:
                 self._seen_ok = True
-                self.first_ok_threshold = scored.column("threshold")[0].as_py()
+                first = scored.column("threshold")[0].as_py()
+                self.first_ok_threshold = first if first is None or math.isfinite(first) else None
             values = scored.column("score").to_numpy()
             self._scores.write(values.astype(np.float64).tobytes())
             lo, hi = float(values.min()), float(values.max())
@@ -365,7 +375,8 @@ class PageFigures:
         self._scores.flush()
         self._scores.seek(0)
         while chunk := self._scores.read(8 << 20):
-            c, edges = np.histogram(np.frombuffer(chunk, np.float64), bins=bins, range=(lo, hi))
+            values = np.clip(np.frombuffer(chunk, np.float64), lo, hi)
+            c, edges = np.histogram(values, bins=bins, range=(lo, hi))
             counts += c
         return counts, edges, lo, hi
 

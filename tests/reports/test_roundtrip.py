@@ -30,8 +30,9 @@ HARD = "\n\r\",'\x00\t=+-@ \u202e\u2066\u2028é\U0001f600\\"
 # Text as a report holds it (valid UTF-8, so no lone surrogate), weighted to what breaks writers.
 TEXT = st.text(st.one_of(st.sampled_from(HARD), st.characters(exclude_categories=("Cs",))), max_size=30)
 # A file name as the crawl gives it: surrogateescape's stand-ins for undecodable bytes, shown as \xNN.
-NAME = st.text(st.one_of(st.sampled_from(HARD), st.characters(min_codepoint=0xDC80, max_codepoint=0xDCFF),
-                         st.characters(exclude_categories=("Cs",))), min_size=1, max_size=30).map(display_path)
+UNDECODABLE = st.characters(min_codepoint=0xDC80, max_codepoint=0xDCFF)
+NAME = st.text(st.one_of(st.sampled_from(HARD), UNDECODABLE, st.characters(exclude_categories=("Cs",))),
+               min_size=1, max_size=30).map(display_path)
 TIME = st.datetimes(min_value=dt.datetime(1, 1, 1), max_value=dt.datetime(9999, 12, 31, 23, 59, 59, 999999))
 FLOAT = st.floats(allow_nan=True, allow_infinity=True)
 
