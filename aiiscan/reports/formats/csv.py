@@ -9,6 +9,7 @@ starting with quotes and one of those characters: no value changes.
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -51,4 +52,18 @@ def read(path: Path, schema_for: Callable[[list[str]], pa.Schema], batch_rows: i
                                                                  strings_can_be_null=True,
                                                                  quoted_strings_can_be_null=False,
                                                                  null_values=[""]))
-    return reader.schema.names, schema, (_unguard(pa.Table.from_batches([b])) for b in reader)
+    return reader.schema.names, schema, _tables(reader)
+
+
+def _tables(reader: pacsv.CSVStreamingReader) -> Iterator[pa.Table]:
+    """The report's tables; a cell that does not convert is named by its column, not its number."""
+    names = reader.schema.names
+    try:
+        for batch in reader:
+            yield _unguard(pa.Table.from_batches([batch]))
+    except pa.ArrowInvalid as exc:
+        found = re.search(r"In CSV column #(\d+)", str(exc))
+        if not found or int(found.group(1)) >= len(names):
+            raise
+        named = f"in column {names[int(found.group(1))]!r}"
+        raise pa.ArrowInvalid(str(exc).replace(found.group(0), named)) from None
