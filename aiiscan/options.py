@@ -126,7 +126,8 @@ class ScanOptions:
                                                       "name "
                                                       "in the weights folders [default: $AIISCAN_WEIGHTS, "
                                                       "else the installed default head].")
-    fmt: str | None = opt(None, "Report format, overriding the extension.", flag="--format",
+    fmt: str | None = opt(None, "Report format, for a name with no known extension (one it has must agree).",
+                          flag="--format",
                           choices=("parquet", "csv", "jsonl"), default_text="")
     from_list: str | None = opt(None, "File with one path per line ('-' = stdin; lines starting with # are "
                                       "comments).",
