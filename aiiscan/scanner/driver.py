@@ -102,6 +102,7 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
             if old is not None:
                 ids = [h.model_id for h in model.heads]
                 summary.other_heads, summary.other_head_ids = reuse.load_old(old, ids)
+                summary.unsound = reuse.unsound
                 fetched.close()
             if opts.resume:
                 reuse.load_done(writer)

@@ -71,6 +71,7 @@ class Reuse:
         self.ledger = ledger
         self.incremental = incremental
         self.rows_reusable = rows_reusable
+        self.unsound = 0  # rows by these heads that do not hold up (``sound``): not reused
 
     def load_old(self, report: str | Path, models: Sequence[str]) -> tuple[int, list[str]]:
         """The old report's reusable rows into the ledger, streamed: scored by this scan's heads
@@ -92,12 +93,14 @@ class Reuse:
                     yield _mtime_int(table.filter(same))
                     foreign = table.filter(pc.and_(ok, pc.invert(same))).select(theirs)
                 elif len(theirs) == len(models):
-                    same = sound(table, len(models))
+                    ours = ok
                     for col, model in zip(theirs, models, strict=True):
-                        same = pc.and_(same, pc.equal(table.column(col), model))
-                    same = pc.fill_null(same, False)
+                        ours = pc.and_(ours, pc.equal(table.column(col), model))
+                    ours = pc.fill_null(ours, False)
+                    same = pc.and_(ours, sound(table, len(models)))
+                    self.unsound += pc.sum(pc.cast(pc.xor(ours, same), pa.int64())).as_py() or 0
                     yield _mtime_int(table.filter(same))
-                    foreign = table.filter(pc.and_(ok, pc.invert(same))).select(theirs)
+                    foreign = table.filter(pc.and_(ok, pc.invert(ours))).select(theirs)
                 else:  # another number of heads: no row is reused
                     foreign = table.filter(ok).select(theirs)
                 other += foreign.num_rows

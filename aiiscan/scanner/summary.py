@@ -33,6 +33,7 @@ class ScanSummary:
     resumed: int = 0
     other_heads: int = 0  # scored rows of the --incremental report made by other heads: not reused
     other_head_ids: list[str] = field(default_factory=list)  # their model ids (``_load_old``)
+    unsound: int = 0  # rows of the --incremental report by these heads that do not hold up: rescored
     not_images: int = 0
     archives: int = 0  # among not_images: .tar/.zip files left closed (no --archives)
     seconds: float = 0.0
@@ -113,6 +114,10 @@ class ScanSummary:
             out.append(f"note: {_n(self.other_heads, 'row')} of the --incremental report "
                        f"{'was' if self.other_heads == 1 else 'were'} made by other heads "
                        f"(model_id {ids}{more}): not reused")
+        if self.unsound:
+            out.append(f"note: {_n(self.unsound, 'row')} of the --incremental report did not hold up (a "
+                       "score not finite or missing, or a label its score and threshold do not give): "
+                       "not reused, scored again if found")
         if self.status.get("error"):
             out.append(f"{_n(self.status['error'], 'file')} could not be scored: see the rows with "
                        "status=error, each with its reason")
@@ -194,6 +199,7 @@ def metadata(summary: ScanSummary, opts: ScanOptions, engine: Engine, model: Sco
         "resumed_rows": summary.resumed,
         "reused_rows": summary.reused,
         "incremental_other_heads_rows": summary.other_heads,
+        "incremental_unsound_rows": summary.unsound,
         "same_content_rows": summary.same_content,
         "duplicate_rows": summary.duplicates,
         "options": opts.to_dict(),  # everything the scan was asked to do, as given

@@ -119,3 +119,5 @@ def test_a_tampered_incremental_row_is_scored_again(tmp_path, head_prefix):
         assert new[p]["label"] == ("ai" if new[p]["score"] >= 0 else "natural")
     assert new[photos[4]]["reused"] == "unchanged"
     assert report_metadata(second)["reused_rows"] == 1
+    assert report_metadata(second)["incremental_unsound_rows"] == 4
+    assert "note: 4 rows of the --incremental report did not hold up" in res.stdout
