@@ -12,18 +12,29 @@ cap. Hostile archives give one error entry (or row) each and the scan goes on:
 
 - names that are absolute or climb out (``/etc/x``, ``../../x``, NUL): an error entry, never read;
 - a zip bomb: a member whose declared size is over ``max_ratio`` times its compressed size, or
-  a ``.tar.gz`` stream that expands past ``max_ratio`` or ``max_total``: refused before or
-  while inflating, never past the cap;
+  a ``.tar.gz`` stream that expands past ``max_ratio`` times the compressed bytes read so far
+  or past ``max_total``: refused before or while inflating, never past the cap;
+- a quoted-overlap zip bomb (members sharing their compressed bytes, each within the ratio):
+  members whose ranges overlap are refused from the central directory alone, one whose local
+  header reaches the next member when it is read; whatever the members, a zip's members may
+  declare at most ``Limits.budget`` bytes in all (the members past it are refused), and no
+  member inflates past its declared size. An uncompressed tar reads each byte once: its
+  members cannot overlap (sparse members are refused);
 - a truncated archive, a member whose header lies about its size: the members before it are
   listed, then one error entry for the archive; reading a short member is an error row;
 - a nested archive (a member named ``*.tar``/``*.zip`` ...): an error entry, not expanded
   (extract it and scan it as its own root);
-- a huge member count: listing stops after ``max_members`` with an error entry; a zip whose
-  end record declares more is refused before its central directory is loaded;
+- a huge member count: a tar listing stops after ``max_members`` with an error entry; a zip
+  whose central directory holds more entries (counted, whatever its end record declares) is
+  refused with one error entry; its directory is streamed (``zipdir``), never held whole: each
+  process that opens a zip keeps 16 bytes per entry;
+- a member time that is not a time (a pax ``mtime`` of ``inf`` or ``1e30``, a DOS date of
+  month 0): a null ``mtime`` in the row (``location.EntryStat``);
 - link, device and FIFO members: links are skipped like symbolic links in a folder, the others
   are error entries; encrypted zip members are error entries.
 
-Reading one member by name needs the archive's index. Zip has one (its central directory);
+Reading one member by name needs the archive's index. Zip has one (its central directory; a
+member the crawl found carries its record's offset, so a worker reads that record only);
 tar does not, so each process keeps a forward cursor per open tar shard (a small LRU of open
 shards) that scans headers only as far as the member asked for. Workers get members in
 archive order, so a whole shard costs each worker about one pass, also for ``.tar.gz``
