@@ -56,10 +56,8 @@ if __name__ == "__main__":
     ctx = mp.get_context("spawn")
     with ctx.Pool(workers) as pool:
         pool.map(abs, range(workers))  # workers started, as a scan's pool is
-        entries = [e for e in archive.members(shard, LIMITS)]
-        step = max(len(entries) // 200, 1)
-        picked = [e.location for e in entries[::step]]
-        del entries
+        step = max(int(sys.argv[4]) // 200, 1)  # streamed, as the crawl does: keep 200
+        picked = [e.location for i, e in enumerate(archive.members(shard, LIMITS)) if i % step == 0]
         done = pool.map(work, [picked] * workers)
     print(len(picked), sum(done))
 """
@@ -130,8 +128,10 @@ def main() -> None:
         if "members" in cases:
             for name, path in (("members: 1-entry zip", one),
                                (f"members: {args.entries:,}-entry CD, cap raised", big)):
-                cmd = [sys.executable, "-c", MEMBERS, str(path), str(args.entries + 1),
-                       str(args.workers)]
+                script = work / "members.py"  # a file: spawned workers re-import it
+                script.write_text(MEMBERS)
+                cmd = [sys.executable, str(script), str(path), str(args.entries + 1), str(args.workers),
+                       str(args.entries)]
                 rows.append((name, *measure(cmd, env, args.timeout, work)))
         if "quoted" in cases:
             quoted = work / "quoted.zip"

@@ -60,6 +60,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, ClassVar
 
+import numpy as np
+
 from . import open_seekable, parse, version_tag, zipdir
 from .location import Entry, EntryStat, Location, Refused, SourceError, mtime_us_of_seconds
 
@@ -337,7 +339,7 @@ class _Zip:
             raise ShardError(f"not a readable zip archive: {exc}") from exc
         self.ats = ats
         self.overlapping = _overlapping(starts, ends, self.dir.cd_start)
-        self.starts = array("Q", sorted(starts))
+        self.starts = np.sort(np.frombuffer(starts, dtype=np.uint64))
         self.over_budget_from = len(ats)  # the first entry index past the budget
         total = 0
         for i, ok in enumerate(readable):
@@ -411,8 +413,8 @@ class _Zip:
             raise ShardError(f"zip member of {e.csize} compressed bytes exceeds the size cap {max_bytes}")
         try:
             start, end = self.dir.data_range(e)
-            nxt = bisect.bisect_right(self.starts, e.offset)
-            if end > self.dir.cd_start or (nxt < len(self.starts) and self.starts[nxt] < end):
+            nxt = int(np.searchsorted(self.starts, np.uint64(min(e.offset, _U64)), side="right"))
+            if end > self.dir.cd_start or (nxt < len(self.starts) and int(self.starts[nxt]) < end):
                 raise ShardError("zip member's data overlaps the next member or the central "
                                  "directory (a quoted-overlap zip bomb?): not inflated")
             data = self.dir.inflate(e, start)
@@ -439,15 +441,17 @@ _U64 = (1 << 64) - 1
 def _overlapping(starts: array, ends: array, cd_start: int) -> set[int]:
     """Indices of the ranges ``[starts[i], ends[i])`` that overlap another one or run past
     ``cd_start``: sorted by start, a range overlaps an earlier one when it starts before the
-    furthest end so far, and a later one when the next start is before its end."""
-    order = sorted(range(len(starts)), key=starts.__getitem__)
-    bad = {i for i in order if ends[i] > cd_start}
-    reach = -1
-    for pos, i in enumerate(order):
-        if starts[i] < reach or (pos + 1 < len(order) and starts[order[pos + 1]] < ends[i]):
-            bad.add(i)
-        reach = max(reach, ends[i])
-    return bad
+    furthest end so far, and a later one when the next start is before its end. (numpy: 8
+    bytes an entry, where Python's ``sorted`` takes about 40.)"""
+    s, e = np.frombuffer(starts, dtype=np.uint64), np.frombuffer(ends, dtype=np.uint64)
+    order = np.argsort(s, kind="stable")
+    s, e = s[order], e[order]
+    bad = e > cd_start
+    if len(s) > 1:
+        reach = np.maximum.accumulate(e)
+        bad[1:] |= s[1:] < reach[:-1]
+        bad[:-1] |= s[1:] < e[:-1]
+    return set(order[bad].tolist())
 
 
 # ---------------------------------------------------------------------------------------------
