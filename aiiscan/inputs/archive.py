@@ -383,7 +383,8 @@ class _Zip:
 
     def find(self, name: str, at: int | None) -> _Member | None:
         """The first member of that name: by its record's offset when the crawl gave one, else
-        through a map of name hashes to record offsets (8 + 8 bytes an entry, built once)."""
+        through a map of name hashes to record offsets (a dict: about 100 bytes an entry, built
+        once, only in a process asked for a member the crawl did not find, such as one typed)."""
         if at is not None:
             e = self._entry_at(at)
             if e is not None and e.name == name and not e.is_dir:
