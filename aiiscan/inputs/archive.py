@@ -12,18 +12,29 @@ cap. Hostile archives give one error entry (or row) each and the scan goes on:
 
 - names that are absolute or climb out (``/etc/x``, ``../../x``, NUL): an error entry, never read;
 - a zip bomb: a member whose declared size is over ``max_ratio`` times its compressed size, or
-  a ``.tar.gz`` stream that expands past ``max_ratio`` or ``max_total``: refused before or
-  while inflating, never past the cap;
+  a ``.tar.gz`` stream that expands past ``max_ratio`` times the compressed bytes read so far
+  or past ``max_total``: refused before or while inflating, never past the cap;
+- a quoted-overlap zip bomb (members sharing their compressed bytes, each within the ratio):
+  members whose ranges overlap are refused from the central directory alone, one whose local
+  header reaches the next member when it is read; whatever the members, a zip's members may
+  declare at most ``Limits.budget`` bytes in all (the members past it are refused), and no
+  member inflates past its declared size. An uncompressed tar reads each byte once: its
+  members cannot overlap (sparse members are refused);
 - a truncated archive, a member whose header lies about its size: the members before it are
   listed, then one error entry for the archive; reading a short member is an error row;
 - a nested archive (a member named ``*.tar``/``*.zip`` ...): an error entry, not expanded
   (extract it and scan it as its own root);
-- a huge member count: listing stops after ``max_members`` with an error entry; a zip whose
-  end record declares more is refused before its central directory is loaded;
+- a huge member count: a tar listing stops after ``max_members`` with an error entry; a zip
+  whose central directory holds more entries (counted, whatever its end record declares) is
+  refused with one error entry; its directory is streamed (``zipdir``), never held whole: each
+  process that opens a zip keeps 16 bytes per entry;
+- a member time that is not a time (a pax ``mtime`` of ``inf`` or ``1e30``, a DOS date of
+  month 0): a null ``mtime`` in the row (``location.EntryStat``);
 - link, device and FIFO members: links are skipped like symbolic links in a folder, the others
   are error entries; encrypted zip members are error entries.
 
-Reading one member by name needs the archive's index. Zip has one (its central directory);
+Reading one member by name needs the archive's index. Zip has one (its central directory; a
+member the crawl found carries its record's offset, so a worker reads that record only);
 tar does not, so each process keeps a forward cursor per open tar shard (a small LRU of open
 shards) that scans headers only as far as the member asked for. Workers get members in
 archive order, so a whole shard costs each worker about one pass, also for ``.tar.gz``
@@ -33,21 +44,26 @@ member names, the first one is scanned (the crawl lists the name once).
 
 from __future__ import annotations
 
+import bisect
+import lzma
+import math
 import re
 import stat as statmod
 import struct
 import tarfile
 import threading
 import time
-import zipfile
 import zlib
+from array import array
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO, ClassVar
 
-from . import open_seekable, parse, version_tag
-from .location import Entry, EntryStat, Location, Refused, SourceError
+import numpy as np
+
+from . import open_seekable, parse, version_tag, zipdir
+from .location import Entry, EntryStat, Location, Refused, SourceError, mtime_us_of_seconds
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
 SEP = "::"
@@ -64,6 +80,8 @@ class ArchiveMember(Location):
 
     container: Location
     member: str
+    at: int | None = field(default=None, compare=False)  # a zip member's directory record, as
+    #                                 the crawl found it: a hint, not part of the name
     source: ClassVar[str] = "archive"
 
     @property
@@ -73,10 +91,18 @@ class ArchiveMember(Location):
 
 @dataclass(frozen=True)
 class Limits:
-    max_members: int = 100_000  # per archive; also bounds each worker's tar index
+    """What one archive may cost, whatever it holds (the README's "Bounds")."""
+
+    max_members: int = 100_000  # entries per archive (a zip's real directory entries); also
+    #                             bounds each worker's tar index and zip offsets (16 B/entry)
     max_ratio: float = 200.0  # uncompressed / compressed bytes, checked above ratio_floor
     ratio_floor: int = 1 << 20
-    max_total: int = 64 << 30  # bytes a compressed tar may inflate to in all
+    max_total: int = 64 << 30  # bytes an archive may inflate to in all
+
+    def budget(self, archive_size: int) -> int:
+        """Bytes an archive's members may declare (zip) or inflate to (``.tar.gz``) in all:
+        ``max_ratio`` x its size (at least ``ratio_floor``), at most ``max_total``."""
+        return int(min(self.max_total, max(self.ratio_floor, self.max_ratio * archive_size)))
 
 
 DEFAULT_LIMITS = Limits()
@@ -157,7 +183,7 @@ class _Member:
     problem: str | None = None  # a reason not to read it
     link: bool = False  # a link member: skipped like a symbolic link
     offset: int = 0  # tar: data offset in the (uncompressed) stream
-    zinfo: zipfile.ZipInfo | None = None
+    entry: zipdir.CDEntry | None = None  # zip: its central-directory record
 
 
 def _problem(name: str) -> str | None:
@@ -169,6 +195,14 @@ def _problem(name: str) -> str | None:
     return None
 
 
+def _tar_mtime_us(mtime: object) -> int | None:
+    """Whole seconds, as before pax times had fractions; anything that is not a time in years
+    1 to 9999 (a pax ``inf``, ``nan``, ``1e30``) is None (``location.mtime_us_of_seconds``)."""
+    if isinstance(mtime, float) and math.isfinite(mtime) and abs(mtime) < 1e12:
+        mtime = int(mtime)
+    return mtime_us_of_seconds(mtime)
+
+
 def _from_tar(info: tarfile.TarInfo, tag: str) -> _Member:
     problem = _problem(info.name)
     link = info.issym() or info.islnk()
@@ -177,31 +211,8 @@ def _from_tar(info: tarfile.TarInfo, tag: str) -> _Member:
             problem = "sparse tar member: not supported"
         elif not info.isreg():
             problem = "not a regular file member (device, FIFO or other special entry)"
-    return _Member(info.name, info.size, int(info.mtime) * 1_000_000, f"{tag}@{info.offset}",
+    return _Member(info.name, info.size, _tar_mtime_us(info.mtime), f"{tag}@{info.offset}",
                    problem, link, info.offset_data)
-
-
-def _zip_mtime_us(info: zipfile.ZipInfo) -> int | None:
-    try:
-        import calendar
-        return calendar.timegm((*info.date_time, 0, 0, 0)) * 1_000_000  # zip times: no zone
-    except (ValueError, OverflowError, TypeError):
-        return None
-
-
-def _from_zip(info: zipfile.ZipInfo, limits: Limits) -> _Member:
-    problem = _problem(info.filename)
-    mode = info.external_attr >> 16
-    link = statmod.S_ISLNK(mode)
-    if not problem and not link:
-        if info.flag_bits & 0x1:
-            problem = "encrypted zip member: not read"
-        elif (info.file_size > limits.ratio_floor
-              and info.file_size > limits.max_ratio * max(info.compress_size, 1)):
-            problem = (f"zip member declares {info.file_size} bytes from {info.compress_size} "
-                       f"compressed (ratio over {limits.max_ratio:g}:1, a zip bomb?): not inflated")
-    return _Member(info.filename, info.file_size, _zip_mtime_us(info), f"crc32:{info.CRC:08x}",
-                   problem, link, zinfo=info)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,70 +290,169 @@ class _TarCursor:
 
 
 # ---------------------------------------------------------------------------------------------
-# Zip: refuse absurd member counts before zipfile loads the central directory
-
-_EOCD = struct.Struct("<4s4H2LH")
-_ZIP64_LOCATOR = struct.Struct("<4sLQL")
-_ZIP64_EOCD = struct.Struct("<4sQ2H2L4Q")
-
-
-def _zip_declared_count(raw: BinaryIO, size: int) -> int | None:
-    """Member count from the end-of-central-directory record (zip64 too), or None."""
-    tail_len = min(size, _EOCD.size + 65_535)
-    raw.seek(size - tail_len)
-    tail = raw.read(tail_len)
-    at = tail.rfind(b"PK\x05\x06")
-    if at < 0 or len(tail) - at < _EOCD.size:
-        return None
-    count = _EOCD.unpack_from(tail, at)[4]
-    loc_at = at - _ZIP64_LOCATOR.size
-    if loc_at >= 0 and tail[loc_at:loc_at + 4] == b"PK\x06\x07":
-        offset = _ZIP64_LOCATOR.unpack_from(tail, loc_at)[2]
-        raw.seek(offset)
-        rec = raw.read(_ZIP64_EOCD.size)
-        if len(rec) == _ZIP64_EOCD.size and rec[:4] == b"PK\x06\x06":
-            count = _ZIP64_EOCD.unpack(rec)[6]
-    return count
-
+# Zip: the central directory checked as a whole once per process, then streamed
 
 class _Zip:
+    """An open zip. Opening it streams its central directory once (``zipdir``) and keeps, per
+    entry, 16 bytes: its record's offset and its local header's offset (sorted), so that a
+    member is found by its record and its data range checked against its neighbours'. While
+    streaming it checks what no single entry shows:
+
+    - the real entry count, whatever the end record declares: more than ``max_members`` and
+      the archive is refused as a whole (one error row);
+    - overlapping members (a "quoted-overlap" zip bomb: many members inflating the same
+      bytes): a member whose local header and data (``offset + 30 + name + compressed size``)
+      overlap another's, or run into the central directory, is refused; a member whose real
+      local header (with its extra field) reaches the next member is refused when read;
+    - the archive's inflation budget: members read in directory order may declare at most
+      ``Limits.budget(archive size)`` bytes in all; the members past it are refused.
+
+    Each refused member keeps its own row, with the reason."""
+
     def __init__(self, raw: BinaryIO, size: int | None, limits: Limits):
         self.raw, self.limits = raw, limits
-        declared = _zip_declared_count(raw, size) if size else None
-        if declared is not None and declared > limits.max_members:
-            raise ShardError(f"zip archive declares {declared} members, more than the cap "
+        try:
+            self.dir = zipdir.Directory(raw, size)
+        except (zipdir.ZipFormatError, struct.error) as exc:
+            raise ShardError(f"not a readable zip archive: {exc}") from exc
+        if self.dir.declared > limits.max_members:
+            raise ShardError(f"zip archive declares {self.dir.declared} members, more than the cap "
                              f"{limits.max_members}: not read")
-        raw.seek(0)
-        self.zf = zipfile.ZipFile(raw)
-        self.index: dict[str, _Member] = {}
-        for info in self.zf.infolist():
-            if not info.is_dir():
-                self.index.setdefault(info.filename, _from_zip(info, limits))
+        self.budget = limits.budget(self.dir.size)
+        self.names: dict[int, int] | None = None  # hash(name) -> record offset, built on demand
+        self._check()
+
+    def _check(self) -> None:
+        ats, starts, ends, sizes, readable = array("Q"), array("Q"), array("Q"), array("Q"), bytearray()
+        cap = self.limits.max_members
+        try:
+            for e in self.dir.entries():
+                if e.index >= cap:
+                    raise ShardError(f"zip central directory holds more than {cap} entries (its end "
+                                     f"record declares {self.dir.declared}): not read (member cap)")
+                ats.append(e.at)
+                starts.append(min(e.offset, _U64))
+                ends.append(min(e.offset + zipdir.LOCAL_HEADER + len(e.raw_name) + e.csize, _U64))
+                sizes.append(min(e.usize, _U64))
+                readable.append(not e.is_dir and self._own_problem(e) is None)
+        except (zipdir.ZipFormatError, struct.error) as exc:
+            raise ShardError(f"not a readable zip archive: {exc}") from exc
+        self.ats = ats
+        self.overlapping = _overlapping(starts, ends, self.dir.cd_start)
+        self.starts = np.sort(np.frombuffer(starts, dtype=np.uint64))
+        self.over_budget_from = len(ats)  # the first entry index past the budget
+        total = 0
+        for i, ok in enumerate(readable):
+            if ok and i not in self.overlapping:
+                total += sizes[i]
+                if total > self.budget:
+                    self.over_budget_from = i
+                    break
+
+    def _own_problem(self, e: zipdir.CDEntry) -> str | None:
+        """What one entry shows by itself (a name, encryption, a ratio, a method)."""
+        problem = _problem(e.name)
+        if problem or statmod.S_ISLNK(e.mode):
+            return problem
+        if e.flags & 0x1:
+            return "encrypted zip member: not read"
+        limits = self.limits
+        if e.usize > limits.ratio_floor and e.usize > limits.max_ratio * max(e.csize, 1):
+            return (f"zip member declares {e.usize} bytes from {e.csize} compressed (ratio over "
+                    f"{limits.max_ratio:g}:1, a zip bomb?): not inflated")
+        if e.method not in zipdir.METHODS:
+            return f"zip member uses compression method {e.method}, not supported: not read"
+        return None
+
+    def member(self, e: zipdir.CDEntry) -> _Member:
+        problem = self._own_problem(e)
+        if problem is None and e.index in self.overlapping:
+            problem = ("zip member's data overlaps another member's (a quoted-overlap zip bomb?): "
+                       "not inflated")
+        elif problem is None and e.index >= self.over_budget_from:
+            problem = (f"archive inflation budget spent: the members before it declare over "
+                       f"{self.budget} bytes in all ({self.limits.max_ratio:g} x the archive's "
+                       f"{self.dir.size} bytes, at most {self.limits.max_total}): not inflated")
+        return _Member(e.name, e.usize, zipdir.dos_mtime_us(e.dos_date, e.dos_time),
+                       f"crc32:{e.crc:08x}", problem, statmod.S_ISLNK(e.mode), entry=e)
 
     def members(self) -> Iterator[_Member]:
-        for info in self.zf.infolist():
-            if not info.is_dir():
-                yield _from_zip(info, self.limits)
+        for e in self.dir.entries():
+            if not e.is_dir:
+                yield self.member(e)
+
+    def find(self, name: str, at: int | None) -> _Member | None:
+        """The first member of that name: by its record's offset when the crawl gave one, else
+        through a map of name hashes to record offsets (a dict: about 100 bytes an entry, built
+        once, only in a process asked for a member the crawl did not find, such as one typed)."""
+        if at is not None:
+            e = self._entry_at(at)
+            if e is not None and e.name == name and not e.is_dir:
+                return self.member(e)
+        if self.names is None:
+            self.names = {}
+            for e in self.dir.entries():
+                if not e.is_dir:
+                    self.names.setdefault(hash(e.name), e.at)
+        at = self.names.get(hash(name))
+        e = self._entry_at(at) if at is not None else None
+        if e is not None and e.name == name:
+            return self.member(e)
+        for e in self.dir.entries() if at is not None else ():  # a hash collision: look it up
+            if e.name == name and not e.is_dir:
+                return self.member(e)
+        return None
+
+    def _entry_at(self, at: int) -> zipdir.CDEntry | None:
+        i = bisect.bisect_left(self.ats, at)
+        return self.dir.entry_at(at, i) if i < len(self.ats) and self.ats[i] == at else None
 
     def read(self, member: _Member, max_bytes: int) -> bytes:
+        e = member.entry
+        assert e is not None
+        if e.csize > 2 * max_bytes + (1 << 16):
+            raise ShardError(f"zip member of {e.csize} compressed bytes exceeds the size cap {max_bytes}")
         try:
-            with self.zf.open(member.zinfo) as f:
-                data = f.read(max_bytes + 1)
-        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError,
-                ValueError, OSError) as exc:
+            start, end = self.dir.data_range(e)
+            nxt = int(np.searchsorted(self.starts, np.uint64(min(e.offset, _U64)), side="right"))
+            if end > self.dir.cd_start or (nxt < len(self.starts) and int(self.starts[nxt]) < end):
+                raise ShardError("zip member's data overlaps the next member or the central "
+                                 "directory (a quoted-overlap zip bomb?): not inflated")
+            data = self.dir.inflate(e, start)
+        except ShardError:
+            raise
+        except (zipdir.ZipFormatError, zlib.error, lzma.LZMAError, EOFError, ValueError,
+                OSError) as exc:
             raise ShardError(f"corrupt zip member: {_oneline(exc)}") from exc
-        if len(data) > max_bytes:
-            raise ShardError(f"member inflates past the size cap {max_bytes}")
         if len(data) != member.size:
+            got = f"more than {member.size}" if len(data) > member.size else f"{len(data)}"
             raise ShardError(f"member lies about its size: declares {member.size} bytes, "
-                             f"inflates to {len(data)}")
+                             f"inflates to {got}")
+        if zlib.crc32(data) != e.crc:
+            raise ShardError("corrupt zip member: CRC-32 mismatch")
         return data
 
     def close(self) -> None:
-        try:
-            self.zf.close()
-        finally:
-            self.raw.close()
+        self.raw.close()
+
+
+_U64 = (1 << 64) - 1
+
+
+def _overlapping(starts: array, ends: array, cd_start: int) -> set[int]:
+    """Indices of the ranges ``[starts[i], ends[i])`` that overlap another one or run past
+    ``cd_start``: sorted by start, a range overlaps an earlier one when it starts before the
+    furthest end so far, and a later one when the next start is before its end. (numpy: 8
+    bytes an entry, where Python's ``sorted`` takes about 40.)"""
+    s, e = np.frombuffer(starts, dtype=np.uint64), np.frombuffer(ends, dtype=np.uint64)
+    order = np.argsort(s, kind="stable")
+    s, e = s[order], e[order]
+    bad = e > cd_start
+    if len(s) > 1:
+        reach = np.maximum.accumulate(e)
+        bad[1:] |= s[1:] < reach[:-1]
+        bad[:-1] |= s[1:] < e[:-1]
+    return set(order[bad].tolist())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -371,7 +481,7 @@ def members(shard: Location, limits: Limits = DEFAULT_LIMITS) -> Iterator[Entry]
         else:
             listed = iter(archive.advance, None)
         for m in listed:
-            loc = ArchiveMember(shard, m.name)
+            loc = ArchiveMember(shard, m.name, m.entry.at if m.entry is not None else None)
             if m.link:
                 yield Entry(loc, skip="link member not followed")
             else:
@@ -443,7 +553,11 @@ def _lookup(loc: ArchiveMember, limits: Limits) -> tuple[Any, _Member]:
         if member is None:
             raise ShardError(f"no such member in the archive{': ' + archive.error if archive.error else ''}")
     else:
-        member = archive.index.get(name)
+        try:
+            member = archive.find(name, loc.at)
+        except Exception as exc:
+            _evict(shard)
+            raise _open_error(shard, exc) from exc
         if member is None:
             raise ShardError("no such member in the archive")
     return archive, member

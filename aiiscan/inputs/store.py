@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, BinaryIO, ClassVar, TypeVar
 
-from .location import Crawl, Entry, EntryStat, ListingLost, Location, SourceError
+from .location import Crawl, Entry, EntryStat, ListingLost, Location, SourceError, mtime_us_of_seconds
 
 T = TypeVar("T")
 
@@ -270,7 +270,7 @@ def _mtime_us(info: dict) -> int | None:
         if value in (None, ""):
             continue
         if isinstance(value, (int, float)):
-            return int(value * 1_000_000)
+            return mtime_us_of_seconds(value)
         if isinstance(value, str):
             try:
                 value = datetime.fromisoformat(value.replace("Z", "+00:00"))
