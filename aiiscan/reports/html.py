@@ -540,7 +540,7 @@ def write_html(report: str | Path, output: str | Path, **kwargs) -> str:
         atomic_write_bytes(Path(output), page)
         return str(output)
     with tempfile.TemporaryDirectory(prefix="aiiscan-page-") as tmp:
-        (Path(tmp) / "page.html").write_bytes(page)
+        atomic_write_bytes(Path(tmp) / "page.html", page)
         try:
             put_file(Path(tmp) / "page.html", str(output))
         except OSError as exc:
