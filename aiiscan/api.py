@@ -279,12 +279,15 @@ def evaluate(*, weights: str | Sequence[str] | None = None, dataset: str | None 
 def report(source: str | Path, output: str | Path, overwrite: bool = False, **options: Any) -> str:
     """The self-contained HTML page of a report (``PageOptions``' keywords); returns where it is."""
     from .files import check_output
-    from .reports.html import write_html
+    from .reports.html import ThumbnailSources, write_html
 
     page = build(PageOptions, options)
     check_output(output, overwrite=overwrite, what="HTML report")
+    # the report is untrusted: thumbnails only from what the user allowed (never http(s))
+    sources = ThumbnailSources.of(page.base, store=page.thumbnails_from_store)
     return write_html(source, output, top=page.top, thumbnails=page.thumbnails,
-                      thumb_budget=page.thumb_budget)
+                      thumb_budget=page.thumb_budget, sources=sources,
+                      trust_roots=page.thumbnails_from_roots)
 
 
 def evidence(paths: Sequence[str], *, workers: int | None = 1, **options: Any) -> list[dict]:
