@@ -82,7 +82,7 @@ def _writers(folder: Path, name: str):
 
 
 @pytest.mark.parametrize("kind", ["bytes", "csv", "jsonl", "parquet", "plot"])
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(name=st.text(st.characters(codec="utf-8", exclude_characters="/\x00"), min_size=1, max_size=40)
        .filter(lambda s: s not in (".", "..") and len(s.encode()) < 150))
 def test_no_writer_follows_a_planted_link_or_opens_a_temporary_by_name(tmp_path_factory, kind, name):
