@@ -120,6 +120,17 @@ def _head_outputs(output: str | Path, overwrite: bool) -> None:
         check_output(f"{output}{suffix}", overwrite=overwrite, companions=(".ckpt",), what="head file")
 
 
+def _card_writable(weights: str | Path | None) -> None:
+    """calibrate rewrites the head's card: a card it may not replace (a read-only install) is
+    named before a single photo is scored."""
+    from .card import head_files
+    from .files import check_output
+    from .models.installed import resolve_head
+
+    card = head_files(resolve_head(weights))[1]
+    check_output(card, overwrite=True, what="model card (calibrate writes the threshold into it)")
+
+
 def train(natural: Sequence[str] = (), output: str | Path = "head", *, natural_list: str | None = None,
           validation: Sequence[str] = (), backbone: str = DEFAULT_BACKBONE,
           pretrained: str = DEFAULT_PRETRAINED, clip_weights: str | None = None, device: str = "auto",
@@ -193,6 +204,7 @@ def calibrate(natural: Sequence[str] = (), *, weights: str | None = None, natura
     cal = build(CalibrateOptions, options)
     run = build(RunOptions, options)
     parse_policy(cal.policy)
+    _card_writable(weights)
     if plot:
         check_output(plot, overwrite=overwrite, what="plot")
     photos = _images(natural, natural_list, "held-out natural photos")
@@ -231,7 +243,7 @@ def evaluate(*, weights: str | Sequence[str] | None = None, dataset: str | None 
     ``fake`` folders), for one head or several side by side, under each ``perturb`` condition;
     ``output`` (.md or .csv) and ``plots`` (a folder) are written too."""
     from .decode.launder import Condition
-    from .files import OutputError, atomic_write_bytes, check_output
+    from .files import OutputError, atomic_write_bytes, check_folder_output, check_output
     from .tasks import evaluate as ev
     from .tasks.datasets import from_folders, load_dataset
     from .tasks.metrics import check_threshold
@@ -247,6 +259,8 @@ def evaluate(*, weights: str | Sequence[str] | None = None, dataset: str | None 
         check_output(output, overwrite=overwrite, what="table")
     if plots and Path(plots).is_dir() and any(Path(plots).iterdir()) and not overwrite:
         raise OutputError(f"plots folder {plots} is not empty: pass --overwrite to write into it")
+    if plots:
+        check_folder_output(plots, what="plots folder")
     conditions = [None, *(Condition.parse(p) for p in opts.perturb)]
     evalset = load_dataset(dataset) if dataset else from_folders(real, fake)
     scorer = engine_for(engine, **engine_kw).open(as_weights(weights), run)
@@ -265,12 +279,15 @@ def evaluate(*, weights: str | Sequence[str] | None = None, dataset: str | None 
 def report(source: str | Path, output: str | Path, overwrite: bool = False, **options: Any) -> str:
     """The self-contained HTML page of a report (``PageOptions``' keywords); returns where it is."""
     from .files import check_output
-    from .reports.html import write_html
+    from .reports.html import ThumbnailSources, write_html
 
     page = build(PageOptions, options)
     check_output(output, overwrite=overwrite, what="HTML report")
+    # the report is untrusted: thumbnails only from what the user allowed (never http(s))
+    sources = ThumbnailSources.of(page.base, store=page.thumbnails_from_store)
     return write_html(source, output, top=page.top, thumbnails=page.thumbnails,
-                      thumb_budget=page.thumb_budget)
+                      thumb_budget=page.thumb_budget, sources=sources,
+                      trust_roots=page.thumbnails_from_roots)
 
 
 def evidence(paths: Sequence[str], *, workers: int | None = 1, **options: Any) -> list[dict]:

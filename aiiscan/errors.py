@@ -12,7 +12,7 @@ EXIT_CHECK_FAILED = 1  # `aiiscan selftest`: a stage failed
 EXIT_USAGE = 2  # usage or configuration error: nothing written
 EXIT_FILE_ERRORS = 3  # report written, some files could not be scored
 EXIT_INTERNAL = 4  # an unexpected internal error (a bug)
-EXIT_INTERRUPTED = 130  # interrupted (SIGINT/SIGTERM); `--resume` continues
+EXIT_INTERRUPTED = 130  # interrupted (SIGINT/SIGTERM/SIGHUP); `--resume` continues
 
 EXIT_CODES = (
     (EXIT_OK, "success (scan: every file scored)"),
@@ -20,7 +20,7 @@ EXIT_CODES = (
     (EXIT_USAGE, "usage or configuration error; nothing was written"),
     (EXIT_FILE_ERRORS, "scan: report written, but some files could not be scored (status=error rows)"),
     (EXIT_INTERNAL, "internal error (a bug): one line on stderr; rerun with --debug for the traceback"),
-    (EXIT_INTERRUPTED, "interrupted (Ctrl-C, SIGTERM); rerun the same command with --resume"),
+    (EXIT_INTERRUPTED, "interrupted (Ctrl-C, SIGTERM, SIGHUP); rerun the same command with --resume"),
 )
 
 

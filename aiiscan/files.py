@@ -14,11 +14,13 @@ Outputs are checked before any work starts, so a mistake costs seconds, not a sc
 from __future__ import annotations
 
 import os
+import secrets
 import stat
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import BinaryIO
 
 from .errors import AiiscanError
 
@@ -28,30 +30,70 @@ def now_iso() -> str:
 
 
 def file_mode() -> int:
-    """The mode a plain ``open()`` would give a new file (mkstemp's 0600 is too private for
-    reports and cards that others read)."""
+    """The mode a plain ``open()`` would give a new file (0600 is too private for reports and
+    cards that others read)."""
     mask = os.umask(0o022)
     os.umask(mask)
     return 0o666 & ~mask
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+# Temporary names: ".NAME." + TEMP_RANDOM random characters + ".tmp"; never guessable, never reused.
+TEMP_RANDOM = 12
+_TEMP_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789_"
+_CREATE = (os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+           | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
+
+
+def create_temp(folder: str | Path, name: str) -> tuple[int, Path]:
+    """A new, empty file in ``folder`` for ``name``'s temporary: an unpredictable name, created
+    with ``O_CREAT | O_EXCL | O_NOFOLLOW`` (a file or link planted under any name is never
+    opened, followed or truncated), mode as a plain ``open()`` would give. Returns (fd, path).
+
+    This is the only way aiiscan makes a temporary file beside an output: every writer (reports,
+    sidecars, parts, HTML pages, head files, cards, checkpoints, plots, tables) goes through
+    ``atomic_output``, which writes through the descriptor this returns."""
+    folder = Path(folder)
+    for _ in range(100):
+        tmp = folder / f".{name}.{''.join(secrets.choice(_TEMP_ALPHABET) for _ in range(TEMP_RANDOM))}.tmp"
+        try:
+            return os.open(tmp, _CREATE, 0o666), tmp  # the umask applies, as for open()
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name in {folder}")  # pragma: no cover
+
+
+@contextmanager
+def atomic_output(path: str | Path) -> Iterator[BinaryIO]:
+    """Write ``path`` atomically: yields a binary file open on a fresh temporary in the same
+    folder (``create_temp``); when the block ends it is flushed, fsynced and renamed over
+    ``path`` (a rename never follows a link at ``path``, it replaces it). On any error, or an
+    interrupt, the temporary is removed and ``path`` is untouched.
+
+    Writers that want a file name (pyarrow, matplotlib, safetensors) are given the file object
+    instead, so nothing ever reopens the temporary by name."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.chmod(tmp, file_mode())
+    fd, tmp = create_temp(path.parent, path.name)
+    f = os.fdopen(fd, "w+b")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+        f.close()
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        f.close()
+        tmp.unlink(missing_ok=True)
         raise
 
 
-# The longest name a command derives from its output's name: ".NAME." + mkstemp's 8 characters.
-TEMP_OVERHEAD = 10
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with atomic_output(path) as f:
+        f.write(data)
+
+
+# The longest name a command derives from its output's name: ".NAME." + random + ".tmp".
+TEMP_OVERHEAD = 2 + TEMP_RANDOM + 4
 
 
 class OutputError(AiiscanError):
@@ -121,12 +163,33 @@ def _check_folder(path: Path, companions: Sequence[str], what: str) -> None:
         raise OutputError(f"{what} name {path.name!r} is too long for this file system (aiiscan needs "
                           f"{longest - len(os.fsencode(path.name))} more bytes than it for temporary "
                           f"and side files; the limit is {name_max}): choose a shorter name")
+    check_writable(parent, path.name, what=f"{what} {path}")
+
+
+def check_folder_output(folder: str | Path, what: str = "output folder") -> Path:
+    """A folder a command writes files into (``evaluate --plots``): created if missing, refused if
+    it is something else (a file, a link), probed with a real temporary file."""
+    folder = Path(folder)
     try:
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", dir=parent)
+        folder.mkdir(parents=True, exist_ok=True)
+        st = os.lstat(folder)
+    except OSError as exc:
+        raise OutputError(f"cannot create {what} {folder}: {exc.strerror or exc}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise OutputError(f"{what} {folder} exists and is not a folder")
+    check_writable(folder, "plot.png", what=f"into {what} {folder}")
+    return folder
+
+
+def check_writable(folder: str | Path, name: str, what: str) -> None:
+    """The folder takes a new temporary file for ``name`` (permissions, a read-only mount, a
+    full inode table), probed with a real one made as every writer makes it."""
+    try:
+        fd, probe = create_temp(folder, name)
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise OutputError(f"cannot write {what} {path}: {exc.strerror or exc}") from None
+        raise OutputError(f"cannot write {what}: {exc.strerror or exc}") from None
 
 
 def check_url_output(url: str, *, overwrite: bool = False, what: str = "output") -> None:

@@ -301,6 +301,14 @@ class PageOptions:
     thumbnails: bool = opt(True, "Leave images out of the page (sensitive material); cards keep score and "
                                  "path.", negate="--no-thumbnails")
     thumb_budget: int = opt(4 * 1024 * 1024, "Bytes of thumbnails the page may hold in total.", min=0)
+    base: tuple[str, ...] = opt((), "Make thumbnails from local files under this folder only (repeatable). "
+                                    "A report is untrusted input: without --base (or "
+                                    "--thumbnails-from-roots) no file it names is opened.",
+                                metavar="DIR", path={"exists": True, "file_okay": False})
+    thumbnails_from_roots: bool = opt(False, "Also make thumbnails from local files under the roots the "
+                                             "report records (trust the report's own roots).")
+    thumbnails_from_store: bool = opt(False, "Also fetch objects in s3://, gs://, az:// for thumbnails, "
+                                             "with your credentials (http(s) is never fetched).")
 
 
 def as_weights(weights: str | Path | Sequence[str | Path] | None) -> str | tuple[str, ...] | None:

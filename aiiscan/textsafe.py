@@ -10,6 +10,9 @@ line breaks kept), ``for_terminal`` for everything the CLI prints.
 from __future__ import annotations
 
 import re
+import sys
+import unicodedata
+from functools import cache
 
 # C0 controls, DEL, C1 controls (a lone 0x9b is a CSI on some terminals), the bidi embeddings,
 # overrides, isolates and marks, line/paragraph separators, and lone surrogates (undecodable
@@ -24,7 +27,7 @@ _UNSAFE_IN_ROWS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u
 
 def _visible(match: re.Match) -> str:
     o = ord(match.group())
-    return f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}"
+    return f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}"
 
 
 def _escape(match: re.Match) -> str:
@@ -63,3 +66,33 @@ def path_from_display(shown: str) -> str:
     """The file-system name (str, surrogateescape) behind a report ``path``."""
     return _DISPLAY_ESCAPE.sub(
         lambda m: "\\" if m.group(1) == "\\" else chr(0xDC00 + int(m.group(1)[1:], 16)), shown)
+
+
+# On a page every invisible character is suspect: besides what a terminal must not get, any other
+# format character (zero-width spaces and joiners, the BOM, tag characters, interlinear
+# annotations), line and paragraph separators, and the noncharacters.
+_PAGE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+@cache
+def _page_unsafe() -> re.Pattern:
+    """Every code point ``for_page`` escapes, as one character class (built once, on first use,
+    from this Python's Unicode database)."""
+    ranges, start = [], None
+    for o in range(sys.maxunicode + 2):
+        bad = o <= sys.maxunicode and (unicodedata.category(chr(o)) in _PAGE_CATEGORIES
+                                       or (o & 0xFFFE) == 0xFFFE or 0xFDD0 <= o <= 0xFDEF)
+        if bad and start is None:
+            start = o
+        elif not bad and start is not None:
+            ranges.append(f"\\U{start:08x}-\\U{o - 1:08x}")
+            start = None
+    return re.compile("[" + "".join(ranges) + "]")
+
+
+def for_page(text: str) -> str:
+    """``text`` for an HTML page: as ``for_terminal`` shows it (controls, bidi, lone surrogates
+    as visible escapes; line breaks too, so that a name's newline is seen, not rendered as a
+    space), and every other format character, separator and noncharacter escaped as well. The
+    result is valid UTF-8 and reads the same in a browser as the characters say."""
+    return _page_unsafe().sub(_escape, for_terminal(text))

@@ -13,6 +13,7 @@ import os
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import TimeoutError as FutureTimeout
+from multiprocessing import resource_tracker
 
 from pebble import ProcessExpired, ProcessPool
 
@@ -21,6 +22,7 @@ from ..options import DEFAULT_TIMEOUT
 from .job import DecodeJob, DecodeResult, decode_job
 
 POLL = 0.2  # seconds between checks for an interrupt while a result is awaited
+STOP_WAIT = 5.0  # seconds a stopping worker is given before it is killed
 
 
 def default_workers() -> int:
@@ -49,7 +51,9 @@ def decode_stream(jobs: Iterable[DecodeJob], workers: int | None = None,
     pending: deque = deque()
     # Every call into the pool is deferred() (see signals): an interrupt waits for it to return
     # (at most POLL seconds), so no pool lock is ever left held and the pool always stops.
-    with signals.deferred():
+    before = {p.pid for p in multiprocessing.active_children()}
+    with signals.deferred(), signals.blocked_for_children():
+        resource_tracker.ensure_running()  # started here, if not yet, with the group's signals blocked
         pool = ProcessPool(max_workers=workers, context=ctx, initializer=signals.ignore_in_worker)
     try:
         for job in jobs:
@@ -63,8 +67,25 @@ def decode_stream(jobs: Iterable[DecodeJob], workers: int | None = None,
         with signals.deferred():
             for _, fut in pending:
                 fut.cancel()
-            pool.stop()
-            pool.join()
+            _stop(pool, before)
+
+
+def _stop(pool: ProcessPool, before: set[int]) -> None:
+    """Stop the pool and reap every worker it started, however far it got: one still starting up
+    when the command ends would unpickle the pool's semaphores after the main process removed
+    them and print a traceback under the next shell prompt (seen: ``FileNotFoundError`` in
+    ``SemLock._rebuild``). No worker outlives the stream."""
+    pool.stop()
+    try:
+        pool.join(timeout=STOP_WAIT)
+    except TimeoutError:  # a worker that ignores SIGTERM: killed below
+        pass
+    for child in multiprocessing.active_children():
+        if child.pid not in before:
+            child.join(timeout=1.0)
+            if child.is_alive():
+                child.kill()
+                child.join(timeout=STOP_WAIT)
 
 
 def _collect(job: DecodeJob, future, timeout: float) -> DecodeResult:

@@ -151,11 +151,15 @@ def read(loc: LocalFile, max_bytes: int) -> tuple[bytes, EntryStat]:
 
 def open_seekable(loc: LocalFile) -> tuple[BinaryIO, int | None, str]:
     """A seekable binary file (for archives), its size, and a tag naming this version of it."""
-    f = open(loc.path, "rb")  # noqa: SIM115 (kept open by the archive cache)
-    st = os.fstat(f.fileno())
+    # non-blocking open, then fstat: a FIFO, socket or device in an archive's place is refused,
+    # never waited on (a plain open() of a FIFO blocks until a writer comes, i.e. for ever)
+    fd = os.open(loc.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    st = os.fstat(fd)
     if not statmod.S_ISREG(st.st_mode):
-        f.close()
-        raise Refused("not a regular file")
+        os.close(fd)
+        raise Refused("not a regular file (FIFO, socket, device or folder)")
+    os.set_blocking(fd, True)
+    f = os.fdopen(fd, "rb")  # kept open by the archive cache
     return f, st.st_size, f"{st.st_size}-{st.st_mtime_ns}-{st.st_ino}"
 
 

@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from ..card import CARD_FORMAT, ModelCard, head_files, write_card
 from ..errors import WeightsError
-from ..files import file_mode
+from ..files import atomic_output
 from .installed import read_head_card, verify_digest
 from .kinds import kind_net
 
@@ -34,17 +32,10 @@ def save_head(prefix: str | Path, head: torch.nn.Module, card: ModelCard) -> Mod
     st_path, _ = head_files(prefix)
     st_path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in kind_net(card.kind).tensors(head).items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{st_path.name}.", dir=st_path.parent)
-    os.close(fd)
-    os.chmod(tmp, file_mode())
-    try:
-        save_file(tensors, tmp, metadata={"format": CARD_FORMAT})
-        os.chmod(tmp, file_mode())  # save_file recreates the file with mkstemp's 0600
-        digest = hashlib.sha256(Path(tmp).read_bytes()).hexdigest()
-        os.replace(tmp, st_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    data = save(tensors, metadata={"format": CARD_FORMAT})
+    digest = hashlib.sha256(data).hexdigest()
+    with atomic_output(st_path) as f:
+        f.write(data)
     card = replace(card, tensors_sha256=digest)
     write_card(prefix, card)
     return card

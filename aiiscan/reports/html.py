@@ -12,9 +12,12 @@ import base64
 import hashlib
 import io
 import math
+import os
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 
@@ -28,10 +31,11 @@ from ..decode.preprocess import open_image, to_rgb
 from ..errors import ReportError
 from ..files import atomic_write_bytes, now_iso
 from ..inputs import archive
-from ..inputs.location import Refused
-from ..inputs.store import put_file
+from ..inputs.location import Location, Refused, SourceError
+from ..inputs.store import LISTABLE, put_file
+from ..inputs.store import scheme as store_scheme
 from ..options import DEFAULT_MAX_PIXELS
-from ..textsafe import path_from_display
+from ..textsafe import for_page, path_from_display
 from ..version import __version__
 from .read import iter_report, local_report, report_metadata
 from .schema import heads_in
@@ -40,6 +44,7 @@ from .sort import duckdb_connect, duckdb_errors
 THUMB_PX = 160
 THUMB_BUDGET = 4 * 1024 * 1024  # bytes of thumbnails in one page, all together
 THUMB_MAX_FILE = 64 * 1024 * 1024  # don't decode larger originals just for a thumbnail
+THUMB_SECONDS = 60.0  # time for all thumbnails of a page; later cards go without
 MAX_TABLE_ROWS = 2000  # error and directory rows listed; the counts are always complete
 BATCH_ROWS = 8192  # report rows per batch while the page's figures are gathered
 HIST_BINS = 40
@@ -108,7 +113,11 @@ def _csp() -> str:
 
 
 def _e(value) -> str:
-    return escape("" if value is None else str(value), quote=True)
+    """Every string the page shows from a report (paths, reasons, metadata, model ids, prompts):
+    invisible and reordering characters as visible escapes (``textsafe.for_page``: a name with
+    U+202E reads ``invoice\\u202egpj.exe.jpg``, not ``invoiceexe.jpg``; a newline ``\\x0a``, not a
+    space), then HTML-escaped."""
+    return escape(for_page("" if value is None else str(value)), quote=True)
 
 
 def _fmt(value, digits: int = 4) -> str:
@@ -119,15 +128,61 @@ def _fmt(value, digits: int = 4) -> str:
     return str(value)
 
 
-def thumbnail(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str | None, str | None]:
-    """(data URI, None) or (None, why not): decoded with the scan's own guards."""
+@dataclass(frozen=True)
+class ThumbnailSources:
+    """What a page may open to make thumbnails. A report is untrusted input: its ``path`` column
+    names whatever its author chose (``/dev/zero``, ``http://127.0.0.1/admin``, a bucket the
+    viewer's credentials reach), so nothing is opened unless allowed here: local files whose real
+    path lies under one of ``bases``, and objects in s3/gs/az stores only with ``store``. http(s)
+    URLs are never fetched. Archive members follow their archive."""
+
+    bases: tuple[str, ...] = ()  # real paths of folders (or single files)
+    store: bool = False
+
+    @classmethod
+    def of(cls, bases=(), roots=(), store: bool = False) -> ThumbnailSources:
+        """From ``--base`` folders and the roots whose local files are trusted (``--thumbnails-
+        from-roots``, or a scan's own roots for ``scan --html``)."""
+        local = [path_from_display(r) if isinstance(r, str) else str(r) for r in roots]
+        local = [r for r in local if inputs.parse(r).source == "local"]
+        return cls(tuple(os.path.realpath(b) for b in (*bases, *local)), store)
+
+    def refusal(self, loc: Location) -> str | None:
+        """Why ``loc`` may not be opened for a thumbnail (None: it may)."""
+        if isinstance(loc, archive.ArchiveMember):
+            return self.refusal(loc.container)
+        if loc.source == "store":
+            if store_scheme(loc.raw) not in LISTABLE:
+                return "not fetched: the page never requests http(s) URLs"
+            return None if self.store else "objects in a store need --thumbnails-from-store"
+        if not self.bases:
+            return "local files need --base DIR (or --thumbnails-from-roots)"
+        real = os.path.realpath(loc.raw)
+        if any(real == b or real.startswith(b.rstrip(os.sep) + os.sep) for b in self.bases):
+            return None
+        return "outside the --base folders"
+
+
+NO_SOURCES = ThumbnailSources()
+
+
+def thumbnail(path: str, max_pixels: int = DEFAULT_MAX_PIXELS, sources: ThumbnailSources | None = None
+              ) -> tuple[str | None, str | None]:
+    """(data URI, None) or (None, why not): decoded with the scan's own guards, from a source
+    ``sources`` allows (None: any but http(s), for callers that made the report themselves)."""
     # the report's form of the name (escaped bytes, backslashes), read as the scan read it: a
-    # local file (never blocking on a FIFO), an object in a store, an archive member
+    # local file (opened non-blocking, regular files only: a FIFO or a device never blocks it),
+    # an object in a store, an archive member; at most THUMB_MAX_FILE bytes
     loc = inputs.parse(path_from_display(path))
+    why = (sources or ThumbnailSources(bases=(os.sep,), store=True)).refusal(loc)
+    if why is not None:
+        return None, f"no thumbnail: {why}"
+    if loc.source == "local":  # the real path checked above is the one opened
+        loc = inputs.parse(os.path.realpath(loc.raw))
     try:
         try:
             data = inputs.read(loc, THUMB_MAX_FILE)[0]
-        except Refused as exc:
+        except (Refused, SourceError) as exc:  # a special file, a shard that is one, a size cap
             return None, f"no thumbnail: {exc}"
         img = open_image(data, max_pixels)
         img = to_rgb(img)
@@ -135,7 +190,9 @@ def thumbnail(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str | No
         buf = io.BytesIO()
         img.save(buf, "JPEG", quality=80)
         return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode(), None
-    except Exception as exc:  # vanished, changed or hostile since the scan
+    except OSError as exc:  # vanished since the scan; a socket (ENXIO)
+        return None, f"no thumbnail: {exc.strerror or type(exc).__name__}"
+    except Exception as exc:  # changed or hostile since the scan
         return None, f"no thumbnail: {type(exc).__name__}"
 
 
@@ -429,8 +486,11 @@ def _figures(report: str | Path, top: int, threshold: float | None):
 
 
 def render(report: str | Path, top: int = 50, thumbnails: bool = True,
-           thumb_budget: int = THUMB_BUDGET, name: str | None = None) -> str:
-    """The page for the local report file ``report``; ``name`` is what the page calls it."""
+           thumb_budget: int = THUMB_BUDGET, name: str | None = None,
+           sources: ThumbnailSources | None = None) -> str:
+    """The page for the local report file ``report``; ``name`` is what the page calls it;
+    ``sources``: what thumbnails may be made from (None: local files and store objects, for a
+    report this process made; ``aiiscan report`` passes what the user allowed)."""
     name = name or Path(report).name
     meta = report_metadata(report)
     figures, thr, histogram, (dir_count, dir_rows), highest = _figures(report, top, meta.get("threshold"))
@@ -497,12 +557,17 @@ def render(report: str | Path, top: int = 50, thumbnails: bool = True,
                'rank alone is no verdict.</p>')
     if not thumbnails:
         out.append('<p class="note">Thumbnails left out (--no-thumbnails).</p>')
+    elif sources is not None and not sources.bases and not sources.store:
+        out.append('<p class="note" id="no-sources">No thumbnails: a report is untrusted input, so the page '
+                   "opens no file it names unless you allow it (aiiscan report --base DIR, "
+                   "--thumbnails-from-roots, --thumbnails-from-store).</p>")
     out.append('<div class="cards" id="cards">')
-    spent = 0
+    spent, deadline = 0, time.monotonic() + THUMB_SECONDS
     for r in highest:
         img = '<div class="noimg">thumbnail left out</div>'
         if thumbnails:
-            uri, why = thumbnail(r["path"]) if spent < thumb_budget else (None, "thumbnail budget spent")
+            uri, why = (thumbnail(r["path"], sources=sources) if spent < thumb_budget and time.monotonic()
+                        < deadline else (None, "thumbnail budget spent"))
             if uri is not None and spent + len(uri) <= thumb_budget:
                 spent += len(uri)
                 img = f'<img alt="thumbnail" src="{uri}">'
@@ -539,10 +604,15 @@ def render(report: str | Path, top: int = 50, thumbnails: bool = True,
     return "\n".join(out)
 
 
-def write_html(report: str | Path, output: str | Path, **kwargs) -> str:
+def write_html(report: str | Path, output: str | Path, trust_roots: bool = False, **kwargs) -> str:
     """Render ``report`` into ``output`` atomically; either may be an object URL (the report is
-    fetched, the page uploaded in one put). Returns where the page is."""
+    fetched, the page uploaded in one put). Returns where the page is. ``trust_roots``: the
+    report's recorded roots join ``sources``' folders."""
     with local_report(report) as local:
+        if trust_roots:
+            given = kwargs.get("sources") or NO_SOURCES
+            kwargs["sources"] = ThumbnailSources.of(given.bases, report_metadata(local).get("roots") or (),
+                                                    given.store)
         try:
             page = render(local, name=str(report).rsplit("/", 1)[-1], **kwargs).encode("utf-8")
         finally:
@@ -551,7 +621,7 @@ def write_html(report: str | Path, output: str | Path, **kwargs) -> str:
         atomic_write_bytes(Path(output), page)
         return str(output)
     with tempfile.TemporaryDirectory(prefix="aiiscan-page-") as tmp:
-        (Path(tmp) / "page.html").write_bytes(page)
+        atomic_write_bytes(Path(tmp) / "page.html", page)
         try:
             put_file(Path(tmp) / "page.html", str(output))
         except OSError as exc:

@@ -14,19 +14,21 @@ import fcntl
 import json
 import os
 import shutil
-import tempfile
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import ReportError
-from ..files import file_mode
+from ..files import atomic_output, atomic_write_bytes
 from .formats import format_for, module
 from .schema import SCHEMA, conform, heads_in
 from .sort import duckdb_connect, duckdb_errors
 
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 FINISH_BATCH = 16384  # rows per batch on the way from the sort to the report
 
 
@@ -47,8 +49,11 @@ class ReportWriter:
         if not os.access(self.out.parent, os.W_OK):
             raise ReportError(f"output folder {self.out.parent} is not writable")
         try:
-            existed = self.parts.exists()
+            existed = os.path.lexists(self.parts)
             self.parts.mkdir(exist_ok=True)
+            if not stat.S_ISDIR(os.lstat(self.parts).st_mode):  # a link planted in its place
+                raise ReportError(f"{self.parts} is not a folder (a symbolic link?): aiiscan writes "
+                                  "parts only into a folder of its own; remove it")
             self._lock()  # first: a running scan must be named as such, not as an interrupted one
         except OSError as exc:
             raise ReportError(f"cannot create {self.parts}: {exc.strerror or exc}") from None
@@ -69,7 +74,7 @@ class ReportWriter:
         if not parts.is_dir():
             return
         try:
-            fd = os.open(parts / "LOCK", os.O_RDONLY)
+            fd = os.open(parts / "LOCK", os.O_RDONLY | NOFOLLOW | os.O_NONBLOCK)
         except OSError:
             fd = None
         if fd is not None:
@@ -84,7 +89,7 @@ class ReportWriter:
                               "or delete that folder to start over")
 
     def _lock(self) -> None:
-        fd = os.open(self.parts / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.parts / "LOCK", os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -127,12 +132,10 @@ class ReportWriter:
             return
         table = pa.Table.from_pylist(self.buffer, schema=self.schema)
         final = self.parts / f"part-{self.next_part:05d}.parquet"
-        tmp = self.parts / f".tmp-{self.next_part:05d}.parquet"
         try:
-            pq.write_table(table, tmp)
-            os.replace(tmp, final)
+            with atomic_output(final) as f:
+                pq.write_table(table, f)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise ReportError(
                 f"cannot write {final}: {exc.strerror or exc}. The rows written before this are "
                 "kept; free space (or fix the folder) and rerun the same command with --resume") from None
@@ -147,9 +150,9 @@ class ReportWriter:
             rows = kept(number)
             if len(rows) == pq.read_metadata(file).num_rows:  # all stand: not even read
                 continue
-            tmp = file.with_name(".tmp-" + file.name)
-            pq.write_table(pq.read_table(file).take(pa.array(rows, pa.int64())), tmp)
-            os.replace(tmp, file)
+            kept_rows = pq.read_table(file).take(pa.array(rows, pa.int64()))
+            with atomic_output(file) as f:
+                pq.write_table(kept_rows, f)
 
     def _sorted(self) -> Iterator[pa.RecordBatch]:
         """Every row of the parts, sorted by path, as a stream.
@@ -187,36 +190,22 @@ class ReportWriter:
         if kept is not None:
             self._compact(kept)
         meta = json.dumps(metadata, sort_keys=True, default=str).encode()
-        tmp = None
         try:
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{self.out.name}.", dir=self.out.parent)
-            os.close(fd)
-            tmp = Path(tmp_name)
-            os.chmod(tmp, file_mode())
-            self._write_sorted(tmp, meta)
-            if module(self.fmt).SIDECAR:
-                side = self.out.with_name(self.out.name + ".meta.json")
-                side_tmp = side.with_name("." + side.name + ".tmp")
-                side_tmp.write_bytes(meta)
-                os.replace(side_tmp, side)
-            os.replace(tmp, self.out)
+            with atomic_output(self.out) as f:
+                self._write_sorted(f, meta)
+                if module(self.fmt).SIDECAR:  # before the report: a report is never without it
+                    atomic_write_bytes(self.out.with_name(self.out.name + ".meta.json"), meta)
         except OSError as exc:
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
             raise ReportError(f"cannot write {self.out}: {exc.strerror or exc}. Every row is kept in "
                               f"{self.parts}: fix that and rerun the same command with --resume") from None
-        except BaseException:
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
-            raise
         if publish is not None:
             publish(self.out)
         self._unlock()
         shutil.rmtree(self.parts, ignore_errors=True)
         return self.out
 
-    def _write_sorted(self, tmp: Path, meta: bytes) -> None:
-        module(self.fmt).write(tmp, self._sorted(), self.schema, meta)
+    def _write_sorted(self, sink: BinaryIO, meta: bytes) -> None:
+        module(self.fmt).write(sink, self._sorted(), self.schema, meta)
 
     def close(self) -> None:
         """Keep what was written (for --resume) and release the lock."""

@@ -9,14 +9,13 @@ machines is as safe to load as a head.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
-from ..files import atomic_write_bytes
+from ..files import atomic_output, atomic_write_bytes
 
 State = dict[str, torch.Tensor]
 
@@ -71,9 +70,8 @@ class Checkpoint:
             if st:
                 tensors[f"adam.{i}.exp_avg"] = st["exp_avg"].detach().cpu().contiguous()
                 tensors[f"adam.{i}.exp_avg_sq"] = st["exp_avg_sq"].detach().cpu().contiguous()
-        tmp = self.tensors.with_name("." + self.tensors.name + ".tmp")
-        save_file(tensors, str(tmp))
-        os.replace(tmp, self.tensors)
+        with atomic_output(self.tensors) as f:  # never a guessable temporary name
+            f.write(save(tensors))
         atomic_write_bytes(self.meta, json.dumps(dict(meta, adam_steps=steps)).encode())
 
     def remove(self) -> None:

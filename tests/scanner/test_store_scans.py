@@ -328,8 +328,8 @@ def test_a_failed_upload_keeps_the_parts_and_resume_uploads(world, tmp_path, mon
 
 def test_nightly_job_keeps_its_reports_in_the_bucket(world, clean, tmp_path):
     """Monday's CSV report in the bucket feeds Tuesday's --incremental scan, whose page goes to
-    the bucket too; `aiiscan report URL` makes the page from the bucket, thumbnails included
-    (objects and tar members are read as the scan read them)."""
+    the bucket too; `aiiscan report URL --thumbnails-from-store` makes the page from the bucket,
+    thumbnails included (objects and tar members are read as the scan read them)."""
     env = _env(world["endpoint"], tmp_path) | {"TMPDIR": str(tmp_path / "tmp")}
     (tmp_path / "tmp").mkdir()
     mon, tue = f"s3://{BUCKET}/reports/mon.csv", f"s3://{BUCKET}/reports/tue.parquet"
@@ -350,14 +350,15 @@ def test_nightly_job_keeps_its_reports_in_the_bucket(world, clean, tmp_path):
     assert page.count('<img alt="thumbnail" src="data:image/jpeg;base64,') == n_ok
 
     # The same page made by `aiiscan report`, from the bucket and from a shard's report.
-    made = subprocess.run([sys.executable, "-m", "aiiscan", "report", tue, "-o", str(tmp_path / "p.html")],
-                          env=env, capture_output=True, text=True, timeout=300)
+    made = subprocess.run([sys.executable, "-m", "aiiscan", "report", tue, "-o", str(tmp_path / "p.html"),
+                           "--thumbnails-from-store"], env=env, capture_output=True, text=True, timeout=300)
     assert made.returncode == 0, made.stderr
     assert (tmp_path / "p.html").read_text().count('<img alt="thumbnail"') == n_ok
     shard_report = tmp_path / "shard.parquet"
     assert _scan(str(world["shard"]), "-o", str(shard_report), *world["base"], env=env).returncode == 3
     made = subprocess.run([sys.executable, "-m", "aiiscan", "report", str(shard_report), "-o",
-                           str(tmp_path / "s.html")], env=env, capture_output=True, text=True, timeout=300)
+                           str(tmp_path / "s.html"), "--thumbnails-from-store", "--thumbnails-from-roots"],
+                          env=env, capture_output=True, text=True, timeout=300)
     assert made.returncode == 0, made.stderr
     assert (tmp_path / "s.html").read_text().count('<img alt="thumbnail"') == n_ok
     assert list((tmp_path / "tmp").iterdir()) == []  # the fetched copies are gone

@@ -1,8 +1,9 @@
 """Report formats: one module each, chosen by name (``FORMATS``) or by the report's extension.
 
 A format module defines ``SIDECAR`` (whether the scan's metadata goes beside the report, in
-``REPORT.meta.json``), ``write(tmp, batches, schema, meta)`` (every row, batch by batch, into a
-new file) and ``read(path, schema_for, batch_rows)`` (the report back as a stream of tables in
+``REPORT.meta.json``), ``write(sink, batches, schema, meta)`` (every row, batch by batch, into an
+open binary file: the temporary ``files.atomic_output`` made, never a name) and
+``read(path, schema_for, batch_rows)`` (the report back as a stream of tables in
 the report's column types, mtime still as the format spells it). ``reports.read`` checks and
 conforms what a format reads; the writer stage (``reports.parts``) calls ``write``. A new format
 is one module and one line here, plus its suffixes.

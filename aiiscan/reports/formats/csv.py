@@ -12,6 +12,7 @@ import csv
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -22,8 +23,8 @@ from .text import SIDECAR, metadata, text_columns, text_schema  # noqa: F401 (th
 FORMULA_START = "^'*[=+\\-@\t\r]"
 
 
-def write(tmp: Path, batches: Iterator[pa.RecordBatch], schema: pa.Schema, meta: bytes) -> None:  # noqa: ARG001
-    with pacsv.CSVWriter(tmp, text_schema(schema)) as w:
+def write(sink: BinaryIO, batches: Iterator[pa.RecordBatch], schema: pa.Schema, meta: bytes) -> None:  # noqa: ARG001
+    with pacsv.CSVWriter(sink, text_schema(schema)) as w:
         for batch in batches:
             w.write_table(text_columns(pa.Table.from_batches([batch], schema), FORMULA_START))
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.json as pajson
@@ -13,11 +15,13 @@ from ..schema import SCHEMA
 from .text import SIDECAR, metadata, text_columns, text_schema  # noqa: F401 (this format's interface)
 
 
-def write(tmp: Path, batches: Iterator[pa.RecordBatch], schema: pa.Schema, meta: bytes) -> None:  # noqa: ARG001
-    with open(tmp, "w", encoding="utf-8") as f:
-        for batch in batches:
-            text = text_columns(pa.Table.from_batches([batch], schema))
-            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in text.to_pylist())
+def write(sink: BinaryIO, batches: Iterator[pa.RecordBatch], schema: pa.Schema, meta: bytes) -> None:  # noqa: ARG001
+    f = io.TextIOWrapper(sink, encoding="utf-8", newline="\n")
+    for batch in batches:
+        text = text_columns(pa.Table.from_batches([batch], schema))
+        f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in text.to_pylist())
+    f.flush()
+    f.detach()  # the sink stays open: its owner (files.atomic_output) closes it
 
 
 def read(path: Path, schema_for: Callable[[list[str]], pa.Schema], batch_rows: int  # noqa: ARG001

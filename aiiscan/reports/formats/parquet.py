@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -14,8 +15,8 @@ from ..schema import META_KEY
 SIDECAR = False
 
 
-def write(tmp: Path, batches: Iterator[pa.RecordBatch], schema: pa.Schema, meta: bytes) -> None:
-    with pq.ParquetWriter(tmp, schema.with_metadata({META_KEY: meta})) as w:
+def write(sink: BinaryIO, batches: Iterator[pa.RecordBatch], schema: pa.Schema, meta: bytes) -> None:
+    with pq.ParquetWriter(sink, schema.with_metadata({META_KEY: meta})) as w:
         for batch in batches:
             w.write_batch(batch)
 
