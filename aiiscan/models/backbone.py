@@ -103,10 +103,12 @@ class ClipBackbone:
 
     @property
     def runs_as(self) -> str:
-        """What runs the tower, e.g. ``"bf16 (openvino)"``, ``"fp32 (torch)"`` (compiles it)."""
-        if self._encoder is None:
-            self._compile()
-        return self._ran or self.precision
+        """What runs the tower, e.g. ``"bf16 (openvino)"``, ``"fp32 (torch)"``: what ran, once
+        it has run; until then what would be chosen (building nothing)."""
+        if self._ran is None:
+            name, effective = choose(self.device, self.precision)
+            return f"{effective} ({name})"
+        return self._ran
 
     @property
     def image_size(self) -> int:
