@@ -93,6 +93,7 @@ def report(args, paths: list[str]) -> None:
 
     # A head trained briefly on photos (random-init backbone): scores that vary, so label flips
     # at a median threshold mean something. Its training runs the backbone through auto too.
+    Path(args.cache).mkdir(parents=True, exist_ok=True)
     det = trained_detector(args.backbone, Path(args.cache) / f"head-{Path(args.backbone).stem}")
     bb = det.backbone
     os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="aiiscan-bench-cache-")  # fresh: a first run
