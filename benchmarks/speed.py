@@ -22,7 +22,8 @@ Sets: camera (generated 4000x3000 JPEGs, q92), small (generated 640x480 JPEGs), 
   fidelity   max |score - fp32 score| and label flips at the fp32 scores' median, over the N files.
 
     python benchmarks/speed.py --runtimes --backbone ViT-B-32 --set photos --files 1000
-    python benchmarks/speed.py --runtimes --backbone ViT-L-14 --set photos --files 48 --batch-size 8
+    python benchmarks/speed.py --runtimes --backbone ViT-L-14 --set photos --files 24 --batch-size 8 \\
+        --train-photos 16
 
 Set photos: unique photos, ../shared/data/train-natural then eval-dev.
 """
@@ -158,6 +159,7 @@ def main() -> None:
     ap.add_argument("--backbone", default="tiny", help="'tiny' or an open_clip model name (random init)")
     ap.add_argument("--set", dest="kind", choices=["camera", "small", "eval-dev", "photos"], default="camera")
     ap.add_argument("--runtimes", action="store_true", help="runtimes, end to end and fidelity (see above)")
+    ap.add_argument("--train-photos", type=int, default=200, help="--runtimes: photos the head trains on")
     ap.add_argument("--files", type=int, default=96)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
