@@ -80,7 +80,9 @@ class RunOptions:
     """How the model runs: where, how fast, how decoded, how loud."""
 
     device: str = opt("auto", "auto, cpu, cuda or cuda:N.")
-    precision: str = opt("auto", "Backbone arithmetic: auto = bf16 on GPU, fp32 on CPU.", choices=PRECISIONS)
+    precision: str = opt("auto", "Backbone arithmetic: fp32 = the exact torch reference; bf16 = native bf16 "
+                               "(OpenVINO on CPU); auto = bf16 on GPU and on CPUs with AMX/AVX512-BF16, "
+                               "else fp32.", choices=PRECISIONS)
     clip_weights: str | None = opt(None, "Local CLIP checkpoint for the backbone the head's card names "
                                          "(also $AIISCAN_CLIP_WEIGHTS).", path={"dir_okay": False})
     batch_size: int = opt(64, "Images per backbone batch.", min=1)

@@ -70,6 +70,15 @@ def eval_dev() -> list[str]:
     return sorted(str(p) for p in EVAL_DEV.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
 
 
+def photos() -> list[str]:
+    """Unique photos from the shared data: train-natural, then eval-dev."""
+    out = []
+    for root in (TRAIN_NATURAL, EVAL_DEV):
+        if root.is_dir():
+            out += sorted(str(p) for p in root.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    return out
+
+
 def detector_for(backbone_name: str, precision: str = "auto"):
     """A Detector with a random head on a random-init backbone (no weights needed)."""
     import torch

@@ -11,6 +11,21 @@
 
 Sets: camera (generated 4000x3000 JPEGs, q92), small (generated 640x480 JPEGs), eval-dev
 (../shared/data/eval-dev, when present). Prints medians and the ratios.
+
+--runtimes: the backbone's runtimes side by side (issue #27), in one run, with a fresh cache:
+
+  export     first-run export of the OpenVINO graph (ONNX, checked, cached), then a cached load;
+  model      model-only img/s per runtime and precision (pre-decoded crops, batch --batch-size);
+  end to end aiiscan scan --precision P past start-up ((time of an N-file scan - time of a
+             one-file scan) for N-1 files) against a bare torch float32 forward of the same
+             backbone on as many images (crops pre-decoded: the forward alone);
+  fidelity   max |score - fp32 score| and label flips at the fp32 scores' median, over the N files.
+
+    python benchmarks/speed.py --runtimes --backbone ViT-B-32 --set photos --files 1000
+    python benchmarks/speed.py --runtimes --backbone ViT-L-14 --set photos --files 24 --batch-size 8 \\
+        --train-photos 16
+
+Set photos: unique photos, ../shared/data/train-natural then eval-dev.
 """
 
 from __future__ import annotations
@@ -24,10 +39,15 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import camera_jpegs, command, detector_for, eval_dev, median_rate, small_jpegs  # noqa: E402
+from common import camera_jpegs, command, detector_for, eval_dev, median_rate, photos, small_jpegs  # noqa: E402
 
 
 def inputs(kind: str, n: int, cache: Path) -> list[str]:
+    if kind == "photos":
+        files = photos()
+        if len(files) < n:
+            raise SystemExit(f"only {len(files)} photos in ../shared/data (train-natural, eval-dev)")
+        return files[:n]
     if kind == "camera":
         return camera_jpegs(cache / "camera", n)
     if kind == "small":
@@ -137,7 +157,9 @@ def aiiscan_e2e(det, paths: list[str], batch: int, workers: int, runs: int, fast
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--backbone", default="tiny", help="'tiny' or an open_clip model name (random init)")
-    ap.add_argument("--set", dest="kind", choices=["camera", "small", "eval-dev"], default="camera")
+    ap.add_argument("--set", dest="kind", choices=["camera", "small", "eval-dev", "photos"], default="camera")
+    ap.add_argument("--runtimes", action="store_true", help="runtimes, end to end and fidelity (see above)")
+    ap.add_argument("--train-photos", type=int, default=200, help="--runtimes: photos the head trains on")
     ap.add_argument("--files", type=int, default=96)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
@@ -153,6 +175,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     paths = inputs(args.kind, args.files, Path(args.cache))
+    if args.runtimes:
+        from speed_runtimes import report
+
+        report(args, paths)
+        return
     det = detector_for(args.backbone, args.precision)
     crop = det.backbone.image_size
     rows: list[tuple[str, float]] = []

@@ -23,6 +23,10 @@ for _var in ("AIISCAN_WEIGHTS", "AIISCAN_WEIGHTS_DIR"):
 # ... nor write under the user's own data folder; the folder goes when the test run ends.
 os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="aiiscan-test-data-")
 atexit.register(shutil.rmtree, os.environ["XDG_DATA_HOME"], ignore_errors=True)
+# ... nor read or fill the user's cache: one cache for the session, so the OpenVINO graph of each
+# test backbone is exported once (a few seconds for the tiny one), whatever process scans.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="aiiscan-test-cache-")
+atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], ignore_errors=True)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 EVAL_DEV = Path(os.environ.get("AIISCAN_EVAL_DEV", SHARED / "eval-dev"))

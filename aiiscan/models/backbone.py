@@ -99,6 +99,16 @@ class ClipBackbone:
     def precision(self, value: str) -> None:
         self._precision = value
         self._encoder: Encoder | None = None  # compiled on first use, for this precision
+        self._ran: str | None = None
+
+    @property
+    def runs_as(self) -> str:
+        """What runs the tower, e.g. ``"bf16 (openvino)"``, ``"fp32 (torch)"``: what ran, once
+        it has run; until then what would be chosen (building nothing)."""
+        if self._ran is None:
+            name, effective = choose(self.device, self.precision)
+            return f"{effective} ({name})"
+        return self._ran
 
     @property
     def image_size(self) -> int:
@@ -106,15 +116,22 @@ class ClipBackbone:
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
-        """What a caller running the tower itself (MPFT's fine-tuning) should autocast to."""
-        return torch.bfloat16 if choose(self.device, self.precision)[1] == "bf16" else None
+        """What a caller running the tower itself in torch (MPFT's fine-tuning) should autocast
+        to: bf16 where torch's bf16 is what the runtimes would run (a GPU, or ``bf16`` asked for
+        without OpenVINO), never on a CPU where only OpenVINO makes bf16 fast."""
+        return torch.bfloat16 if choose(self.device, self.precision) == ("torch", "bf16") else None
 
     def encode(self, batch: torch.Tensor) -> torch.Tensor:
         """Features of a normalised NCHW float batch, as float32 (the head always runs in fp32),
         through the runtime ``--precision`` chose (``runtimes``)."""
         if self._encoder is None:
-            self._encoder, _ = compile_encoder(self.visual, self.device, self.precision)
+            self._compile()
         return self._encoder(batch)
+
+    def _compile(self) -> None:
+        self._encoder, self._ran = compile_encoder(
+            self.visual, self.device, self.precision, identity=self.identity.to_dict(),
+            image_size=self.image_size)
 
     def features(self, arrays: Sequence[np.ndarray] | np.ndarray) -> torch.Tensor:
         """Features of uint8 HWC crops (one batch), float32 on the backbone's device."""

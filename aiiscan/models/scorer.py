@@ -97,6 +97,11 @@ class Scorer:
         return self.heads[0].backbone.precision
 
     @property
+    def runs_as(self) -> str:
+        """What ran the backbone(s), e.g. ``"bf16 (openvino)"`` (a report's ``precision``)."""
+        return ", ".join(dict.fromkeys(bb.runs_as for bb, _ in self.groups))
+
+    @property
     def passes(self) -> int:
         """Backbone passes per crop."""
         return len(self.groups)

@@ -191,7 +191,7 @@ def metadata(summary: ScanSummary, opts: ScanOptions, engine: Engine, model: Sco
         "provenance_hints": dict(summary.hints),
         "keep_gps": opts.keep_gps,
         "decode": "exact" if run.exact_decode else "fast (JPEG DCT scaling)",
-        "precision": model.precision,
+        "precision": getattr(model, "runs_as", model.precision),  # what ran: "bf16 (openvino)"
         "engine": engine.name,
         "engine_options": engine.describe(),
         "torch_threads": run.threads,

@@ -41,10 +41,11 @@ def mixed_folder(tmp_path_factory):
 
 def test_ray_engine_matches_local_engine(local_cluster, mixed_folder, head_prefix, tmp_path):
     local = run_scan([str(mixed_folder)], tmp_path / "local.parquet", *scan_options(weights=str(head_prefix),
-                     device="cpu", workers=2, batch_size=4, quiet=True))
+                     device="cpu", workers=2, batch_size=4, precision="fp32", quiet=True))
     distributed = run_scan([str(mixed_folder)], tmp_path / "ray.parquet",
                            *scan_options(weights=str(head_prefix),
-                           device="cpu", engine="ray", batch_size=4, scorers=1, quiet=True))
+                           device="cpu", engine="ray", batch_size=4, scorers=1, precision="fp32",
+                           quiet=True))
     assert local.exit_code == distributed.exit_code == 3
     a = {r["path"]: r for r in read_report(local.report).to_pylist()}
     b = {r["path"]: r for r in read_report(distributed.report).to_pylist()}
@@ -175,7 +176,8 @@ def _assert_same_rows(a: dict[str, dict], b: dict[str, dict], n_heads: int) -> N
 def test_ray_multihead_scan_matches_local(local_cluster, multi_folder, calibrated_heads, tmp_path):
     """Two CLIP-Flow heads (one shared pass) and an MPFT head (its own): the local engine's rows."""
     heads, thr = calibrated_heads
-    kw = dict(weights=heads, threshold=thr, combine="any", device="cpu", batch_size=4, quiet=True)
+    kw = dict(weights=heads, threshold=thr, combine="any", device="cpu", batch_size=4, precision="fp32",
+              quiet=True)
     local = run_scan([str(multi_folder)], tmp_path / "local.parquet", *scan_options(workers=2, **kw))
     far = run_scan([str(multi_folder)], tmp_path / "ray.parquet",
                    *scan_options(engine="ray", scorers=1, **kw))
@@ -202,7 +204,7 @@ def test_ray_multihead_scan_resumes_and_reuses(local_cluster, multi_folder, cali
     from aiiscan.reports.schema import report_schema
 
     heads, thr = calibrated_heads
-    kw = dict(weights=heads, threshold=thr, device="cpu", batch_size=4, quiet=True)
+    kw = dict(weights=heads, threshold=thr, device="cpu", batch_size=4, precision="fp32", quiet=True)
     whole = run_scan([str(multi_folder)], tmp_path / "whole.parquet", *scan_options(workers=0, **kw))
     sub = run_scan([str(multi_folder / "sub")], tmp_path / "sub.parquet", *scan_options(workers=0, **kw))
     out = tmp_path / "r.parquet"

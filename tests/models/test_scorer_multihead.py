@@ -93,6 +93,7 @@ class Decodes:
 # -- the report: one score column per head, each equal to that head's own scan ---------------------
 def test_two_heads_one_decode_one_backbone_pass(backbone, head_prefix, head2_prefix, folder, tmp_path,
                                                 monkeypatch):
+    monkeypatch.setattr(backbone, "precision", "fp32")  # scores compared at 1e-6: the exact reference
     d1, d2 = _det(backbone, head_prefix), _det(backbone, head2_prefix)
     _scan(tmp_path / "one.parquet", d1, folder)
     _scan(tmp_path / "two.parquet", d2, folder)
@@ -130,6 +131,7 @@ def test_two_heads_one_decode_one_backbone_pass(backbone, head_prefix, head2_pre
 
 def test_clip_flow_and_mpft_heads_take_two_passes(backbone, head_prefix, mpft_prefix, folder, tmp_path,
                                                   monkeypatch):
+    monkeypatch.setattr(backbone, "precision", "fp32")  # scores compared at 1e-6: the exact reference
     d1, d2 = _det(backbone, head_prefix), _det(backbone, mpft_prefix)
     assert d2.backbone is not backbone  # MPFT binds its tuned copy of the image tower
     _scan(tmp_path / "flow.parquet", d1, folder)

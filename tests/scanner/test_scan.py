@@ -287,7 +287,7 @@ def test_exact_decode_and_precision_are_recorded(tmp_path, head_prefix, photos):
                                     "--exact-decode", "--precision", "bf16", "--workers", "0", "--quiet"])
     assert res.exit_code == 0, res.output
     meta = report_metadata(out)
-    assert meta["decode"] == "exact" and meta["precision"] == "bf16"
+    assert meta["decode"] == "exact" and meta["precision"].startswith("bf16 (")
     out2 = tmp_path / "t.parquet"  # a subprocess: --threads sets torch's global thread count
     proc = subprocess.run(_cli(photos[0], "-o", str(out2), "--weights", str(head_prefix), "--threads", "1",
                                "--workers", "0", "--quiet"), capture_output=True, text=True, timeout=300)
