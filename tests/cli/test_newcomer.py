@@ -108,10 +108,14 @@ def test_reports_read_the_same_in_duckdb_pandas_csv_and_jsonl(tmp_path, folder, 
 # ---- the default head -------------------------------------------------------------------------
 
 def test_scan_without_a_head_says_what_to_run(tmp_path, folder):
-    res = _cli("scan", str(folder), "-o", "report.parquet", env=_env(tmp_path), cwd=tmp_path)
-    assert res.returncode == 2, res.stderr
-    assert "no head" in res.stderr and "aiiscan train" in res.stderr and "Traceback" not in res.stderr
-    assert not list(tmp_path.glob("report.parquet*"))
+    """With no head the scan is evidence-only: one row per file, no score, a note naming the command
+    that makes a head (exit 3 here: the folder holds an undecodable file)."""
+    res = _cli("scan", str(folder), "-o", "report.parquet", "--workers", "0", env=_env(tmp_path), cwd=tmp_path)
+    assert res.returncode == 3, res.stderr
+    assert "no pixel detector ran" in res.stderr and "aiiscan train" in res.stderr
+    assert "Traceback" not in res.stderr
+    rows = read_report(tmp_path / "report.parquet").to_pylist()
+    assert len(rows) == 4 and all(r["score"] is None for r in rows)
 
 
 def test_train_into_new_folders_installs_the_default_head(tmp_path, folder, tiny_config):
