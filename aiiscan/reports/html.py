@@ -284,8 +284,21 @@ def _table(table_id: str, headers: Sequence[tuple[str, bool]], rows: Sequence[Se
     return "".join(out)
 
 
+# Evidence that needs no model, as the page counts it: (column, what its values are).
+EVIDENCE_COLUMNS = (("watermark", "watermark"), ("c2pa_trust", "C2PA"), ("c2pa_ai", "C2PA declares AI"),
+                    ("generator_kind", "generator metadata"))
+
+
 def card_evidence(row: dict) -> list[str]:
     bits = []
+    if row.get("watermark"):
+        bits.append(f"watermark: {row['watermark']} ({row.get('watermark_bit_errors')} bit errors)")
+    if row.get("c2pa_trust") not in (None, "", "none"):
+        bits.append(f"C2PA: {row['c2pa_trust']}"
+                    + (f", AI {row['c2pa_ai']} ({row.get('c2pa_ai_in')})" if row.get("c2pa_ai") else ""))
+    if row.get("generator"):
+        bits.append(f"generator: {row['generator']} ({row.get('generator_kind')}; "
+                    f"rule {row.get('generator_rule')})")
     if row.get("provenance_hint"):
         bits.append(f"hint: {row['provenance_hint']}")
     if row.get("gen_tool"):
@@ -341,6 +354,7 @@ class PageFigures:
         self.status: Counter = Counter()
         self.labels: Counter = Counter()
         self.hints: Counter = Counter()
+        self.evidence: Counter = Counter()  # by evidence kind and value (``EVIDENCE_COLUMNS``)
         self.heads = 1  # a multi-head report's heads (``report.heads_in``), and its verdict counts
         self.verdicts: Counter = Counter()
         self.first_ok_threshold: float | None = None
@@ -367,6 +381,11 @@ class PageFigures:
         self.status.update(_counts(status))
         self.labels.update(_counts(_or_none(label)))
         self.hints.update(_counts(_or_none(batch.column("provenance_hint"))))
+        for column, kind in EVIDENCE_COLUMNS:
+            if column in batch.column_names:
+                for value, count in _counts(batch.column(column)).items():
+                    if value not in (None, "", "none"):
+                        self.evidence[f"{kind}: {value}"] += count
         self.heads = heads_in(batch.column_names)
         if "verdict" in batch.column_names:
             self.verdicts.update(_counts(_or_none(batch.column("verdict"))))
@@ -539,7 +558,8 @@ def render(report: str | Path, top: int = 50, thumbnails: bool = True,
     out.append("</tbody></table>")
 
     out.append('<h2 id="counts">Counts</h2><div class="counts">')
-    counters = [("status", status), ("label", labels), ("provenance hint", hints)]
+    counters = [("status", status), ("label", labels), ("provenance hint", hints),
+                ("evidence", figures.evidence)]
     if verdicts is not None:
         counters.insert(2, ("verdict", verdicts))
     for title, counter in counters:

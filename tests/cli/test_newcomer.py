@@ -110,7 +110,8 @@ def test_reports_read_the_same_in_duckdb_pandas_csv_and_jsonl(tmp_path, folder, 
 def test_scan_without_a_head_says_what_to_run(tmp_path, folder):
     """With no head the scan is evidence-only: one row per file, no score, a note naming the command
     that makes a head (exit 3 here: the folder holds an undecodable file)."""
-    res = _cli("scan", str(folder), "-o", "report.parquet", "--workers", "0", env=_env(tmp_path), cwd=tmp_path)
+    res = _cli("scan", str(folder), "-o", "report.parquet", "--workers", "0", env=_env(tmp_path),
+               cwd=tmp_path)
     assert res.returncode == 3, res.stderr
     assert "no pixel detector ran" in res.stderr and "aiiscan train" in res.stderr
     assert "Traceback" not in res.stderr

@@ -49,6 +49,20 @@ def test_a_scan_with_no_head_installed_collects_evidence_only(demo, tmp_path):
     assert meta["model_id"] is None and meta["evidence"]["version"] >= 1
     page = CliRunner().invoke(main, ["report", str(out), "-o", str(tmp_path / "r.html"), "-q"])
     assert page.exit_code == 0, page.output
+    html = (tmp_path / "r.html").read_text()
+    assert '<table class="count" id="count-evidence">' in html
+    assert "<td>generator metadata: generated</td><td class=num>3</td>" in html
+
+
+def test_a_card_shows_the_evidence_of_its_file():
+    from aiiscan.reports.html import card_evidence
+
+    bits = card_evidence({"watermark": "sdxl", "watermark_bit_errors": 2, "c2pa_trust": "trusted",
+                          "c2pa_ai": "generated", "c2pa_ai_in": "active", "generator": "ComfyUI",
+                          "generator_kind": "generated", "generator_rule": "comfyui-prompt"})
+    assert bits[:3] == ["watermark: sdxl (2 bit errors)", "C2PA: trusted, AI generated (active)",
+                        "generator: ComfyUI (generated; rule comfyui-prompt)"]
+    assert card_evidence({"c2pa_trust": "none"}) == []
 
 
 def test_an_evidence_only_scan_loads_no_model(demo, tmp_path):
