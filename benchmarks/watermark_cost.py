@@ -1,13 +1,13 @@
 """Per-image cost of the invisible-watermark detector against the scan's decode stage.
 
-On generated 1024x1024 PNGs (``aiiscan.selftest.synthetic_photo``: gradients, blobs and sensor
+On generated 1024x1024 PNGs (``aiiscan.tasks.selftest.synthetic_photo``: gradients, blobs and sensor
 noise, ~1.8 MB each), times per file, interleaved so that machine load hits all alike:
 
-    stage      aiiscan.decode.decode_job(DecodeJob(path, provenance=True)): read, sha256,
+    stage      aiiscan.decode.job.decode_job(DecodeJob(path, provenance=True)): read, sha256,
                metadata, PNG decode, resize, crop (the scan's decode stage)
     stage+wm   the same with watermark=True, as the scan runs it (the stage calls detect)
-    detect     aiiscan.watermark.detect on the decoded Pillow image (what the decode stage holds)
-    full       aiiscan.watermark.decode_bits, one message in one channel order (the whole image)
+    detect     aiiscan.decode.watermark.detect on the decoded Pillow image (what the decode stage holds)
+    full       aiiscan.decode.watermark.decode_bits, one message in one channel order (the whole image)
     reference  imwatermark's EmbedMaxDct.decode on the BGR array (when invisible-watermark is
                installed; its per-block Python loop is slow, so it runs on the first file only)
 

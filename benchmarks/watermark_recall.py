@@ -1,7 +1,7 @@
-"""Recall and false positives of aiiscan.watermark on natural photos.
+"""Recall and false positives of aiiscan.decode.watermark on natural photos.
 
 Embeds each known message with the reference encoder (invisible-watermark, the oracle: see
-tests/test_watermark.py for the install) into natural photos, the way each generator's code does:
+tests/decode/test_watermark.py for the install) into natural photos, the way each generator's code does:
 
     sdxl u8-rgb      the uint8 RGB array handed over as if BGR (the recipe of the design notes)
     sdxl float-rgb   diffusers < 0.27: a float32 RGB array (the VAE's continuous output, here the
