@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import stat
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -98,6 +99,17 @@ TEMP_OVERHEAD = 2 + TEMP_RANDOM + 4
 
 class OutputError(AiiscanError):
     """An output path that cannot or may not be written."""
+
+
+def replace_folder(built: Path, final: Path) -> None:
+    """Move a folder built privately (inside a ``tempfile.mkdtemp`` folder beside ``final``) into
+    place in one rename: a derived cache entry (the runtimes' exported graphs) appears whole or
+    not at all."""
+    if final.is_symlink():
+        final.unlink()
+    elif final.exists():
+        shutil.rmtree(final, ignore_errors=True)
+    os.replace(built, final)
 
 
 def check_output(path: str | Path, *, overwrite: bool = False, companions: Sequence[str] = (),

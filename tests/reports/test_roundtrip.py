@@ -117,7 +117,8 @@ def test_text_reports_past_16_mb_read_back(tmp_path, fmt):
     prompt = "=a castle,\nat dusk; \"cinematic\"\r\n" * 300  # about 10 KB, over many lines
     table = _big_rows(2000, prompt)
     out = tmp_path / f"big.{fmt}"
-    module(fmt).write(out, iter(table.to_batches(max_chunksize=512)), SCHEMA, b"{}")
+    with open(out, "wb") as sink:
+        module(fmt).write(sink, iter(table.to_batches(max_chunksize=512)), SCHEMA, b"{}")
     assert out.stat().st_size > 19 * 2 ** 20
     back = read_report(out)
     assert back.num_rows == 2000

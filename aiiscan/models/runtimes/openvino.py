@@ -23,7 +23,6 @@ import hashlib
 import importlib.metadata
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ...files import atomic_write_bytes, replace_folder
 from . import Encoder
 
 NATIVE_BF16_ENV = "AIISCAN_NATIVE_BF16"  # 0: behave as on a CPU without native bf16
@@ -203,10 +203,9 @@ def _build(visual: torch.nn.Module, image_size: int, entry: Path, key: str):
                     "xml_sha256": _sha((out / "model.xml").read_bytes()),
                     "bin_sha256": _sha((out / "model.bin").read_bytes()),
                     "built_seconds": round(time.monotonic() - start, 1)}
-        (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        if entry.exists():
-            shutil.rmtree(entry, ignore_errors=True)
-        os.replace(out, entry)
+        text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+        atomic_write_bytes(out / "manifest.json", text.encode())
+        replace_folder(out, entry)
     print(f"aiiscan: built the OpenVINO graph of this backbone once in {time.monotonic() - start:.1f} s "
           f"(probe error {err:.1e}); cached in {entry}", file=sys.stderr)
 
@@ -219,12 +218,15 @@ def load_or_build(visual: torch.nn.Module, image_size: int, identity: dict | Non
     if model is not None:
         return model
     entry.parent.mkdir(parents=True, exist_ok=True)
-    with open(entry.parent / f".{key[:32]}.lock", "w") as lock:
+    lock = os.open(entry.parent / f".{key[:32]}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one build per entry, however many processes ask
         model = _load(entry, key)  # another process may have built it while we waited
         if model is None:
             _build(visual, image_size, entry, key)
             model = _load(entry, key)
+    finally:
+        os.close(lock)
     if model is None:
         raise ExportError(f"the cache entry {entry} could not be read back after building it")
     return model
