@@ -137,7 +137,8 @@ def test_from_list_and_stdin(tmp_path, head_prefix, photos):
     assert sorted(read_report(out2).column("path").to_pylist()) == sorted(photos[3:5])
 
 
-def test_usage_errors_exit_2_without_report(tmp_path, head_prefix):
+def test_usage_errors_exit_2_without_report(tmp_path, head_prefix, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default output is ./report.parquet: never the caller's folder
     res = CliRunner().invoke(main, ["scan", "-o", str(tmp_path / "x.parquet"), "--weights",
                                     str(head_prefix)])
     assert res.exit_code == 2
