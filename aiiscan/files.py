@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import AiiscanError
+from .errors import AiiscanError, UsageError
 
 
 def now_iso() -> str:
@@ -99,6 +99,19 @@ TEMP_OVERHEAD = 2 + TEMP_RANDOM + 4
 
 class OutputError(AiiscanError):
     """An output path that cannot or may not be written."""
+
+
+def read_user_file(path: str | Path, limit: int, where: str) -> bytes:
+    """A small file the user names (trust anchors, a rules file), read with a cap: a wrong path
+    or an oversized file is a usage error naming ``where``, never a traceback or a huge read."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise UsageError(f"{where}: cannot read: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise UsageError(f"{where}: over {limit} bytes")
+    return data
 
 
 def replace_folder(built: Path, final: Path) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UsageError
+from ..files import read_user_file
 from ..options import EvidenceOptions
 from .generators import RuleSet, read_rules_file
 
@@ -73,13 +74,7 @@ def read_trust_anchors(path: str | Path) -> str:
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
 
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_TRUST_FILE + 1)
-    except OSError as exc:
-        raise UsageError(f"{where}: cannot read: {exc.strerror or exc}") from None
-    if len(data) > MAX_TRUST_FILE:
-        raise UsageError(f"{where}: over {MAX_TRUST_FILE} bytes")
+    data = read_user_file(path, MAX_TRUST_FILE, where)
     try:
         certs = x509.load_pem_x509_certificates(data)
     except ValueError as exc:

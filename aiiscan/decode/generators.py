@@ -21,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import UsageError
+from ..files import read_user_file
 
 try:  # the stdlib's own regex parser: a pattern's structure is checked, not guessed from its text
     from re import _parser as _sre  # Python 3.11+
@@ -215,13 +216,7 @@ def parse_rules(text: str, where: str) -> tuple[Rule, ...]:
 def read_rules_file(path: str | Path) -> str:
     """A user's rules file, checked: its text, for ``RuleSet.of`` in the workers."""
     where = f"rules file {str(path)!r}"
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_FILE + 1)
-    except OSError as exc:
-        raise UsageError(f"{where}: cannot read: {exc.strerror or exc}") from None
-    if len(data) > MAX_FILE:
-        raise UsageError(f"{where}: over {MAX_FILE} bytes")
+    data = read_user_file(path, MAX_FILE, where)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
