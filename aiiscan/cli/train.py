@@ -41,7 +41,6 @@ def command(natural, natural_list, output, backbone, pretrained, clip_weights, d
     downloaded once into the Hugging Face cache, or given with --clip-weights.
     """
     from .. import api
-    from ..models.installed import DEFAULT_NAME, user_weights_dir
     from ..progress import wanted
 
     if not natural and not natural_list:
@@ -61,4 +60,4 @@ def command(natural, natural_list, output, backbone, pretrained, clip_weights, d
                f"{t.natural_count} photos ({t.natural_failed} unreadable), kept epoch {t.kept_epoch} "
                f"({t.kept_by})")
     if install_default:
-        click.echo(f"installed as the default head: {for_terminal(str(user_weights_dir() / DEFAULT_NAME))}")
+        click.echo(f"installed as the default head (see `aiiscan heads`): {for_terminal(str(output))}")
