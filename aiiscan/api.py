@@ -229,7 +229,7 @@ def calibrate(natural: Sequence[str] = (), *, weights: str | None = None, natura
 @dataclass
 class Evaluation:
     """``evaluate``'s result: per head, one table per condition; the Markdown and CSV texts; the
-    plots written (None: asked for, but the plotting library is missing)."""
+    plots written (None: none asked for)."""
 
     tables: list[list[Table]]
     markdown: str
