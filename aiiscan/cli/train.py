@@ -28,9 +28,9 @@ from .params import options_for
               help="Held-out natural photos: band-(30,100) AUC printed each epoch, best epoch kept.")
 @click.option("--resume", is_flag=True, help="Continue from W.ckpt.* after an interruption.")
 @click.option("--install-default", is_flag=True,
-              help="Also install the head as the default that scan, calibrate and evaluate use "
-                   "without --weights (in $AIISCAN_WEIGHTS_DIR, else $XDG_DATA_HOME/aiiscan/weights, "
-                   "by default ~/.local/share/aiiscan/weights).")
+              help="Also make the head the default that scan, calibrate and evaluate use without "
+                   "--weights: a pointer (default.link in $AIISCAN_WEIGHTS_DIR, else "
+                   "$XDG_DATA_HOME/aiiscan/weights) to W, which keeps its name and its one card.")
 @common.overwrite
 @common.common
 def command(natural, natural_list, output, backbone, pretrained, clip_weights, device, val_natural, resume,
