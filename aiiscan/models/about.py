@@ -84,7 +84,10 @@ def _threshold(block: ThresholdBlock | None, earlier: int) -> list[str]:
         return ["threshold   none: uncalibrated, scans give scores without labels "
                 "(place one with `aiiscan calibrate`)"]
     v = block.validation if block.has("validation") else None
-    out = [f"threshold   {block.value:.6g}, policy {block.policy}, placed {block.get('created', '?')}"]
+    placed = f", placed {block.created}" if block.has("created") else ""
+    out = [f"threshold   {block.value:.6g}, policy {block.policy}{placed}"]
+    if block.has("note"):
+        out.append(f"            {block.note}")
     if v is not None:
         positives = f"{v.ai_count} AI images" if v.ai_count else f"{v.natural_count} {v.positives}"
         unread = (v.natural_failed or 0) + (v.ai_failed or 0)

@@ -107,3 +107,17 @@ def test_a_default_whose_head_is_gone_says_so(weights_dir, head_copy):
 def test_no_head_installed(weights_dir):
     assert "no head installed" in _ok("heads")
     assert json.loads(_ok("heads", "--json")) == []
+
+
+def test_heads_of_another_kind_are_listed_and_shown(weights_dir, mpft_prefix):
+    """The kind comes from the card through the kind registry: no command names kinds."""
+    weights_dir.mkdir()
+    for ext in (".safetensors", ".json"):
+        shutil.copy(str(mpft_prefix) + ext, weights_dir / f"tuned{ext}")
+    listed = _ok("heads").splitlines()
+    assert listed[1].split()[:6] == ["tuned", "mpft", "tiny-vit/none", "0", "logit:0", "-"]
+    assert "8 photos + 8 AI" in listed[1]
+    shown = _ok("heads", "show", "tuned")
+    assert "kind        mpft" in shown and "8 natural photos (0 unreadable) + 8 AI images" in shown
+    assert "threshold   0, policy logit:0\n            the classifier's decision boundary" in shown
+    assert "fingerprints listed: 8 natural, 8 AI" in shown
