@@ -17,8 +17,9 @@ JSON_HELP = "Print JSON instead of text."
              epilog=common.examples("aiiscan heads", "aiiscan heads --json", "aiiscan heads show mine",
                                     "aiiscan heads show ./weights/b32", "aiiscan heads default mine"))
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+@common.common
 @click.pass_context
-def command(ctx: click.Context, as_json: bool) -> None:
+def command(ctx: click.Context, as_json: bool, quiet: bool, progress: bool | None) -> None:  # noqa: ARG001
     """List the heads in the weights folders and the default head, wherever it lives: name, kind,
     backbone, threshold and policy, calibration and training set sizes, and where each one is
     (* marks the default, which commands use without --weights).
@@ -47,7 +48,8 @@ def command(ctx: click.Context, as_json: bool) -> None:
                  epilog=common.examples("aiiscan heads show", "aiiscan heads show mine --json"))
 @click.argument("weights", required=False, metavar="[W]")
 @click.option("--json", "as_json", is_flag=True, help="Print the model card as it is stored.")
-def show(weights: str | None, as_json: bool) -> None:
+@common.common
+def show(weights: str | None, as_json: bool, quiet: bool, progress: bool | None) -> None:  # noqa: ARG001
     """One head's card in words (W: a name in the weights folders or a path prefix; default: the
     default head): what it is, what it was trained and calibrated on, its threshold and policy,
     its fingerprints, and its files with their sha256."""
@@ -67,7 +69,8 @@ def show(weights: str | None, as_json: bool) -> None:
                                         "aiiscan heads default ./b32 --overwrite"))
 @click.argument("weights", metavar="W")
 @common.overwrite
-def default(weights: str, overwrite: bool) -> None:
+@common.common
+def default(weights: str, overwrite: bool, quiet: bool, progress: bool | None) -> None:  # noqa: ARG001
     """Make W the head that commands use without --weights. W keeps its name and its one card:
     `calibrate` without --weights writes W's card, and reports name W. Moving or deleting W's
     files unsets the default (commands then say so)."""
