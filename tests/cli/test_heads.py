@@ -59,7 +59,7 @@ def test_train_install_default_calibrate_default_then_scan_by_name(weights_dir, 
     assert entry["default"] and entry["threshold"] == card["threshold"]["value"]
     assert entry["training_natural_count"] == 6 and entry["calibration_natural_count"] == 6
 
-    for weights in (["--weights", "mine"], ["--weights", "default"], []):
+    for weights in (["--weights", "mine"], []):  # by its name, and as the default
         report = tmp_path / f"r{len(weights)}{weights[-1:]}.parquet"
         res = CliRunner().invoke(main, ["scan", str(Path(held[0]).parent), "-o", str(report),
                                         "--workers", "0", "-q", *weights])
