@@ -664,6 +664,12 @@ def _head_name(head_meta: list, k: int) -> str:
     return str(entry.get("model_id") or "")
 
 
+def _head_title(meta: dict, k: int) -> str:
+    """``head k: model id`` (escaped), or ``head k`` where the report names none."""
+    name = _head_name(meta.get("heads") or [], k)
+    return f"head {k}: {_e(name)}" if name else f"head {k}"
+
+
 def _counts_section(fig: Figures) -> list[str]:
     figures = fig.figures
     out = ['<h2 id="counts">Counts</h2><div class="counts">']
@@ -685,7 +691,7 @@ def _scores_section(meta: dict, fig: Figures) -> list[str]:
     out = ['<h2 id="scores">Score distribution</h2>']
     for k, (histogram, thr) in enumerate(zip(fig.histograms, fig.thresholds, strict=True), start=1):
         if fig.figures.heads > 1:
-            out.append(f'<h3 id="scores-{k}">head {k}: {_e(_head_name(meta.get("heads") or [], k))}</h3>')
+            out.append(f'<h3 id="scores-{k}">{_head_title(meta, k)}</h3>')
         out.append(histogram_svg_counts(*histogram, thr, suffix="" if k == 1 else f"-{k}"))
     return out
 
@@ -704,10 +710,11 @@ def _card(r: dict, k: int, heads: int, thumbs: _Thumbs) -> str:
         others += f"<div>verdict: {_e(r.get('verdict') or 'none')}</div>"
     copies = ""
     if r.get("copies", 1) > 1:
-        also = " · ".join(_e(p) for p in r.get("other_paths", []))
-        more = "" if r["copies"] - 1 <= len(r.get("other_paths", [])) else " …"
-        copies = (f'<div class="copies">×{r["copies"]} copies (same sha256)</div>'
-                  f'<div class="also">also: {also}{more}</div>')
+        others_at = r.get("other_paths", [])
+        more = "" if r["copies"] - 1 <= len(others_at) else " …"
+        copies = f'<div class="copies">×{r["copies"]} copies (same sha256)</div>'
+        if others_at:
+            copies += f'<div class="also">also: {" · ".join(_e(p) for p in others_at)}{more}</div>'
     evidence = "".join(f"<li>{_e(b)}</li>" for b in card_evidence(r))
     return (f'<div class="card">{thumbs.html(r["path"])}{main}{others}'
             f'<div class="path">{_e(r["path"])}</div>{copies}<ul>{evidence}</ul></div>')
@@ -731,8 +738,8 @@ def _cards_section(fig: Figures, thumbs: _Thumbs, sources: ThumbnailSources | No
     ranked = fig.rankings or [[]]
     out += ['<div class="cards" id="cards">', *(_card(r, 1, heads, thumbs) for r in ranked[0]), "</div>"]
     for k in range(2, heads + 1):
-        out.append(f'<h2 id="flagged-{k}">Head {k} ({_e(_head_name(meta.get("heads") or [], k))}): the '
-                   f"{len(ranked[k - 1])} highest scores</h2>")
+        out.append(f'<h2 id="flagged-{k}">The {len(ranked[k - 1])} highest scores of {_head_title(meta, k)}'
+                   "</h2>")
         out += [f'<div class="cards" id="cards-{k}">', *(_card(r, k, heads, thumbs) for r in ranked[k - 1]),
                 "</div>"]
     if fig.by_verdict is not None:

@@ -197,6 +197,7 @@ def test_every_head_has_its_histogram_and_ranking_and_the_verdict_its_own(tmp_pa
     verdict = page.grids["cards-verdict"]
     assert [re.search(r"p\d|c2pa", c).group(0) for c in verdict] == ["p5", "p4", "p3", "p1", "p0", "c2pa"]
     assert "The verdict says ai: 6 files" in page_text
+    assert "The 6 highest scores of head 2</h2>" in page_text  # a report that names no head model
 
 
 def test_a_single_head_report_has_one_histogram_and_no_verdict_ranking(tmp_path):
