@@ -747,8 +747,9 @@ def _cards_section(fig: Figures, thumbs: _Thumbs, sources: ThumbnailSources | No
         out.append(f'<h2 id="verdict-ai">The verdict says ai: {counted} files</h2>')
         out.append('<p class="note">Files whose combined verdict is ai, highest head-1 score first (a file '
                    "that evidence alone decided, with no score, comes last).</p>")
-        out += ['<div class="cards" id="cards-verdict">',
-                *(_card(r, 1, heads, thumbs) for r in fig.by_verdict), "</div>"]
+        if fig.by_verdict:
+            out += ['<div class="cards" id="cards-verdict">',
+                    *(_card(r, 1, heads, thumbs) for r in fig.by_verdict), "</div>"]
     return out
 
 

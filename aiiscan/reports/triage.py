@@ -85,7 +85,10 @@ class Ranking:
         sha = cand.column("sha256") if "sha256" in cand.column_names else pa.nulls(len(cand), pa.string())
         own = pc.binary_join_element_wise("row:", pc.cast(cand.column("_row"), pa.string()), "")
         key = pc.if_else(pc.fill_null(pc.not_equal(sha, ""), False), sha, own)
-        new = cand.append_column("_key", key).append_column("_copies", pa.array(np.ones(len(cand), np.int64)))
+        new = cand.append_column("_key", key)
+        if self.best is not None and len(self.best) >= self.top:  # full: most rows cannot enter
+            new = new.filter(self._could_enter(new))
+        new = new.append_column("_copies", pa.array(np.ones(len(new), np.int64)))
         merged = new if self.best is None else pa.concat_tables([self.best, new])
         merged = merged.take(pc.sort_indices(merged, sort_keys=self.sort_keys))  # nulls last
         groups = pa.table({"_key": merged.column("_key"), "_pos": pa.array(np.arange(len(merged))),
@@ -97,6 +100,17 @@ class Ranking:
         self.best = best.set_column(best.schema.get_field_index("_copies"), "_copies",
                                     groups.column("_copies_sum"))
         self._remember_paths(new)
+
+    def _could_enter(self, new: pa.Table):
+        """Rows not behind the last kept row on the first sort key, and copies of kept rows:
+        the only ones that can change the ranking or its copy counts."""
+        column, order = self.sort_keys[0]
+        last = self.best.column(column)[-1]
+        kept = pc.is_in(new.column("_key"), value_set=self.best.column("_key"))
+        if not last.is_valid:  # the ranking ends in nulls: any row may enter
+            return pa.array(np.ones(len(new), bool))
+        ahead = (pc.greater_equal if order == "descending" else pc.less_equal)(new.column(column), last)
+        return pc.or_(pc.fill_null(ahead, False), kept)
 
     def _remember_paths(self, new: pa.Table) -> None:
         kept = self.best.column("_key")
