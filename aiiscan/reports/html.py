@@ -225,7 +225,7 @@ def histogram_range(lo: float, hi: float, threshold: float | None) -> tuple[floa
     return lo, hi
 
 
-THRESHOLD_LABEL_PX = 110  # room the "threshold 0.1234" label takes at the SVG's font size
+THRESHOLD_LABEL_PX = 120  # room the label takes at the SVG's font size ("threshold -1.234e+05")
 
 
 def histogram_svg_counts(counts: np.ndarray | None, edges: np.ndarray | None, lo: float, hi: float,

@@ -135,6 +135,9 @@ def test_report_in_headless_chromium(scanned):
         right = max(b["x"] + b["width"] for b in boxes)
         assert grid["x"] + grid["width"] - right < 20
         assert page.locator('input[data-table="reason-table"]').count() == 0
+        svg, label = page.locator("#histogram").bounding_box(), page.locator("#histogram text.threshold")
+        box = label.bounding_box()
+        assert svg["x"] <= box["x"] and box["x"] + box["width"] <= svg["x"] + svg["width"]  # not clipped
         errors = page.locator("#error-table tbody tr")
         assert errors.count() == 3
         assert page.get_by_text(EVIL_NAME, exact=False).count() >= 1  # shown as text

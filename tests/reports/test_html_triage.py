@@ -220,3 +220,31 @@ def test_the_threshold_label_stays_inside_the_histogram():
 def test_the_card_grid_fills_the_width():
     assert re.search(r"\.cards\{display:grid;grid-template-columns:repeat\(auto-fill,", CSS)
     assert SCHEMA.get_field_index("sha256") >= 0  # what the collapse keys on
+
+
+def test_in_chromium_the_label_at_the_right_edge_is_whole_and_cards_fill_the_row(tmp_path):
+    """A threshold above every score puts its line at the histogram's right edge: its label is
+    drawn inside the SVG; seven cards at 1280 px leave no empty column on the right."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    from .test_html import _chromium
+
+    exe = _chromium()
+    if exe is None:
+        pytest.skip("no Chromium installed (Debian package chromium; .ci/run installs it)")
+    rows = [{**_ok(f"p{i}.jpg", i / 10, f"{i:064x}"), "threshold": 2.5} for i in range(7)]
+    page_file = tmp_path / "r.html"
+    page_file.write_text(render(_write(tmp_path / "r.parquet", rows), thumbnails=False), encoding="utf-8")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(page_file.resolve().as_uri())
+        svg = page.locator("#histogram").bounding_box()
+        label = page.locator("#histogram text.threshold").bounding_box()
+        line = page.locator("#threshold-line").bounding_box()
+        grid = page.locator("#cards").bounding_box()
+        cards = [c.bounding_box() for c in page.locator("#cards .card").all()]
+        browser.close()
+    assert line["x"] > svg["x"] + svg["width"] - 40  # the line is at the right edge
+    assert svg["x"] <= label["x"] and label["x"] + label["width"] <= svg["x"] + svg["width"]
+    assert grid["x"] + grid["width"] - max(c["x"] + c["width"] for c in cards) < 20
+    assert len({round(c["y"]) for c in cards}) == 2  # two rows of cards: the first one is full
