@@ -161,7 +161,7 @@ def test_mpft_head_reloads_bit_identically_and_ranks_fresh_pairs(mpft_head, plan
     sa, sb = a.score_paths(nat + ai), b.score_paths(nat + ai)
     assert sa == sb and np.isfinite(sa).all()
     assert roc_auc(np.array(sa[:len(nat)]), np.array(sa[len(nat):])) >= 0.9  # never seen in training
-    assert isinstance(a.backbone.visual.patch_dropout, torch.nn.Identity)  # no masking at scan time
+    assert isinstance(a.backbone.visual.visual.patch_dropout, torch.nn.Identity)  # no masking at scan time
 
 
 def test_scan_calibrate_and_evaluate_take_an_mpft_head(mpft_head, planted, tmp_path):
