@@ -5,8 +5,9 @@ The probe is UnivFD's baseline (a logistic regression on the frozen CLIP embeddi
 detector for users who hold AI images; it reads the final image embedding, the features every
 CLIP-Flow head on the same backbone reads, so a multi-head scan computes them once for both.
 
-Fitting: features are standardised on the training split, the regression (bias unpenalised, mean
-binary cross-entropy + ``l2``/2 ||w||^2) is solved by L-BFGS, and the standardisation is folded
+Fitting: features are standardised on the training split, the regression (mean binary
+cross-entropy + ``l2``/2 (||w||^2 + b^2); the bias is penalised too, so that even a flipped loss
+stays bounded) is solved by L-BFGS, and the standardisation is folded
 into the weights, so the head file holds one plain linear layer. ``l2`` is chosen from ``L2_GRID``
 by the AUC on a seeded held-out split of each class (ties: the stronger penalty); that AUC is the
 one printed and recorded, and it chose ``l2``, so it is slightly optimistic. Training crops are
@@ -49,7 +50,7 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, l2: float, sign: float = 1.0
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = sign * F.binary_cross_entropy_with_logits(z @ w + b, yd) + 0.5 * l2 * w.pow(2).sum()
+        loss = sign * F.binary_cross_entropy_with_logits(z @ w + b, yd) + 0.5 * l2 * (w.pow(2).sum() + b * b)
         loss.backward()
         return loss
 

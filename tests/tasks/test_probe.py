@@ -29,9 +29,9 @@ def probe(tmp_path_factory, one_thread):
     nat, ai = planted_pairs(root / "train", 10, 5, 256)
     out = root / "probe"
     res = CliRunner().invoke(main, [
-        "finetune", "--method", "probe", "--natural", str(Path(nat[0]).parent), "--ai", str(Path(ai[0]).parent),
-        "-o", str(out), "--backbone", str(TINY_CONFIG), "--pretrained", "none", "--views", "1",
-        "--workers", "0", "--threads", "1", "-q"])
+        "finetune", "--method", "probe", "--natural", str(Path(nat[0]).parent),
+        "--ai", str(Path(ai[0]).parent), "-o", str(out), "--backbone", str(TINY_CONFIG),
+        "--pretrained", "none", "--views", "1", "--workers", "0", "--threads", "1", "-q"])
     assert res.exit_code == 0, res.output
     return {"prefix": out, "output": res.output, "test": planted_pairs(root / "test", 4, 6, 256)}
 
