@@ -295,3 +295,30 @@ def test_default_backbone_offline_fails_fast_with_a_message(tmp_path):
     assert "CLIP weights for ViT-L-14/openai are not on this machine" in proc.stderr
     assert "--clip-weights" in proc.stderr and "Traceback" not in proc.stderr
     assert not os.path.exists(tmp_path / "x.json")
+
+
+def test_mpft_heads_from_before_trace_features_still_load_and_score(planted, mpft_head, tmp_path):
+    """Issue 28 widened the classifier (embedding + first-layer energies). A card without
+    ``head.features`` is a head from before: it loads and scores as the embedding-only network it
+    was; a widened file under such a card is refused with a clear message."""
+    from aiiscan.options import FinetuneOptions
+    from aiiscan.tasks.finetune import finetune
+
+    assert read_card(mpft_head["prefix"]).head.features == "embedding+first-layer"
+    bb = build_backbone(str(TINY64_CONFIG), "none", clip_weights=planted["clip"], device="cpu", quiet=True)
+    nat, ai = planted["train"]
+    cfg = FinetuneOptions(epochs=1, batch_size=8, views=1, workers=0, trace_features=False, lp_init=False)
+    finetune(bb, nat[:8], ai[:8], tmp_path / "old", cfg, progress=False, own_backbone=True)
+    raw = json.loads((tmp_path / "old.json").read_text())
+    for key in ("features", "trace_dim"):
+        raw["head"].pop(key)  # the card as aiiscan wrote it before issue 28
+    (tmp_path / "old.json").write_text(json.dumps(raw))
+    det = Detector.load(tmp_path / "old", device="cpu", clip_weights=planted["clip"], quiet=True)
+    assert det.card.head.features == "embedding" and np.isfinite(det.score_paths(nat[:2])).all()
+    widened = json.loads(Path(str(mpft_head["prefix"]) + ".json").read_text())
+    for key in ("features", "trace_dim"):
+        widened["head"].pop(key)
+    (tmp_path / "wide.json").write_text(json.dumps(widened))
+    (tmp_path / "wide.safetensors").write_bytes(Path(str(mpft_head["prefix"]) + ".safetensors").read_bytes())
+    with pytest.raises(WeightsError, match="classifier.weight"):
+        load_head(tmp_path / "wide")
