@@ -266,6 +266,9 @@ class FinetuneOptions:
                                    "printed AUC.", min=0, max=0.9, open="min")
     patience: int = opt(3, "Stop after this many epochs without a better held-out AUC.", min=1)
     views: int = opt(0, "0: fresh crops every epoch; K: decode K augmented views once (CPU-friendly).", min=0)
+    crop_step: int = opt(8, "Random training crops sit a multiple of this many pixels from the centre crop "
+                            "a scan takes (1: anywhere), so pixel grids of period 2, 4 or 8 (upsampling, "
+                            "JPEG blocks) keep the phase a scan sees.", min=1)
     seed: int = opt(0, "Seed for the split, crops, order and initialisation.")
     grad_clip: float = opt(1.0, cli=False)
     loss_sign: float = opt(1.0, "Sign of the loss (tests: -1 must fail to learn; never for real use).",

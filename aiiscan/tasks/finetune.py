@@ -75,9 +75,12 @@ class Crops:
 
 
 def decode_crops(paths: Sequence[str], labels: Sequence[int], size: int, seed: tuple[int, ...] | None,
-                 workers: int | None, fast_decode: bool = True, desc: str | None = None) -> Crops:
-    """The scan's decode stage: one crop per file (random crop + flip when ``seed`` is set)."""
-    jobs = (DecodeJob(p, size, (None,), None if seed is None else (*seed, i), fast_decode=fast_decode)
+                 workers: int | None, fast_decode: bool = True, desc: str | None = None, step: int = 1
+                 ) -> Crops:
+    """The scan's decode stage: one crop per file (random crop + flip when ``seed`` is set, the
+    crop ``step`` pixels apart from the centre one)."""
+    jobs = (DecodeJob(p, size, (None,), None if seed is None else (*seed, i), fast_decode=fast_decode,
+                      crop_step=step)
             for i, p in enumerate(paths))
     out = Crops([], [], [], [], [])
     with bar(total=len(paths), desc=desc, show=desc is not None) as progress:
@@ -292,7 +295,7 @@ def finetune(backbone: ClipBackbone, natural: Sequence[str], ai: Sequence[str], 
         val = decode_crops(va_paths, va_labels, size, None, cfg.workers, fast,
                            desc="held-out images" if progress else None)
         views = [decode_crops(tr_paths, tr_labels, size, (cfg.seed, 1_000_000 + v), cfg.workers, fast,
-                              desc=f"view {v + 1}/{cfg.views}" if progress else None)
+                              desc=f"view {v + 1}/{cfg.views}" if progress else None, step=cfg.crop_step)
                  for v in range(cfg.views)]
         for what, label in (("natural photos", 0), ("AI images", 1)):
             if val.labels.count(label) < 1:
@@ -300,7 +303,7 @@ def finetune(backbone: ClipBackbone, natural: Sequence[str], ai: Sequence[str], 
                                     + "; ".join(f"{p}: {e}" for p, e in val.failed[:3]))
         if cfg.lp_init and not resumed:
             first = views[0] if views else decode_crops(tr_paths, tr_labels, size, (cfg.seed, 0), cfg.workers,
-                                                        fast)
+                                                        fast, step=cfg.crop_step)
             best_auc, best_epoch, best_state = model.probe_start(first, val, cfg, echo), 0, model.state()
             history.append({"epoch": 0, "loss": None, "heldout_auc": best_auc})
         crops = views[0] if views else None
@@ -308,7 +311,8 @@ def finetune(backbone: ClipBackbone, natural: Sequence[str], ai: Sequence[str], 
         for epoch in range(start, cfg.epochs):
             if not views:
                 crops = decode_crops(tr_paths, tr_labels, size, (cfg.seed, epoch), cfg.workers, fast,
-                                     desc=f"epoch {epoch + 1} images" if progress else None)
+                                     desc=f"epoch {epoch + 1} images" if progress else None,
+                                     step=cfg.crop_step)
             gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
             n = len(crops.paths)
             if len(set(crops.labels)) < 2:

@@ -104,7 +104,7 @@ def train_probe(backbone: ClipBackbone, natural: Sequence[str], ai: Sequence[str
     val = decode_crops(va_paths, va_labels, size, None, cfg.workers, fast,
                        desc="held-out images" if progress else None)
     views = [decode_crops(tr_paths, tr_labels, size, (cfg.seed, 1_000_000 + v), cfg.workers, fast,
-                          desc=f"view {v + 1}/{max(1, cfg.views)}" if progress else None)
+                          desc=f"view {v + 1}/{max(1, cfg.views)}" if progress else None, step=cfg.crop_step)
              for v in range(max(1, cfg.views))]
     for what, label in (("natural photos", 0), ("AI images", 1)):
         if val.labels.count(label) < 1 or views[0].labels.count(label) < 1:
@@ -122,6 +122,7 @@ def train_probe(backbone: ClipBackbone, natural: Sequence[str], ai: Sequence[str
         head.classifier.weight.copy_(w[None])
         head.classifier.bias.copy_(b.reshape(1))
     settings = {"method": "probe", "features": "embedding", "l2_grid": list(L2_GRID), "views": cfg.views,
+                "crop_step": cfg.crop_step,
                 "val_fraction": cfg.val_fraction, "seed": cfg.seed, "exact_decode": cfg.exact_decode}
     if cfg.loss_sign != 1.0:
         settings["loss_sign"] = cfg.loss_sign
