@@ -7,6 +7,14 @@ each crop's ViT patches is masked (``masking.py``), so that the model cannot lea
 high-frequency textures where one generator's fingerprints sit. Nothing is masked at evaluation
 or scan time.
 
+Since issue 28 (docs/mpft.md, with the measured table) three defaults let it learn pixel-level
+traces that the frozen first layer carries: the classifier also reads that layer's log mean
+absolute response per filter over the unmasked patches (``trace_features``, ``mpft_net``); it
+starts from a linear probe on the frozen features, its penalty chosen by held-out AUC (LP-FT,
+``lp_init``; the probe is "epoch 0" and may be the one kept); and random training crops sit
+``crop_step`` (8) pixels apart from the centre crop, so a JPEG or upsampling grid keeps the
+phase the scan's centre crop gives it.
+
 Data: the same decode stage as scans (``pipeline.decode_stream`` of ``DecodeJob``s: random crop
 and flip per seed while training, centre crop for the held-out split). ``views=0`` decodes fresh
 augmented crops every epoch; ``views=K`` decodes K views once and each epoch picks one per photo
