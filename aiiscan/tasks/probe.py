@@ -31,6 +31,7 @@ from ..models.headfile import save_head
 from ..models.kinds.probe import KIND, ProbeConfig
 from ..models.kinds.probe_net import ProbeHead
 from ..options import FinetuneOptions
+from .labelled import LOGIT_THRESHOLD, FinetuneError, decode_crops, split, training_block
 from .metrics import roc_auc
 
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # on standardised features: from nearly none to strong
@@ -97,8 +98,6 @@ def train_probe(backbone: ClipBackbone, natural: Sequence[str], ai: Sequence[str
                 cfg: FinetuneOptions, progress: bool = True,
                 echo: Callable[[str], None] | None = None) -> ModelCard:
     """Fit a probe and write ``out.safetensors`` + ``out.json``; returns the card."""
-    from .finetune import LOGIT_THRESHOLD, FinetuneError, decode_crops, split, training_block
-
     tr_paths, tr_labels, va_paths, va_labels = split(natural, ai, cfg.val_fraction, cfg.seed)
     size, fast = backbone.image_size, not cfg.exact_decode
     val = decode_crops(va_paths, va_labels, size, None, cfg.workers, fast,
