@@ -191,7 +191,7 @@ def finetune(backbone: ClipBackbone, natural: Sequence[str], ai: Sequence[str], 
     otherwise its image tower is copied first and the caller's backbone stays as it was.
     """
     if cfg.method == "probe":
-        return train_probe(backbone, natural, ai, out, cfg, progress, echo)
+        return train_probe(backbone, natural, ai, out, cfg, progress, echo, backbone_source)
     out = Path(out)
     tr_paths, tr_labels, va_paths, va_labels = split(natural, ai, cfg.val_fraction, cfg.seed)
     torch.manual_seed(cfg.seed)

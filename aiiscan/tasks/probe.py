@@ -96,7 +96,7 @@ def best_probe(x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, val_labels: S
 
 def train_probe(backbone: ClipBackbone, natural: Sequence[str], ai: Sequence[str], out: str | Path,
                 cfg: FinetuneOptions, progress: bool = True,
-                echo: Callable[[str], None] | None = None) -> ModelCard:
+                echo: Callable[[str], None] | None = None, backbone_source: str | None = None) -> ModelCard:
     """Fit a probe and write ``out.safetensors`` + ``out.json``; returns the card."""
     tr_paths, tr_labels, va_paths, va_labels = split(natural, ai, cfg.val_fraction, cfg.seed)
     size, fast = backbone.image_size, not cfg.exact_decode
@@ -127,7 +127,7 @@ def train_probe(backbone: ClipBackbone, natural: Sequence[str], ai: Sequence[str
         settings["loss_sign"] = cfg.loss_sign
     card = ModelCard(
         kind=KIND.name, created=now_iso(),
-        backbone={**backbone.identity.to_dict(), "source": backbone.source},
+        backbone={**backbone.identity.to_dict(), "source": backbone_source or backbone.source},
         head=head.config,
         training={**training_block(settings, natural, ai, views[0], val, history), "kept_by": "held-out AUC"},
         threshold=dict(LOGIT_THRESHOLD),
