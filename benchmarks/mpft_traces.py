@@ -17,7 +17,9 @@ the held-out set (never seen, not used to pick an epoch). Trainers:
 - ``first-layer``: the outside check's reference, a logistic regression on the mean absolute
   responses of the frozen first layer (not a product trainer: what the first layer carries);
 - ``--set NAME:key=value,key=value`` adds an MPFT variant with those ``FinetuneOptions``
-  (e.g. ``mpft-nomask:mask_ratio=0``, ``mpft-embedding:trace_features=false``).
+  (e.g. ``mpft-nomask:mask_ratio=0``, ``mpft-embedding:trace_features=false``); the extra key
+  ``pool=avg`` (an experiment, not an option) makes the ViT pool its patch tokens' mean instead of
+  its class token, in training and scoring alike.
 
 Measured on 2 shared CPU cores: see docs/mpft.md for the table and what it says.
 """
@@ -25,6 +27,7 @@ Measured on 2 shared CPU cores: see docs/mpft.md for the table and what it says.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 import time
@@ -88,10 +91,30 @@ def first_layer_auc(clip: Path, train: tuple[list[str], list[str]], test: tuple[
     return roc_auc(s[:len(test[0])], s[len(test[0]):])
 
 
+@contextlib.contextmanager
+def pooling(kind: str):
+    """open_clip ViTs pool their class token; ``avg`` pools the mean patch token for a while."""
+    from open_clip.transformer import VisionTransformer
+
+    real = VisionTransformer._global_pool
+    if kind == "avg":
+        VisionTransformer._global_pool = lambda self, x: (x[:, 1:].mean(dim=1), x[:, 1:])
+    try:
+        yield
+    finally:
+        VisionTransformer._global_pool = real
+
+
 def run(trainer: str, options: dict, clip: Path, sets: dict, out: Path) -> float:
     train, test = sets["train"], sets["test"]
     if trainer == "first-layer":
         return first_layer_auc(clip, train, test)
+    options = dict(options)
+    with pooling(options.pop("pool", "tok")):
+        return _finetune_and_score(options, clip, train, test, out)
+
+
+def _finetune_and_score(options: dict, clip: Path, train: tuple, test: tuple, out: Path) -> float:
     api.finetune(train[0], train[1], out, backbone=str(TINY64_CONFIG), pretrained="none",
                  clip_weights=str(clip), device="cpu", threads=1, **{**TINY, **options})
     det = Detector.load(out, device="cpu", clip_weights=str(clip), quiet=True)

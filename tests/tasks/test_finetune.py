@@ -278,7 +278,7 @@ def test_finetune_usage_errors_exit_2_without_traceback(tmp_path):
     out = runner.invoke(main, ["finetune", "--help"]).output
     for opt in ("--natural", "--natural-list", "--ai", "--ai-list", "--output", "--tune-blocks",
                 "--mask-ratio", "--texture", "--mask-mode", "--epochs", "--patience", "--val-fraction",
-                "--resume", "--seed",
+                "--resume", "--seed", "--method", "--crop-step", "--no-trace-features", "--no-lp-init",
                 "--overwrite", "--quiet", "--progress", "Examples:"):
         assert opt in out
 
