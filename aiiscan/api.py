@@ -170,8 +170,9 @@ def finetune(natural: Sequence[str] = (), ai: Sequence[str] = (), output: str | 
              threads: int | None = None, resume: bool = False, overwrite: bool = False,
              progress: bool = False, quiet: bool = True, echo: Callable[[str], None] | None = None,
              **options: Any) -> ModelCard:
-    """Fine-tune an MPFT head on natural photos and AI images (``FinetuneOptions``' keywords) and
-    write ``output.safetensors`` + ``output.json``."""
+    """Fine-tune an MPFT head on natural photos and AI images (``method="probe"``: fit a linear
+    probe on the frozen embedding instead; ``FinetuneOptions``' keywords) and write
+    ``output.safetensors`` + ``output.json``."""
     from .models.backbone import build_backbone
     from .tasks.finetune import finetune as run_finetune
 
