@@ -87,8 +87,13 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
         ledger = stack.enter_context(contextlib.closing(Ledger(writer.parts / "index.sqlite", rows.schema)))
         stack.callback(signals.install())  # SIGTERM (docker stop) and Ctrl-C both stop here, resumably
         bar = stack.enter_context(progress_bars.bar(unit="file", show=run.progress))  # the crawl streams
-        same = old is not None and evidence.same_as(report_metadata(old).get("evidence"))
-        reuse = Reuse(ledger, incremental=old is not None, rows_reusable=same)
+        recorded = report_metadata(old) if old is not None else {}
+        same = old is not None and evidence.same_as(recorded.get("evidence"))
+        # Scores made under another --stability spec lack (or carry other) ranges: nothing is reused.
+        # A report written before --stability existed recorded none, as a scan without it.
+        if old is not None and recorded.get("stability") != (opts.stability if rows.heads else None):
+            summary.other_stability = str(recorded.get("stability") or "none")
+        reuse = Reuse(ledger, incremental=old is not None and not summary.other_stability, rows_reusable=same)
 
         def emit(row: dict | None) -> None:
             if row is not None:
@@ -99,7 +104,7 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
 
         plan = Plan(paths, opts, model.image_size, reuse, rows, summary, emit, evidence)
         try:
-            if old is not None:
+            if old is not None and reuse.incremental:
                 ids = [h.model_id for h in model.heads]
                 summary.other_heads, summary.other_head_ids = reuse.load_old(old, ids)
                 summary.unsound = reuse.unsound

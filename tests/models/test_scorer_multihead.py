@@ -110,8 +110,10 @@ def test_two_heads_one_decode_one_backbone_pass(backbone, head_prefix, head2_pre
     table = read_report(tmp_path / "both.parquet")
     assert table.schema == report_schema(2)
     at = table.column_names.index("score")
-    assert table.column_names[at:at + 10] == ["score", "label", "threshold", "model_id", "score_2", "label_2",
-                                              "threshold_2", "model_id_2", "verdict", "reused"]
+    assert table.column_names[at:at + 15] == ["score", "label", "threshold", "model_id", "score_2", "label_2",
+                                              "threshold_2", "model_id_2", "score_min", "score_max",
+                                              "score_min_2", "score_max_2", "verdict", "verdict_reasons",
+                                              "reused"]
     one, two, both = (_rows(tmp_path / f"{n}.parquet") for n in ("one", "two", "both"))
     assert set(both) == set(one) and len(both) == 7
     for name, row in both.items():
