@@ -66,6 +66,7 @@ th.num,td.num{text-align:right;word-break:normal}
 .card .noimg{height:60px;background:#eee;color:#666;padding:4px}
 .card .path{word-break:break-all}
 .score{font-weight:bold}
+.verdict.uncertain{color:#8a5a00}.verdict .reasons{color:#555;font-size:90%}
 .ai{color:#b00020}
 input.filter{width:40%;margin:.3em 0;padding:3px}
 svg text{font-size:11px;fill:#333}
@@ -318,6 +319,27 @@ def card_evidence(row: dict) -> list[str]:
     return bits
 
 
+def card_verdict(row: dict) -> str:
+    """A card's verdict and its reasons (docs/verdicts.md)."""
+    verdict = row.get("verdict") or "none"
+    kind = verdict if verdict in ("ai", "natural", "uncertain") else "none"  # a class name: ours only
+    reasons = (row.get("verdict_reasons") or "").replace(";", " · ")
+    return (f'<div class="verdict {kind}">verdict: {_e(verdict)}'
+            + (f' <span class="reasons">({_e(reasons)})</span>' if reasons else "") + "</div>")
+
+
+def uncertain_section(figures: PageFigures) -> list[str]:
+    """The files whose verdict is uncertain, with why: conflicting evidence, heads that disagree,
+    or a label that flips under ``--stability``."""
+    out = [f'<h2 id="uncertain">Uncertain files ({figures.uncertain_count})</h2>']
+    if figures.uncertain_count > MAX_TABLE_ROWS:
+        out.append(f'<p class="note">First {MAX_TABLE_ROWS} listed; all are in the report file.</p>')
+    rows = [(p, s, (r or "").replace(";", " · ")) for p, s, r in figures.uncertain]
+    out.append(_table("uncertain-table", [("path", False), ("score", True), ("reasons", False)], rows,
+                      "uncertain files"))
+    return out
+
+
 def _dirname(paths) -> pa.Array:
     """``os.path.dirname`` of every path, vectorised, with ``'.'`` for a bare name: the head up to
     the last ``/``, its trailing slashes dropped unless it is nothing but slashes (``'/'``)."""
@@ -355,8 +377,11 @@ class PageFigures:
         self.labels: Counter = Counter()
         self.hints: Counter = Counter()
         self.evidence: Counter = Counter()  # by evidence kind and value (``EVIDENCE_COLUMNS``)
-        self.heads = 1  # a multi-head report's heads (``report.heads_in``), and its verdict counts
-        self.verdicts: Counter = Counter()
+        self.heads = 1  # a multi-head report's heads (``report.heads_in``)
+        self.verdicts: Counter = Counter()  # every report: verdicts, their reasons, the uncertain files
+        self.reasons: Counter = Counter()
+        self.uncertain: list[tuple] = []
+        self.uncertain_count = 0
         self.first_ok_threshold: float | None = None
         self._seen_ok = False
         self.lo = self.hi = None
@@ -387,8 +412,7 @@ class PageFigures:
                     if value not in (None, "", "none"):
                         self.evidence[f"{kind}: {value}"] += count
         self.heads = heads_in(batch.column_names)
-        if "verdict" in batch.column_names:
-            self.verdicts.update(_counts(_or_none(batch.column("verdict"))))
+        self._add_verdicts(batch)
 
         scored = batch.filter(ok)
         if len(scored):
@@ -432,6 +456,20 @@ class PageFigures:
         part = part.select(["dir", "scored_count", "scored_sum", "flagged_sum", "errors_sum", "total_sum"])
         self.con.from_arrow(part).insert_into("part")
         self.rows += n
+
+    def _add_verdicts(self, batch: pa.Table) -> None:
+        """Verdicts and reasons counted; the first ``MAX_TABLE_ROWS`` uncertain files kept."""
+        self.verdicts.update(_counts(_or_none(batch.column("verdict"))))
+        for reasons, count in _counts(batch.column("verdict_reasons")).items():
+            for reason in (reasons or "").split(";"):
+                if reason:
+                    self.reasons[reason] += count
+        unsure = batch.filter(pc.fill_null(pc.equal(batch.column("verdict"), "uncertain"), False))
+        self.uncertain_count += len(unsure)
+        if len(unsure) and len(self.uncertain) < MAX_TABLE_ROWS:
+            listed = unsure.slice(0, MAX_TABLE_ROWS - len(self.uncertain))
+            cols = ("path", "score", "verdict_reasons")
+            self.uncertain += zip(*(listed.column(c).to_pylist() for c in cols), strict=True)
 
     def highest(self) -> list[dict]:
         """The top rows, highest score first, ties in report order."""
@@ -515,7 +553,6 @@ def render(report: str | Path, top: int = 50, thumbnails: bool = True,
     figures, thr, histogram, (dir_count, dir_rows), highest = _figures(report, top, meta.get("threshold"))
     status, labels, hints = figures.status, figures.labels, figures.hints
     more = range(2, figures.heads + 1)  # a multi-head scan's further heads
-    verdicts = figures.verdicts if len(more) else None
     head_meta, head_thrs = meta.get("heads") or [], meta.get("head_thresholds") or []
     backbone = meta.get("backbone") or {}
     block = meta.get("threshold_block") or {}
@@ -548,6 +585,7 @@ def render(report: str | Path, top: int = 50, thumbnails: bool = True,
                         f"{_fmt(head_thrs[k - 1]) if len(head_thrs) >= k else ''})") for k in more),
         *((("verdict", f"--combine {meta.get('combine', 'any')}: the heads' labels combined"),)
           if len(more) else ()),
+        ("stability", meta.get("stability") or "off"),
         ("roots", ", ".join(meta.get("roots") or [])),
         ("command", meta.get("command")),
         ("started", meta.get("started")), ("finished", meta.get("finished")),
@@ -558,10 +596,9 @@ def render(report: str | Path, top: int = 50, thumbnails: bool = True,
     out.append("</tbody></table>")
 
     out.append('<h2 id="counts">Counts</h2><div class="counts">')
-    counters = [("status", status), ("label", labels), ("provenance hint", hints),
+    counters = [("status", status), ("label", labels), ("verdict", figures.verdicts),
+                ("verdict reason", figures.reasons), ("provenance hint", hints),
                 ("evidence", figures.evidence)]
-    if verdicts is not None:
-        counters.insert(2, ("verdict", verdicts))
     for title, counter in counters:
         body = "".join(f"<tr><td>{_e(k)}</td><td class=num>{v}</td></tr>" for k, v in sorted(counter.items()))
         out.append(f'<table class="count" id="count-{escape(title.replace(" ", "-"))}">'
@@ -597,14 +634,14 @@ def render(report: str | Path, top: int = 50, thumbnails: bool = True,
         evidence = "".join(f"<li>{_e(b)}</li>" for b in card_evidence(r))
         others = "".join(f"<div>head {k}: score {_fmt(r[f'score_{k}'])} · "
                          f"{_e(r[f'label_{k}'] or 'unlabelled')}</div>" for k in more)
-        if len(more):
-            others += f"<div>verdict: {_e(r.get('verdict') or 'none')}</div>"
+        others += card_verdict(r)
         out.append(f'<div class="card">{img}<div class="score{" ai" if label == "ai" else ""}">'
                    f"score {_fmt(r['score'])} · {_e(label)}</div>{others}"
                    f"<div class=\"path\">{_e(r['path'])}</div>"
                    f"<ul>{evidence}</ul></div>")
     out.append("</div>")
 
+    out += uncertain_section(figures)
     out.append('<h2 id="dirs">Per directory</h2>')
     if dir_count > MAX_TABLE_ROWS:
         out.append(f'<p class="note">The first {MAX_TABLE_ROWS} of {dir_count} directories listed, by ai '

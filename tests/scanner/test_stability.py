@@ -97,7 +97,8 @@ def test_an_old_report_without_the_new_columns_feeds_incremental(backbone, head_
     meta = dict(table.schema.metadata)
     pq.write_table(old.replace_schema_metadata({META_KEY: meta[META_KEY]}), tmp_path / "old.parquet")
     det = Detector(backbone, *load_head(head_prefix))
-    summary = _scan(tmp_path / "new.parquet", det, folder, threshold=median, incremental=str(tmp_path / "old.parquet"))
+    summary = _scan(tmp_path / "new.parquet", det, folder, threshold=median,
+                    incremental=str(tmp_path / "old.parquet"))
     assert summary.reused == 11 and summary.scored == 0
     for row in _rows(tmp_path / "new.parquet").values():
         assert row["score_min"] is None and row["verdict"] == row["label"]
