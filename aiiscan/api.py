@@ -90,7 +90,9 @@ def scan(paths: Sequence[str], output: str | Path = "report.parquet", **options:
     """Scan files, folders, lists, URLs and shards into a report; returns its path (None if
     interrupted). Keywords: the fields of ``ScanOptions`` and ``RunOptions`` (the CLI's options),
     ``detector=`` (a loaded ``Detector``, or a ``Scorer`` of several heads), ``weights=[A, B]``
-    (several heads; ``combine=``), ``engine=`` ("local" or "ray") and the engine's own options."""
+    (several heads; ``combine=``), ``stability="jpeg:75,resize:0.5"``, ``engine=`` ("local" or
+    "ray") and the engine's own options. Each row's ``verdict`` and ``verdict_reasons`` are the
+    rule's of ``scanner.verdict``, as the CLI writes them."""
     from .scanner.driver import run_scan
 
     return run_scan(list(paths), output, *scan_options(**options)).report
@@ -292,7 +294,8 @@ def report(source: str | Path, output: str | Path, overwrite: bool = False, **op
 
 def evidence(paths: Sequence[str], *, workers: int | None = 1, **options: Any) -> list[dict]:
     """What a scan would record as evidence for these files (C2PA, generator metadata, invisible
-    watermarks, EXIF): one dict of report columns per file, in order, decoded in worker processes
+    watermarks, EXIF) and the verdict an evidence-only scan gives it (``verdict``,
+    ``verdict_reasons``): one dict of report columns per file, in order, decoded in worker processes
     under the scan's per-file bounds (``EvidenceOptions``' keywords: ``c2pa_trust=``, ``rules=``;
     and ``keep_gps=``, ``prompts=``, ``max_bytes=``, ``max_pixels=``)."""
     from . import inputs
@@ -302,6 +305,7 @@ def evidence(paths: Sequence[str], *, workers: int | None = 1, **options: Any) -
     from .options import EvidenceOptions, ScanOptions
     from .scanner.driver import check_roots
     from .scanner.rows import facts
+    from .scanner.verdict import decide
 
     check_roots(paths)
     opts = build(ScanOptions, options)
@@ -313,6 +317,7 @@ def evidence(paths: Sequence[str], *, workers: int | None = 1, **options: Any) -
             for res in decode_stream(jobs, workers)]
     for row in rows:  # as the text reports spell it: ISO 8601, UTC
         row["mtime"] = _iso(row.get("mtime"))
+        row["verdict"], row["verdict_reasons"] = decide(row, []) if row["status"] == "ok" else (None, None)
     return rows
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from aiiscan import api
 from aiiscan.cli import main
 from aiiscan.errors import UsageError
 from aiiscan.reports.read import read_report
@@ -122,3 +123,9 @@ def test_demo_photos_through_an_evidence_only_scan(tmp_path):
     for name in ("camera.jpg", "photo_00.jpg", "photo_01.jpg"):  # camera EXIF, or nothing: no verdict
         assert rows[name]["verdict"] is None and rows[name]["verdict_reasons"] is None, name
     assert "verdict: ai 3; 3 without one" in res.stdout
+    # the Python API's evidence gives the same verdicts, and so does `aiiscan evidence`
+    named = [str(tmp_path / "photos" / n) for n in ("generated_a1111.png", "camera.jpg")]
+    got = [(r["verdict"], r["verdict_reasons"]) for r in api.evidence(named, workers=0)]
+    assert got == [("ai", "generator-metadata"), (None, None)]
+    shown = CliRunner().invoke(main, ["evidence", *named])
+    assert "verdict         ai (generator-metadata) from evidence alone" in shown.output
