@@ -206,6 +206,10 @@ def calibrate(natural: Sequence[str] = (), *, weights: str | None = None, natura
     cal = build(CalibrateOptions, options)
     run = build(RunOptions, options)
     parse_policy(cal.policy)
+    if cal.stability:
+        from .decode.launder import conditions
+
+        conditions(cal.stability)  # a bad condition: refused before a photo is scored
     _card_writable(weights)
     if plot:
         check_output(plot, overwrite=overwrite, what="plot")
@@ -223,7 +227,7 @@ def calibrate(natural: Sequence[str] = (), *, weights: str | None = None, natura
     return run_calibrate(scorer, photos, cal.policy, limit=cal.limit, seed=cal.seed,
                          batch_size=run.batch_size,
                          workers=run.workers, plot=plot, progress=run.progress, exact_decode=run.exact_decode,
-                         ai=fakes)
+                         ai=fakes, stability=cal.stability)
 
 
 @dataclass
@@ -241,9 +245,10 @@ def evaluate(*, weights: str | Sequence[str] | None = None, dataset: str | None 
              real: Sequence[str] = (), fake: Sequence[str] = (), output: str | Path | None = None,
              plots: str | Path | None = None, overwrite: bool = False, engine: str = "local",
              **options: Any) -> Evaluation:
-    """Per-generator AP, AUC and accuracies on a labelled set (``dataset``, or ``real`` and
-    ``fake`` folders), for one head or several side by side, under each ``perturb`` condition;
-    ``output`` (.md or .csv) and ``plots`` (a folder) are written too."""
+    """Per-generator AP, AUC and accuracies, and the verdicts' coverage, accuracy and flip rate, on a
+    labelled set (``dataset``, or ``real`` and ``fake`` folders), for one head or several side by
+    side, under each ``perturb`` condition; ``output`` (.md, .csv or .json) and ``plots`` (a
+    folder) are written too."""
     from .decode.launder import Condition
     from .files import OutputError, atomic_write_bytes, check_folder_output, check_output
     from .tasks import evaluate as ev
@@ -254,8 +259,8 @@ def evaluate(*, weights: str | Sequence[str] | None = None, dataset: str | None 
     opts, run = build(EvaluateOptions, options), build(RunOptions, options)
     if bool(dataset) == bool(real or fake) or (not dataset and not (real and fake)):
         raise UsageError("give either --dataset ROOT or --real DIR with --fake DIR [--fake DIR...]")
-    if output and Path(output).suffix.lower() not in (".md", ".csv"):
-        raise UsageError("-o must end in .md or .csv")
+    if output and Path(output).suffix.lower() not in (".md", ".csv", ".json"):
+        raise UsageError("-o must end in .md, .csv or .json")
     check_threshold(opts.threshold)
     if output:
         check_output(output, overwrite=overwrite, what="table")
@@ -271,7 +276,9 @@ def evaluate(*, weights: str | Sequence[str] | None = None, dataset: str | None 
     result = Evaluation(per_head, *ev.texts(per_head, [h.model_id for h in scorer.heads], evalset,
                                             any(h.card.random_init for h in scorer.heads)))
     if output:
-        body = result.csv if str(output).lower().endswith(".csv") else result.markdown
+        kind = Path(output).suffix.lower()
+        body = {".csv": result.csv, ".json": ev.to_json(per_head, [h.model_id for h in scorer.heads])
+                }.get(kind, result.markdown)
         atomic_write_bytes(Path(output), body.encode("utf-8"))
     if plots:
         result.plots = ev.write_all_plots(per_head, evalset, Path(plots))

@@ -171,10 +171,6 @@ class ScanOptions:
                                       "that flips makes the verdict uncertain [default: off].",
                                 metavar="COND[,COND...]")
 
-    def __post_init__(self) -> None:
-        if self.stability is not None:  # one spelling per spec: the report records it, --incremental compares
-            object.__setattr__(self, "stability", stability_spec(self.stability))
-
     def to_dict(self) -> dict:
         d = asdict(self)
         if not isinstance(self.weights, tuple):
@@ -325,14 +321,6 @@ class PageOptions:
                                              "report records (trust the report's own roots).")
     thumbnails_from_store: bool = opt(False, "Also fetch objects in s3://, gs://, az:// for thumbnails, "
                                              "with your credentials (http(s) is never fetched).")
-
-
-def stability_spec(text: str) -> str | None:
-    """A ``--stability`` spec in its one spelling (``jpeg:75,resize:0.5``); ``UsageError`` for an
-    unknown or out-of-range condition; None for an empty one."""
-    from .decode.launder import conditions
-
-    return ",".join(str(c) for c in conditions(text)) or None
 
 
 def as_weights(weights: str | Path | Sequence[str | Path] | None) -> str | tuple[str, ...] | None:

@@ -79,6 +79,12 @@ def conditions(spec: str) -> list[Condition]:
     return out
 
 
+def spec(text: str | None) -> str | None:
+    """A ``--stability`` spec in its one spelling (``jpeg:75,resize:0.5``), as the report records
+    it and ``--incremental`` compares it; None for none. ``UsageError`` for a bad condition."""
+    return ",".join(str(c) for c in conditions(text)) or None if text else None
+
+
 def tag(cond: Condition) -> str:
     """The condition as a verdict reason names it: ``jpeg75``, ``resize0.5``."""
     return f"{cond.kind}{cond.value:g}"

@@ -18,6 +18,7 @@ from pathlib import Path
 from .. import inputs, signals
 from .. import progress as progress_bars
 from ..decode.evidence import load_evidence
+from ..decode.launder import spec as stability_spec
 from ..engines import Engine, make_engine
 from ..errors import UsageError
 from ..files import now_iso
@@ -70,6 +71,7 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
     check_roots(paths)
     dest = destination(output, opts.fmt, opts.overwrite, opts.parts_dir)
     check_threshold(opts.threshold)
+    stability = stability_spec(opts.stability)  # a bad condition: refused before the model loads
     evidence = load_evidence(opts.evidence)
     ReportWriter.check(dest.local, opts.resume)
     model = engine.open(heads_for(opts.weights), run)
@@ -91,7 +93,7 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
         same = old is not None and evidence.same_as(recorded.get("evidence"))
         # Scores made under another --stability spec lack (or carry other) ranges: nothing is reused.
         # A report written before --stability existed recorded none, as a scan without it.
-        if old is not None and recorded.get("stability") != (opts.stability if rows.heads else None):
+        if old is not None and recorded.get("stability") != (stability if rows.heads else None):
             summary.other_stability = str(recorded.get("stability") or "none")
         reuse = Reuse(ledger, incremental=old is not None and not summary.other_stability, rows_reusable=same)
 

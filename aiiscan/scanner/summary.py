@@ -190,7 +190,7 @@ def metadata(summary: ScanSummary, opts: ScanOptions, engine: Engine, model: Sco
         "combine": summary.combine,
         "backbone_passes": model.passes,
     }
-    if opts.stability and heads:
+    if summary.stability:
         more["backbone_passes_per_file"] = model.passes * (1 + len(summary.stability.split(",")))
     return {
         "aiiscan_version": __version__,
@@ -211,7 +211,7 @@ def metadata(summary: ScanSummary, opts: ScanOptions, engine: Engine, model: Sco
         "verdicts": dict(summary.verdicts),
         "verdict_reasons": dict(summary.reasons),
         # --incremental compares it: scores made under another spec are made again
-        "stability": opts.stability if heads else None,
+        "stability": summary.stability,
         "keep_gps": opts.keep_gps,
         # --stability's conditions act on the full-resolution picture: its scans decode exactly
         "decode": "exact" if run.exact_decode or summary.stability else "fast (JPEG DCT scaling)",
