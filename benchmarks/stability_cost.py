@@ -1,6 +1,7 @@
 """What ``scan --stability`` costs: backbone passes and wall time per file, with and without it.
 
-Scans the same generated JPEGs (``common.small_jpegs``, 640x480) with a random head on a
+Scans the same generated JPEGs (distinct 640x480 pictures: a copy would reuse its twin's
+scores and pass nothing through the backbone) with a random head on a
 random-init backbone (speed only: the scores mean nothing), through ``run_scan`` as the CLI runs
 it, alternately without and with ``--stability SPEC`` so that machine load hits both alike.
 Backbone passes are counted at the backbone's ``encode`` (one per crop); the wall time includes
@@ -24,10 +25,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import command, detector_for, small_jpegs  # noqa: E402
+import numpy as np  # noqa: E402
+from common import command, detector_for  # noqa: E402
 
 from aiiscan.api import scan_options  # noqa: E402
 from aiiscan.scanner.driver import run_scan  # noqa: E402
+from aiiscan.tasks.selftest import synthetic_photo  # noqa: E402
+
+
+def distinct_jpegs(folder: Path, n: int) -> None:
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        synthetic_photo(rng, (640, 480)).save(folder / f"img_{i:04d}.jpg", quality=90)
 
 
 def one_scan(det, root: Path, out: Path, spec: str | None, workers: int, batch: int) -> tuple[int, float]:
@@ -65,7 +75,7 @@ def main() -> None:
     det = detector_for(args.backbone)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "photos"
-        small_jpegs(root, args.files)
+        distinct_jpegs(root, args.files)
         one_scan(det, root, Path(tmp) / "warm.parquet", None, args.workers, args.batch_size)  # graph, caches
         runs: dict[str | None, list[tuple[int, float]]] = {None: [], args.spec: []}
         for _ in range(args.rounds):
