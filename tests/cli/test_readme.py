@@ -64,7 +64,7 @@ def test_readme_real_path_runs_as_written(tmp_path):
                               timeout=600)
         assert proc.returncode in (0, 3), f"{line}\n{proc.stdout}\n{proc.stderr}"
         assert "Traceback" not in proc.stderr, line
-    assert (home / ".local" / "share" / "aiiscan" / "weights" / "default.json").is_file()
+    assert (home / ".local" / "share" / "aiiscan" / "weights" / "default.link").is_file()
     rows = read_report(desk / "report.parquet")
     assert len(rows) == 3 and set(rows.column("label").to_pylist()) <= {"ai", "natural"}
     assert None not in rows.column("label").to_pylist()  # calibrated: every row is labelled
