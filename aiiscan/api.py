@@ -92,7 +92,9 @@ def scan(paths: Sequence[str], output: str | Path = "report.parquet", **options:
     """Scan files, folders, lists, URLs and shards into a report; returns its path (None if
     interrupted). Keywords: the fields of ``ScanOptions`` and ``RunOptions`` (the CLI's options),
     ``detector=`` (a loaded ``Detector``, or a ``Scorer`` of several heads), ``weights=[A, B]``
-    (several heads; ``combine=``), ``engine=`` ("local" or "ray") and the engine's own options."""
+    (several heads; ``combine=``), ``stability="jpeg:75,resize:0.5"``, ``engine=`` ("local" or
+    "ray") and the engine's own options. Each row's ``verdict`` and ``verdict_reasons`` are the
+    rule's of ``scanner.verdict``, as the CLI writes them."""
     from .scanner.driver import run_scan
 
     return run_scan(list(paths), output, *scan_options(**options)).report
@@ -207,6 +209,10 @@ def calibrate(natural: Sequence[str] = (), *, weights: str | None = None, natura
     cal = build(CalibrateOptions, options)
     run = build(RunOptions, options)
     parse_policy(cal.policy)
+    if cal.stability:
+        from .decode.launder import conditions
+
+        conditions(cal.stability)  # a bad condition: refused before a photo is scored
     _card_writable(weights)
     if plot:
         check_output(plot, overwrite=overwrite, what="plot")
@@ -224,7 +230,7 @@ def calibrate(natural: Sequence[str] = (), *, weights: str | None = None, natura
     return run_calibrate(scorer, photos, cal.policy, limit=cal.limit, seed=cal.seed,
                          batch_size=run.batch_size,
                          workers=run.workers, plot=plot, progress=run.progress, exact_decode=run.exact_decode,
-                         ai=fakes)
+                         ai=fakes, stability=cal.stability)
 
 
 @dataclass
@@ -242,9 +248,10 @@ def evaluate(*, weights: str | Sequence[str] | None = None, dataset: str | None 
              real: Sequence[str] = (), fake: Sequence[str] = (), output: str | Path | None = None,
              plots: str | Path | None = None, overwrite: bool = False, engine: str = "local",
              **options: Any) -> Evaluation:
-    """Per-generator AP, AUC and accuracies on a labelled set (``dataset``, or ``real`` and
-    ``fake`` folders), for one head or several side by side, under each ``perturb`` condition;
-    ``output`` (.md or .csv) and ``plots`` (a folder) are written too."""
+    """Per-generator AP, AUC and accuracies, and the verdicts' coverage, accuracy and flip rate, on a
+    labelled set (``dataset``, or ``real`` and ``fake`` folders), for one head or several side by
+    side, under each ``perturb`` condition; ``output`` (.md, .csv or .json) and ``plots`` (a
+    folder) are written too."""
     from .decode.launder import Condition
     from .files import OutputError, atomic_write_bytes, check_folder_output, check_output
     from .tasks import evaluate as ev
@@ -255,8 +262,8 @@ def evaluate(*, weights: str | Sequence[str] | None = None, dataset: str | None 
     opts, run = build(EvaluateOptions, options), build(RunOptions, options)
     if bool(dataset) == bool(real or fake) or (not dataset and not (real and fake)):
         raise UsageError("give either --dataset ROOT or --real DIR with --fake DIR [--fake DIR...]")
-    if output and Path(output).suffix.lower() not in (".md", ".csv"):
-        raise UsageError("-o must end in .md or .csv")
+    if output and Path(output).suffix.lower() not in (".md", ".csv", ".json"):
+        raise UsageError("-o must end in .md, .csv or .json")
     check_threshold(opts.threshold)
     if output:
         check_output(output, overwrite=overwrite, what="table")
@@ -272,7 +279,9 @@ def evaluate(*, weights: str | Sequence[str] | None = None, dataset: str | None 
     result = Evaluation(per_head, *ev.texts(per_head, [h.model_id for h in scorer.heads], evalset,
                                             any(h.card.random_init for h in scorer.heads)))
     if output:
-        body = result.csv if str(output).lower().endswith(".csv") else result.markdown
+        kind = Path(output).suffix.lower()
+        body = {".csv": result.csv, ".json": ev.to_json(per_head, [h.model_id for h in scorer.heads])
+                }.get(kind, result.markdown)
         atomic_write_bytes(Path(output), body.encode("utf-8"))
     if plots:
         result.plots = ev.write_all_plots(per_head, evalset, Path(plots))
@@ -295,7 +304,8 @@ def report(source: str | Path, output: str | Path, overwrite: bool = False, **op
 
 def evidence(paths: Sequence[str], *, workers: int | None = 1, **options: Any) -> list[dict]:
     """What a scan would record as evidence for these files (C2PA, generator metadata, invisible
-    watermarks, EXIF): one dict of report columns per file, in order, decoded in worker processes
+    watermarks, EXIF) and the verdict an evidence-only scan gives it (``verdict``,
+    ``verdict_reasons``): one dict of report columns per file, in order, decoded in worker processes
     under the scan's per-file bounds (``EvidenceOptions``' keywords: ``c2pa_trust=``, ``rules=``;
     and ``keep_gps=``, ``prompts=``, ``max_bytes=``, ``max_pixels=``)."""
     from . import inputs
@@ -305,6 +315,7 @@ def evidence(paths: Sequence[str], *, workers: int | None = 1, **options: Any) -
     from .options import EvidenceOptions, ScanOptions
     from .scanner.driver import check_roots
     from .scanner.rows import facts
+    from .scanner.verdict import decide
 
     check_roots(paths)
     opts = build(ScanOptions, options)
@@ -316,6 +327,7 @@ def evidence(paths: Sequence[str], *, workers: int | None = 1, **options: Any) -
             for res in decode_stream(jobs, workers)]
     for row in rows:  # as the text reports spell it: ISO 8601, UTC
         row["mtime"] = _iso(row.get("mtime"))
+        row["verdict"], row["verdict_reasons"] = decide(row, []) if row["status"] == "ok" else (None, None)
     return rows
 
 

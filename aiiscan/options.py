@@ -30,7 +30,7 @@ TEXTURES = ("highpass", "gradient")  # MPFT texture measures per ViT patch (task
 MASK_MODES = ("drop", "zero")  # MPFT: drop masked patch tokens, or zero their pixels
 METHODS = ("mpft", "probe")  # aiiscan finetune --method: MPFT fine-tuning, or a linear probe
 PRECISIONS = ("auto", "fp32", "bf16")
-COMBINE = ("any", "all")  # how several heads' labels make a verdict (scanner.verdict)
+COMBINE = ("any", "all", "agree")  # how several heads' labels enter the verdict (scanner.verdict)
 DEFAULT_TIMEOUT = 120.0  # seconds one file may take to decode
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own decompression-bomb limit x2 (~179 MP)
@@ -162,8 +162,15 @@ class ScanOptions:
     prompts: bool = opt(True, "Leave generator prompts out of the report.", negate="--no-prompts")
     overwrite: bool = opt(False, "Replace existing output files (refused otherwise).")
     command: str | None = opt(None, cli=False)  # the command line, for the report's metadata
-    combine: str = opt("any", "Several --weights: the verdict column. any: ai if any head labels ai, natural "
-                              "if all label natural; all: ai only if every head labels ai.", choices=COMBINE)
+    combine: str = opt("any", "Several --weights: how the heads' labels enter the verdict. any: ai if any "
+                              "head labels ai, natural if all label natural; all: ai only if every head "
+                              "labels ai; agree: uncertain when heads disagree (docs/verdicts.md).",
+                       choices=COMBINE)
+    stability: str | None = opt(None, "Also score re-encoded copies of each file, made from its one decode "
+                                      "(conditions as evaluate --perturb, comma-separated, e.g. "
+                                      "jpeg:75,resize:0.5): score_min/score_max span them, and a label "
+                                      "that flips makes the verdict uncertain [default: off].",
+                                metavar="COND[,COND...]")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -291,6 +298,9 @@ class CalibrateOptions:
 
     policy: str = opt("balanced", "balanced: maximise balanced accuracy (the paper's); fpr:X: flag at most a "
                                   "fraction X of natural photos (e.g. fpr:0.01).", metavar="balanced|fpr:X")
+    stability: str | None = opt(None, "Also count the natural photos whose label at the chosen threshold "
+                                      "flips under these conditions (as scan --stability, e.g. "
+                                      "jpeg:75,resize:0.5) [default: off].", metavar="COND[,COND...]")
     limit: int | None = opt(None, "Use a random subset of this many files from each set (drawn with --seed).",
                             min=2)
     seed: int = opt(0, "Seed for --limit's draw.")

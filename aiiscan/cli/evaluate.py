@@ -23,7 +23,7 @@ from .params import options_for
 @click.option("--real", multiple=True, type=click.Path(exists=True), help="Folder of real images.")
 @click.option("--fake", multiple=True, type=click.Path(exists=True),
               help="Folder of fake images, one generator each (repeatable).")
-@common.output_option(False, "Also write the tables to TABLE.md or TABLE.csv.")
+@common.output_option(False, "Also write the tables to TABLE.md, TABLE.csv or TABLE.json.")
 @click.option("--plots", "plots_dir", type=click.Path(file_okay=False),
               help="Folder for score histograms per generator and ROC curves (PNG).")
 @options_for(EvaluateOptions)

@@ -28,6 +28,7 @@ _SHOWN = (
                                                                         r["exif_datetime_original"]]))),
     ("exif software", lambda r: r["exif_software"]),
     ("metadata error", lambda r: r["metadata_error"]),
+    ("verdict", lambda r: r["verdict"] and f"{r['verdict']} ({r['verdict_reasons']}) from evidence alone"),
 )
 
 

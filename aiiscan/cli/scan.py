@@ -30,7 +30,8 @@ NO_DETECTOR = ("note: no pixel detector ran: no head is installed, and none ship
                    "aiiscan scan s3://bucket/photos/ -o report.parquet    # pip install 'aiiscan[s3]'",
                    "aiiscan scan shard-0001.tar /exports --archives -o shards.parquet",
                    "aiiscan scan s3://bucket/photos/ -o s3://bucket/reports/night.parquet",
-                   "aiiscan scan ./photos -o both.parquet --weights flow --weights mpft --combine any"))
+                   "aiiscan scan ./photos -o both.parquet --weights flow --weights mpft --combine any",
+                   "aiiscan scan ./photos -o report.parquet --stability jpeg:75,resize:0.5"))
 @click.argument("paths", nargs=-1, type=click.Path())
 @common.output_option(False, "Report file; its format from the extension (.parquet, .csv, .jsonl) "
                       "[default: report.parquet].")
@@ -48,8 +49,12 @@ def command(paths, output, html_out, quiet, progress, **params) -> None:
     threshold or --threshold. The summary goes to stdout; progress and warnings to stderr.
 
     With several --weights every head scores every file from one decode: the report's score, label,
-    threshold and model_id are head 1's, score_2, label_2, ... head 2's, and verdict combines the
-    labels (--combine).
+    threshold and model_id are head 1's, score_2, label_2, ... head 2's (--combine: how their labels
+    enter the verdict).
+
+    Every row's verdict (ai, natural, uncertain) and verdict_reasons come from its evidence and the
+    heads' labels by one written rule (docs/verdicts.md); --stability jpeg:75,resize:0.5 also scores
+    re-encoded copies and marks a file whose label flips as uncertain.
     """
     from ..files import check_output
     from ..inputs import is_remote

@@ -30,7 +30,7 @@ from .watermark import columns as watermark_columns
 
 RADIAL = "radial"  # the calibration perturbation, band (30, 100)
 
-Variant = None | str | ProxySpec
+Variant = None | str | ProxySpec | Condition  # a Condition: scan --stability's re-encoded copy
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,9 @@ class DecodeResult:
 
 def _variant(img, job: DecodeJob, variant: Variant, index: int) -> np.ndarray:
     rng = None if job.seed is None else np.random.default_rng([*job.seed, index])
+    if isinstance(variant, Condition):  # on the upright full-resolution picture, as evaluate --perturb
+        turned = ImageOps.exif_transpose(img) if orientation(img) != 1 else img
+        return prepare(variant(turned), job.crop_size, rng=rng)
     if variant is None:
         return prepare(img, job.crop_size, rng=rng, step=job.crop_step)
     if variant == RADIAL:
@@ -149,7 +152,8 @@ def _decode(job: DecodeJob) -> DecodeResult:
         img = probe(data, job.max_pixels)
         result.info.update(format=img.format, width=img.width, height=img.height, mode=img.mode)
         # Laundering conditions act on the full-resolution image, so they always decode exactly.
-        fast = job.fast_decode and job.condition is None
+        fast = job.fast_decode and job.condition is None and not any(isinstance(v, Condition)
+                                                                     for v in job.variants)
         img = load(img, resize_for(job.crop_size) if fast else None)
         if job.watermark:  # lossless pictures only, so never a JPEG that the fast path downscaled
             result.info.update(watermark_columns(img, data))

@@ -65,3 +65,26 @@ class Condition:
         cw, ch = max(1, round(w * self.value)), max(1, round(h * self.value))
         left, top = (w - cw) // 2, (h - ch) // 2
         return img.crop((left, top, left + cw, top + ch))
+
+
+def conditions(spec: str) -> list[Condition]:
+    """The conditions of a comma-separated spec (``scan --stability jpeg:75,resize:0.5``), each
+    once, in the order given."""
+    out: list[Condition] = []
+    for part in spec.split(","):
+        if part.strip():
+            cond = Condition.parse(part.strip())
+            if cond not in out:
+                out.append(cond)
+    return out
+
+
+def spec(text: str | None) -> str | None:
+    """A ``--stability`` spec in its one spelling (``jpeg:75,resize:0.5``), as the report records
+    it and ``--incremental`` compares it; None for none. ``UsageError`` for a bad condition."""
+    return ",".join(str(c) for c in conditions(text)) or None if text else None
+
+
+def tag(cond: Condition) -> str:
+    """The condition as a verdict reason names it: ``jpeg75``, ``resize0.5``."""
+    return f"{cond.kind}{cond.value:g}"

@@ -69,6 +69,7 @@ th.num,td.num{text-align:right;word-break:normal}
 .card .noimg{height:60px;background:#eee;color:#666;padding:4px}
 .card .path{word-break:break-all}
 .score{font-weight:bold}
+.verdict.uncertain{color:#8a5a00}.verdict .reasons{color:#555;font-size:90%}
 .ai{color:#b00020}
 input.filter{width:40%;margin:.3em 0;padding:3px}
 svg text{font-size:11px;fill:#333}
@@ -329,6 +330,27 @@ def card_evidence(row: dict) -> list[str]:
     return bits
 
 
+def card_verdict(row: dict) -> str:
+    """A card's verdict and its reasons (docs/verdicts.md)."""
+    verdict = row.get("verdict") or "none"
+    kind = verdict if verdict in ("ai", "natural", "uncertain") else "none"  # a class name: ours only
+    reasons = (row.get("verdict_reasons") or "").replace(";", " · ")
+    return (f'<div class="verdict {kind}">verdict: {_e(verdict)}'
+            + (f' <span class="reasons">({_e(reasons)})</span>' if reasons else "") + "</div>")
+
+
+def uncertain_section(figures: PageFigures) -> list[str]:
+    """The files whose verdict is uncertain, with why: conflicting evidence, heads that disagree,
+    or a label that flips under ``--stability``."""
+    out = [f'<h2 id="uncertain">Uncertain files ({figures.uncertain_count})</h2>']
+    if figures.uncertain_count > MAX_TABLE_ROWS:
+        out.append(f'<p class="note">First {MAX_TABLE_ROWS} listed; all are in the report file.</p>')
+    rows = [(p, s, (r or "").replace(";", " · ")) for p, s, r in figures.uncertain]
+    out.append(_table("uncertain-table", [("path", False), ("score", True), ("reasons", False)], rows,
+                      "uncertain files"))
+    return out
+
+
 def _dirname(paths) -> pa.Array:
     """``os.path.dirname`` of every path, vectorised, with ``'.'`` for a bare name: the head up to
     the last ``/``, its trailing slashes dropped unless it is nothing but slashes (``'/'``)."""
@@ -415,8 +437,11 @@ class PageFigures:
         self.hints: Counter = Counter()
         self.evidence: Counter = Counter()  # by evidence kind and value (``EVIDENCE_COLUMNS``)
         self.reasons = ReasonCounts()
-        self.heads = 1  # a multi-head report's heads (``report.heads_in``), and its verdict counts
-        self.verdicts: Counter = Counter()
+        self.heads = 1  # a multi-head report's heads (``report.heads_in``)
+        self.verdicts: Counter = Counter()  # verdicts, their reasons, the uncertain files
+        self.verdict_reasons: Counter = Counter()
+        self.uncertain: list[tuple] = []
+        self.uncertain_count = 0
         self.scores: list[ScoreFile] = []  # per head
         self.rankings: list[Ranking] = []  # per head
         self.by_verdict: Ranking | None = None  # files the verdict calls ai, when there is a verdict
@@ -467,7 +492,7 @@ class PageFigures:
                     if value not in (None, "", "none"):
                         self.evidence[f"{kind}: {value}"] += count
         if "verdict" in batch.column_names:
-            self.verdicts.update(_counts(_or_none(batch.column("verdict"))))
+            self._add_verdicts(batch)
         self._rank(batch, is_ok)
 
         bad = pc.fill_null(pc.not_equal(status, "ok"), True)
@@ -493,6 +518,23 @@ class PageFigures:
         part = part.select(["dir", "scored_count", "scored_sum", "flagged_sum", "errors_sum", "total_sum"])
         self.con.from_arrow(part).insert_into("part")
         self.rows += n
+
+    def _add_verdicts(self, batch: pa.Table) -> None:
+        """Verdicts and reasons counted; the first ``MAX_TABLE_ROWS`` uncertain files kept."""
+        self.verdicts.update(_counts(_or_none(batch.column("verdict"))))
+        if "verdict_reasons" in batch.column_names:
+            for reasons, count in _counts(batch.column("verdict_reasons")).items():
+                for reason in (reasons or "").split(";"):
+                    if reason:
+                        self.verdict_reasons[reason] += count
+        unsure = batch.filter(pc.fill_null(pc.equal(batch.column("verdict"), "uncertain"), False))
+        self.uncertain_count += len(unsure)
+        if len(unsure) and len(self.uncertain) < MAX_TABLE_ROWS:
+            listed = unsure.slice(0, MAX_TABLE_ROWS - len(self.uncertain))
+            reasons = (listed.column("verdict_reasons") if "verdict_reasons" in listed.column_names
+                       else pa.nulls(len(listed), pa.string()))
+            self.uncertain += zip(listed.column("path").to_pylist(), listed.column("score").to_pylist(),
+                                  reasons.to_pylist(), strict=True)
 
     def _rank(self, batch: pa.Table, is_ok) -> None:
         """Each head's scores and ranking, and the verdict's ranking, from one batch."""
@@ -648,6 +690,7 @@ def _page_head(name: str, meta: dict, fig: Figures) -> list[str]:
           for k in more),
         *((("verdict", f"--combine {meta.get('combine', 'any')}: the heads' labels combined"),)
           if len(more) else ()),
+        ("stability", meta.get("stability") or "off"),
         ("roots", ", ".join(meta.get("roots") or [])),
         ("command", meta.get("command")),
         ("started", meta.get("started")), ("finished", meta.get("finished")),
@@ -673,10 +716,9 @@ def _head_title(meta: dict, k: int) -> str:
 def _counts_section(fig: Figures) -> list[str]:
     figures = fig.figures
     out = ['<h2 id="counts">Counts</h2><div class="counts">']
-    counters = [("status", figures.status), ("label", figures.labels), ("provenance hint", figures.hints),
+    counters = [("status", figures.status), ("label", figures.labels), ("verdict", figures.verdicts),
+                ("verdict reason", figures.verdict_reasons), ("provenance hint", figures.hints),
                 ("evidence", figures.evidence)]
-    if figures.heads > 1:
-        counters.insert(2, ("verdict", figures.verdicts))
     for title, counter in counters:
         body = "".join(f"<tr><td>{_e(k)}</td><td class=num>{v}</td></tr>" for k, v in sorted(counter.items()))
         out.append(f'<table class="count" id="count-{escape(title.replace(" ", "-"))}">'
@@ -706,8 +748,7 @@ def _card(r: dict, k: int, heads: int, thumbs: _Thumbs) -> str:
     text, label = line(k)
     main = f'<div class="score{" ai" if label == "ai" else ""}">{"" if k == 1 else f"head {k}: "}{text}</div>'
     others = "".join(f"<div>head {j}: {line(j)[0]}</div>" for j in range(1, heads + 1) if j != k)
-    if heads > 1:
-        others += f"<div>verdict: {_e(r.get('verdict') or 'none')}</div>"
+    others += card_verdict(r)
     copies = ""
     if r.get("copies", 1) > 1:
         others_at = r.get("other_paths", [])
@@ -742,7 +783,9 @@ def _cards_section(fig: Figures, thumbs: _Thumbs, sources: ThumbnailSources | No
                    "</h2>")
         out += [f'<div class="cards" id="cards-{k}">', *(_card(r, k, heads, thumbs) for r in ranked[k - 1]),
                 "</div>"]
-    if fig.by_verdict is not None:
+    # one head's verdict mostly follows its label, already ranked above: the verdict's own ranking
+    # is shown where it adds something (several heads, or no score at all: evidence only)
+    if fig.by_verdict is not None and (heads > 1 or not ranked[0]):
         counted = figures.verdicts.get("ai", 0)
         out.append(f'<h2 id="verdict-ai">The verdict says ai: {counted} files</h2>')
         out.append('<p class="note">Files whose combined verdict is ai, highest head-1 score first (a file '
@@ -793,7 +836,8 @@ def render(report: str | Path, top: int = 50, thumbnails: bool = True,
     fig = _figures(report, top, meta)
     thumbs = _Thumbs(thumbnails, thumb_budget, sources)
     out = [*_page_head(name, meta, fig), *_counts_section(fig), *_scores_section(meta, fig),
-           *_cards_section(fig, thumbs, sources, meta), *_dirs_section(fig), *_errors_section(fig)]
+           *_cards_section(fig, thumbs, sources, meta), *uncertain_section(fig.figures),
+           *_dirs_section(fig), *_errors_section(fig)]
     out.append(f'<p class="note">Made by aiiscan {__version__} from {_e(name)}. '
                "Self-contained: no network requests.</p>")
     out.append(f"<script>{JS}</script></body></html>")

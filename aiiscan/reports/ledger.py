@@ -27,6 +27,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from ..errors import AiiscanError
+from .schema import carried
 
 CACHE_KIB = 16 * 1024  # SQLite page cache: the index's share of the scan's memory
 
@@ -47,12 +48,13 @@ def failure(path: Path, exc: sqlite3.Error) -> LedgerError:
 class Ledger:
     """SQLite tables of one scan: ``seen`` (crawl de-duplication), ``old`` (the --incremental
     report's reusable rows), ``done`` (rows an interrupted run wrote) and ``scored`` (content
-    scored in this scan, by sha256: every head's score, ``score`` then ``score_2``...)."""
+    scored in this scan, by sha256: the columns ``schema.carried`` names)."""
 
     def __init__(self, path: str | Path, schema: pa.Schema):
         self.path = Path(path)
-        self.scores = ["score", *(c for c in schema.names if c.startswith("score_"))]  # one per head
-        scores = ", ".join(f"{c} REAL" for c in self.scores)
+        self.scores = carried(schema)  # every head's score, range and threshold; the verdict's reasons
+        scores = ", ".join(f"{c} {'TEXT' if pa.types.is_string(schema.field(c).type) else 'REAL'}"
+                           for c in self.scores)
         marks = ", ".join("?" * len(self.scores))
         self._insert_scored = f"INSERT OR IGNORE INTO scored VALUES (?, ?, {marks})"
         self.path.unlink(missing_ok=True)  # a leftover of an interrupted run: rebuilt from the parts
@@ -117,8 +119,9 @@ class Ledger:
             row[i] = None if row[i] is None else bool(row[i])
         return dict(zip(self.columns, row, strict=True))
 
-    def old_content(self, sha256: str, path: str | None = None) -> tuple[str, tuple[float, ...]] | None:
-        """(path, scores: one per head) of an old row with this content: ``path``'s own when it
+    def old_content(self, sha256: str, path: str | None = None) -> tuple[str, tuple] | None:
+        """(path, the carried values: ``scores``' columns) of an old row with this content:
+        ``path``'s own when it
         has it (a file touched but not changed), else the first by path."""
         if not self._old_indexed:
             return None
@@ -130,7 +133,7 @@ class Ledger:
         return ", ".join(self.scores)
 
     @staticmethod
-    def _split(row: tuple | None) -> tuple[str, tuple[float, ...]] | None:
+    def _split(row: tuple | None) -> tuple[str, tuple] | None:
         return None if row is None else (row[0], tuple(row[1:]))
 
     # -- --resume ---------------------------------------------------------------------------------
@@ -162,12 +165,12 @@ class Ledger:
                                               (part,))]
 
     # -- content already scored -------------------------------------------------------------------
-    def add_scored(self, sha256: str, path: str, scores: tuple[float, ...]) -> None:
-        """``scores``: one per head, in the order of the report's score columns."""
+    def add_scored(self, sha256: str, path: str, scores: tuple) -> None:
+        """``scores``: the values of the ``scores`` columns, in their order."""
         self.db.execute(self._insert_scored, (sha256, path, *scores))
 
-    def scored(self, sha256: str) -> tuple[str, tuple[float, ...]] | None:
-        """(path, scores: one per head) of the first file of this scan with this content."""
+    def scored(self, sha256: str) -> tuple[str, tuple] | None:
+        """(path, the carried values) of the first file of this scan with this content."""
         return self._split(self.db.execute(f"SELECT path, {self._cols} FROM scored WHERE sha256 = ?",
                                            (sha256,)).fetchone())
 

@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from ..errors import ReportError
 from .formats import SUFFIXES, format_for, module
-from .schema import COLUMNS, META_TYPES, OPTIONAL, conform, heads_in, one_line, report_schema
+from .schema import COLUMNS, META_TYPES, conform, heads_in, one_line, optional, report_schema
 
 PARQUET_MAGIC = b"PAR1"
 
@@ -49,7 +49,7 @@ def _schema_for(path: Path, names: list[str]) -> pa.Schema:
     if twice:
         raise ReportError(f"cannot read report {path}: column(s) {', '.join(map(repr, twice[:5]))[:200]} "
                           "appear more than once")
-    missing = [c for c in COLUMNS if c not in names and c not in OPTIONAL]
+    missing = [c for c in COLUMNS if c not in names and not optional(c)]
     if missing:
         shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
         raise ReportError(f"{path} is not an aiiscan report (missing columns {shown})")

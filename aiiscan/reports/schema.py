@@ -1,7 +1,7 @@
 """The report's schema: its columns and types, one set of head columns per head, and its formats.
 
 One row per file. The columns a script may rely on are documented in the README's schema table;
-reports written before a column existed read it as null (``OPTIONAL``).
+reports written before a column existed read it as null (``optional``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from ..errors import ReportError
 META_KEY = b"aiiscan"  # the Parquet schema-metadata key of the scan's metadata
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # Arrow's %S carries the fraction: 2026-11-23T01:16:45.599949Z
 
-SCHEMA = pa.schema([
+_BASE = pa.schema([
     ("path", pa.string()),
     ("status", pa.string()),
     ("error", pa.string()),
@@ -76,30 +76,58 @@ SCHEMA = pa.schema([
     ("watermark", pa.string()),
     ("watermark_bit_errors", pa.int32()),
 ])
+HEAD_FIELDS = (("score", pa.float64()), ("label", pa.string()), ("threshold", pa.float64()),
+               ("model_id", pa.string()))
+# After the heads' columns: each head's score range over the original and its --stability
+# variants (score_min, score_max; score_min_2, ... for head 2), null without --stability; then the
+# file's verdict and its reasons (scanner.verdict, docs/verdicts.md), in every report.
+RANGE = ("score_min", "score_max")
+VERDICT_FIELDS = (("verdict", pa.string()), ("verdict_reasons", pa.string()))
+
+
+def suffix(k: int) -> str:
+    """Head k's column suffix: none for head 1, ``_k`` for the others."""
+    return "" if k == 1 else f"_{k}"
+
+
+def report_schema(heads: int = 1) -> pa.Schema:
+    """The report's schema for a scan with ``heads`` heads (``multihead``). Each further head k adds
+    ``score_k``, ``label_k``, ``threshold_k``, ``model_id_k`` after ``model_id``; then every head's
+    score range and the verdict's two columns, whatever the number of heads."""
+    at = _BASE.get_field_index("model_id") + 1
+    extra = [pa.field(f"{name}{suffix(k)}", kind) for k in range(2, heads + 1) for name, kind in HEAD_FIELDS]
+    ranges = [pa.field(f"{name}{suffix(k)}", pa.float64()) for k in range(1, max(heads, 1) + 1)
+              for name in RANGE]
+    verdict = [pa.field(name, kind) for name, kind in VERDICT_FIELDS]
+    return pa.schema([*_BASE][:at] + extra + ranges + verdict + [*_BASE][at:])
+
+
+SCHEMA = report_schema(1)
 COLUMNS = SCHEMA.names
-# Newer than some reports: read as null when absent.
+# Newer than some reports: read as null when absent (a range or verdict column of any head too).
 OPTIONAL = ("reused", "reused_from", "etag", "c2pa_trust", "c2pa_failures", "c2pa_ai", "c2pa_ai_in",
-            "generator", "generator_kind", "generator_rule", "watermark", "watermark_bit_errors")
+            "generator", "generator_kind", "generator_rule", "watermark", "watermark_bit_errors",
+            *(name for name, _ in VERDICT_FIELDS))
+
+
+def optional(name: str) -> bool:
+    """Whether a report may lack this column (written before it existed): read as null."""
+    return name in OPTIONAL or name.startswith(RANGE)
+
+
+def carried(schema: pa.Schema) -> list[str]:
+    """What a score reused by content carries (``reports.ledger``): every head's score, its range and
+    threshold, and the verdict's reasons (they name the --stability conditions that flipped)."""
+    heads = heads_in(schema.names)
+    return [f"{name}{suffix(k)}" for name in ("score", *RANGE, "threshold") for k in range(1, heads + 1)
+            ] + ["verdict_reasons"]
 # The scan's metadata keys aiiscan itself reads back (the HTML page, --incremental) and their
 # types: (list, T) is a list of T or null. A value of another type reads as absent (reports.read).
 META_TYPES: dict[str, type | tuple] = {
     "threshold": float, "head_thresholds": (list, float), "heads": (list, dict), "backbone": dict,
     "threshold_block": dict, "evidence": dict, "roots": (list, str), "model_id": str,
     "model_card_sha256": str, "threshold_source": str, "combine": str, "command": str,
-    "started": str, "finished": str, "aiiscan_version": str}
-HEAD_FIELDS = (("score", pa.float64()), ("label", pa.string()), ("threshold", pa.float64()),
-               ("model_id", pa.string()))
-
-
-def report_schema(heads: int = 1) -> pa.Schema:
-    """The report's schema for a scan with ``heads`` heads (``multihead``). One head: ``SCHEMA``,
-    exactly. Each further head k adds ``score_k``, ``label_k``, ``threshold_k``, ``model_id_k``,
-    and a multi-head report adds ``verdict`` (the combined label), all after ``model_id``."""
-    if heads <= 1:
-        return SCHEMA
-    at = SCHEMA.get_field_index("model_id") + 1
-    extra = [pa.field(f"{name}_{k}", kind) for k in range(2, heads + 1) for name, kind in HEAD_FIELDS]
-    return pa.schema([*SCHEMA][:at] + extra + [pa.field("verdict", pa.string())] + [*SCHEMA][at:])
+    "started": str, "finished": str, "aiiscan_version": str, "stability": str}
 
 
 def heads_in(names: list[str]) -> int:
@@ -124,7 +152,7 @@ def conform(table: pa.Table, schema: pa.Schema = SCHEMA) -> pa.Table:
     columns = []
     for field in schema:
         if field.name not in names:
-            if field.name not in OPTIONAL and field.name != "verdict":
+            if not optional(field.name):
                 raise ReportError(f"not an aiiscan report: no column {field.name!r}")
             columns.append(pa.nulls(len(table), field.type))
             continue

@@ -18,6 +18,7 @@ from pathlib import Path
 from .. import inputs, signals
 from .. import progress as progress_bars
 from ..decode.evidence import load_evidence
+from ..decode.launder import spec as stability_spec
 from ..engines import Engine, make_engine
 from ..errors import UsageError
 from ..files import now_iso
@@ -70,6 +71,7 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
     check_roots(paths)
     dest = destination(output, opts.fmt, opts.overwrite, opts.parts_dir)
     check_threshold(opts.threshold)
+    stability = stability_spec(opts.stability)  # a bad condition: refused before the model loads
     evidence = load_evidence(opts.evidence)
     ReportWriter.check(dest.local, opts.resume)
     model = engine.open(heads_for(opts.weights), run)
@@ -87,8 +89,13 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
         ledger = stack.enter_context(contextlib.closing(Ledger(writer.parts / "index.sqlite", rows.schema)))
         stack.callback(signals.install())  # SIGTERM (docker stop) and Ctrl-C both stop here, resumably
         bar = stack.enter_context(progress_bars.bar(unit="file", show=run.progress))  # the crawl streams
-        same = old is not None and evidence.same_as(report_metadata(old).get("evidence"))
-        reuse = Reuse(ledger, incremental=old is not None, rows_reusable=same)
+        recorded = report_metadata(old) if old is not None else {}
+        same = old is not None and evidence.same_as(recorded.get("evidence"))
+        # Scores made under another --stability spec lack (or carry other) ranges: nothing is reused.
+        # A report written before --stability existed recorded none, as a scan without it.
+        if old is not None and recorded.get("stability") != (stability if rows.heads else None):
+            summary.other_stability = str(recorded.get("stability") or "none")
+        reuse = Reuse(ledger, incremental=old is not None and not summary.other_stability, rows_reusable=same)
 
         def emit(row: dict | None) -> None:
             if row is not None:
@@ -99,7 +106,7 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
 
         plan = Plan(paths, opts, model.image_size, reuse, rows, summary, emit, evidence)
         try:
-            if old is not None:
+            if old is not None and reuse.incremental:
                 ids = [h.model_id for h in model.heads]
                 summary.other_heads, summary.other_head_ids = reuse.load_old(old, ids)
                 summary.unsound = reuse.unsound

@@ -56,16 +56,16 @@ class Plan:
                 continue
             prior = self.reuse.old_row(loc)
             if prior is not None:
-                self.emit(self.rows.unchanged(prior, self.reuse.scores(prior)[:self.rows.heads]))
+                self.emit(self.rows.unchanged(prior, self.reuse.scores(prior)))
                 summary.reused += 1
                 continue
-            yield DecodeJob(loc, self.crop, variants=(None,) if self.rows.heads else (),
+            yield DecodeJob(loc, self.crop, variants=self.rows.variants,
                             max_pixels=opts.max_pixels, max_bytes=opts.max_bytes,
                             explicit=entry.explicit, fast_decode=not opts.run.exact_decode, provenance=True,
                             keep_gps=opts.keep_gps, prompts=opts.prompts, evidence=self.evidence,
                             watermark=True)
 
-    def _known(self, res: DecodeResult) -> tuple[str, str, tuple[float, ...]] | None:
+    def _known(self, res: DecodeResult) -> tuple[str, str, dict] | None:
         """Scores this scan already has for the content (none to have without a head)."""
         return self.reuse.known(res.info.get("sha256"), res.location) if self.rows.heads else None
 
@@ -87,8 +87,8 @@ class Plan:
         hit = self._known(res)
         if hit is None:
             summary.scored += 1
-            original = [] if scores is None else [float(x) for x in scores[0]]  # no head: no score
-            self.emit(self.rows.scored(res, original, None))
+            values = {} if scores is None else self.rows.fresh(scores)  # no head: no score
+            self.emit(self.rows.scored(res, values, None))
             return
         how, source, known = hit
         if how == "duplicate":
@@ -97,4 +97,4 @@ class Plan:
             summary.reused += 1
         else:
             summary.same_content += 1
-        self.emit(self.rows.scored(res, list(known)[:self.rows.heads], (how, source)))
+        self.emit(self.rows.scored(res, known, (how, source)))

@@ -23,7 +23,7 @@ from ..inputs.location import Location
 from ..reports.ledger import Ledger
 from ..reports.parts import ReportWriter
 from ..reports.read import iter_report
-from ..reports.schema import heads_in
+from ..reports.schema import RANGE, heads_in
 from .summary import SHOWN_HEADS
 
 
@@ -47,9 +47,10 @@ def unchanged(loc: Location, old: dict) -> bool:
 
 def sound(table: pa.Table, heads: int) -> pa.ChunkedArray:
     """Which scored rows of an old report may be reused: every head's score finite, its threshold
-    finite or null, and its label the one that score and threshold give (``rows.label``). A row a
-    scan wrote always is; a tampered or foreign one (a NaN score, ok with no score, an "ai" below
-    its threshold) is not, and its file is scored again."""
+    finite or null, its label the one that score and threshold give (``rows.label``), and its
+    range (``--stability``) null or finite around the score. A row a scan wrote always is; a
+    tampered or foreign one (a NaN score, ok with no score, an "ai" below its threshold) is not,
+    and its file is scored again."""
     ok = pc.equal(table.column("status"), "ok")
     for k in range(1, heads + 1):
         suffix = "" if k == 1 else f"_{k}"
@@ -58,6 +59,9 @@ def sound(table: pa.Table, heads: int) -> pa.ChunkedArray:
         ok = pc.and_(ok, pc.is_finite(score))
         ok = pc.and_(ok, pc.if_else(pc.is_null(thr), pc.is_null(lab),
                                     pc.and_(pc.is_finite(thr), pc.equal(lab, given))))
+        lo, hi = (table.column(f"{c}{suffix}") for c in RANGE)
+        ok = pc.and_(ok, pc.if_else(pc.and_(pc.is_null(lo), pc.is_null(hi)), True,
+                                    pc.and_(pc.less_equal(lo, score), pc.less_equal(score, hi))))
     return pc.fill_null(ok, False)
 
 
@@ -133,23 +137,24 @@ class Reuse:
         prior = self.ledger.old_row(loc.display()) if self.incremental and self.rows_reusable else None
         return prior if prior and unchanged(loc, prior) else None
 
-    def scores(self, row: dict) -> list[float]:
-        """A row's scores, one per head."""
-        return [row[c] for c in self.ledger.scores]
+    def scores(self, row: dict) -> dict:
+        """What a row's scores carry (``schema.carried``)."""
+        return {c: row.get(c) for c in self.ledger.scores}
 
-    def known(self, sha: str | None, loc: Location) -> tuple[str, str, tuple[float, ...]] | None:
-        """Scores this scan already has for this content: (how, from which path, one per head).
+    def known(self, sha: str | None, loc: Location) -> tuple[str, str, dict] | None:
+        """Scores this scan already has for this content: (how, from which path, what they carry).
         A file touched since the old report but with its content unchanged is ``unchanged``."""
         if not sha:
             return None
         hit = self.ledger.scored(sha)
         if hit is not None:
-            return "duplicate", hit[0], hit[1]
+            return "duplicate", hit[0], dict(zip(self.ledger.scores, hit[1], strict=True))
         shown = loc.display()
         hit = self.ledger.old_content(sha, shown) if self.incremental else None
         if hit is None:
             return None
-        return ("unchanged" if hit[0] == shown else "same_content"), hit[0], hit[1]
+        how = "unchanged" if hit[0] == shown else "same_content"
+        return how, hit[0], dict(zip(self.ledger.scores, hit[1], strict=True))
 
     def record(self, row: dict) -> None:
         """A row written by this scan: its scores answer later copies of its content."""

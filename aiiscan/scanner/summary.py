@@ -34,6 +34,7 @@ class ScanSummary:
     other_heads: int = 0  # scored rows of the --incremental report made by other heads: not reused
     other_head_ids: list[str] = field(default_factory=list)  # their model ids (``_load_old``)
     unsound: int = 0  # rows of the --incremental report by these heads that do not hold up: rescored
+    other_stability: str | None = None  # the --incremental report's --stability spec, when not this scan's
     not_images: int = 0
     archives: int = 0  # among not_images: .tar/.zip files left closed (no --archives)
     seconds: float = 0.0
@@ -42,11 +43,13 @@ class ScanSummary:
     interrupted: bool = False
     hints: Counter = field(default_factory=Counter)
     # multi-head scans only: each further head (model id, threshold, its source), the
-    # (head k >= 2, label) counts, the way the verdict combines labels and the verdict counts
+    # (head k >= 2, label) counts and the way labels combine; every scan: verdicts and their reasons
     more_heads: list[tuple[str, float | None, str]] = field(default_factory=list)
     head_labels: Counter = field(default_factory=Counter)
     combine: str | None = None
     verdicts: Counter = field(default_factory=Counter)
+    reasons: Counter = field(default_factory=Counter)
+    stability: str | None = None
     evidence_only: bool = False  # no head: no score, the evidence columns only
     evidence: Counter = field(default_factory=Counter)  # rows with each kind of evidence found
 
@@ -56,7 +59,9 @@ class ScanSummary:
         if not rows.thresholds:  # no head: evidence only
             return cls(report=None, evidence_only=True)
         first = rows.thresholds[0]
-        return cls(report=None, threshold=first.value, threshold_source=first.source, combine=rows.combine,
+        return cls(report=None, threshold=first.value, threshold_source=first.source,
+                   combine=rows.combine if rows.heads > 1 else None,
+                   stability=",".join(str(c) for c in rows.conditions) or None,
                    more_heads=[(h.model_id, t.value, t.source)
                                for h, t in zip(model.heads[1:], rows.thresholds[1:], strict=True)])
 
@@ -71,6 +76,7 @@ class ScanSummary:
                 self.head_labels[k, row[f"label_{k}"]] += 1
         if row.get("verdict"):
             self.verdicts[row["verdict"]] += 1
+            self.reasons.update(row["verdict_reasons"].split(";") if row.get("verdict_reasons") else ())
         for kind in evidence_kinds(row):
             self.evidence[kind] += 1
 
@@ -97,6 +103,7 @@ class ScanSummary:
                 "threshold: " + ("none (not calibrated)" if self.threshold is None else
                                  f"{self.threshold:.6g} ({self.threshold_source})")]),
             *self._head_lines(),
+            self._verdict_line(),
             "provenance: " + (", ".join(f"{k} {v}" for k, v in sorted(self.hints.items())) or "no hints")
             + " (file metadata: evidence beside the score, not part of it)",
             "evidence: " + (", ".join(f"{k} {v}" for k, v in sorted(self.evidence.items()))
@@ -114,6 +121,10 @@ class ScanSummary:
             out.append(f"note: {_n(self.other_heads, 'row')} of the --incremental report "
                        f"{'was' if self.other_heads == 1 else 'were'} made by other heads "
                        f"(model_id {ids}{more}): not reused")
+        if self.other_stability:
+            out.append(f"note: the --incremental report was made under --stability {self.other_stability}, "
+                       f"this scan under {self.stability or 'none'}: no row was reused, every file was "
+                       "scored again")
         if self.unsound:
             out.append(f"note: {_n(self.unsound, 'row')} of the --incremental report did not hold up (a "
                        "score not finite or missing, or a label its score and threshold do not give): "
@@ -138,10 +149,16 @@ class ScanSummary:
             labels = ", ".join(f"{lab} {n}" for (h, lab), n in sorted(self.head_labels.items()) if h == k)
             out.append(f"head {k} ({mid}): labels " + (labels or "none") + "; threshold "
                        + ("none" if thr is None else format(thr, ".6g")) + f" ({source})")
-        if self.combine:
-            out.append(f"verdict (--combine {self.combine}): "
-                       + (", ".join(f"{k} {v}" for k, v in sorted(self.verdicts.items())) or "none"))
         return out
+
+    def _verdict_line(self) -> str:
+        """Verdicts by kind (``--combine`` named for several heads), and the uncertain rows' count."""
+        how = f" (--combine {self.combine})" if self.combine else ""
+        counts = ", ".join(f"{k} {self.verdicts[k]}" for k in ("ai", "natural", "uncertain")
+                           if self.verdicts[k])
+        undecided = sum(self.status.values()) - sum(self.verdicts.values())
+        return (f"verdict{how}: " + (counts or "none") + f"; {undecided} without one"
+                + ("; uncertain rows name why in verdict_reasons" if self.verdicts["uncertain"] else ""))
 
 
 def evidence_kinds(row: dict) -> list[str]:
@@ -173,6 +190,8 @@ def metadata(summary: ScanSummary, opts: ScanOptions, engine: Engine, model: Sco
         "combine": summary.combine,
         "backbone_passes": model.passes,
     }
+    if summary.stability:
+        more["backbone_passes_per_file"] = model.passes * (1 + len(summary.stability.split(",")))
     return {
         "aiiscan_version": __version__,
         "model_id": model.model_id,
@@ -189,8 +208,13 @@ def metadata(summary: ScanSummary, opts: ScanOptions, engine: Engine, model: Sco
         "counts": dict(summary.status),
         "labels": dict(summary.labels),
         "provenance_hints": dict(summary.hints),
+        "verdicts": dict(summary.verdicts),
+        "verdict_reasons": dict(summary.reasons),
+        # --incremental compares it: scores made under another spec are made again
+        "stability": summary.stability,
         "keep_gps": opts.keep_gps,
-        "decode": "exact" if run.exact_decode else "fast (JPEG DCT scaling)",
+        # --stability's conditions act on the full-resolution picture: its scans decode exactly
+        "decode": "exact" if run.exact_decode or summary.stability else "fast (JPEG DCT scaling)",
         "precision": getattr(model, "runs_as", model.precision),  # what ran: "bf16 (openvino)"
         "engine": engine.name,
         "engine_options": engine.describe(),

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..card import ABSENT, ThresholdBlock, ValidationBlock, write_card
 from ..decode.job import RADIAL, DecodeJob
+from ..decode.launder import conditions
 from ..errors import AiiscanError
 from ..files import now_iso
 from ..models import ScorerLike
@@ -68,6 +69,10 @@ class Calibration:
     failed: list[tuple[str, str]] = field(default_factory=list)  # natural photos, then AI images
     plot: str | None = None  # the PNG written
     card_path: str = ""
+    # --stability: per condition, the natural photos whose label at the threshold its copy flips;
+    # ``unstable``: those flipped by any condition
+    flips: dict[str, int] = field(default_factory=dict)
+    unstable: int | None = None
 
     def lines(self) -> list[str]:
         b, v = self.block, self.block.validation
@@ -93,6 +98,10 @@ class Calibration:
         if v.has("ai_overlap_check"):
             out.append("warning: overlap with the AI images used in fine-tuning could not be checked "
                        "(the card lists no training.ai_fingerprints)")
+        if self.unstable is not None:
+            out.append(f"stability: {self.unstable} of {v.natural_count} natural photos change label at this "
+                       "threshold under " + ", ".join(f"{c} ({n})" for c, n in self.flips.items())
+                       + " (scan --stability marks such files uncertain)")
         if self.plot:
             out.append(f"plot: {self.plot}")
         out.append(b.caution)
@@ -148,12 +157,17 @@ def calibrate(detector: ScorerLike, natural: Sequence[str], policy: str = "balan
               limit: int | None = None, seed: int = 0, batch_size: int = 64,
               workers: int | None = None, plot: str | Path | None = None,
               progress: bool = True, exact_decode: bool = False,
-              ai: Sequence[str] | None = None) -> Calibration:
+              ai: Sequence[str] | None = None, stability: str | None = None) -> Calibration:
     """Score the natural photos and the positive set, pick the threshold, write it into the card.
 
     The positive set is ``ai`` (AI images the head has not seen) when given, else band copies of
     the natural photos. ``limit`` draws at most that many files from each set (seeded).
+    ``stability`` (as ``scan --stability``): also count the natural photos whose label at the
+    chosen threshold flips under a condition, from the same decode (which is then exact, as a
+    scan with ``--stability`` decodes, and recorded so in the card).
     """
+    conds = conditions(stability) if stability else []
+    exact_decode = exact_decode or bool(conds)
     kind, target = parse_policy(policy)
     card = detector.card
     spec = kind_spec(card.kind)
@@ -171,7 +185,8 @@ def calibrate(detector: ScorerLike, natural: Sequence[str], policy: str = "balan
             "used for training")
     trained = card.trained_on()
     run = {"batch_size": batch_size, "workers": workers, "progress": progress, "exact_decode": exact_decode}
-    nat = _score(detector, paths, (None,) if fakes else (None, RADIAL), trained, "natural photos", **run)
+    nat = _score(detector, paths, ((None,) if fakes else (None, RADIAL)) + tuple(conds), trained,
+                 "natural photos", **run)
     got = _score(detector, fakes, (None,), trained, "AI images", **run) if fakes else None
     if got is not None:
         both = set(nat.sha256) & set(got.sha256)
@@ -181,6 +196,7 @@ def calibrate(detector: ScorerLike, natural: Sequence[str], policy: str = "balan
                                    f"content), e.g. {first}: each image belongs to one set")
     neg = nat.scores[:, 0]
     pos = got.scores[:, 0] if got is not None else nat.scores[:, 1]
+    copies = nat.scores[:, nat.scores.shape[1] - len(conds):]  # one column per --stability condition
     if not (np.isfinite(neg).all() and np.isfinite(pos).all()):
         raise CalibrationError("the head gives non-finite scores on these files; it cannot be calibrated")
     if kind == "balanced":
@@ -212,6 +228,10 @@ def calibrate(detector: ScorerLike, natural: Sequence[str], policy: str = "balan
     detector.card = card
     result = Calibration(block, nat.failed + (got.failed if got is not None else []),
                          card_path=f"{detector.prefix}.json")
+    if conds:
+        flipped = (copies >= rates.threshold) != (neg >= rates.threshold)[:, None]
+        result.flips = {str(c): int(n) for c, n in zip(conds, flipped.sum(axis=0), strict=True)}
+        result.unstable = int(flipped.any(axis=1).sum())
     if plot is not None:
         label = "AI images" if fakes else BAND
         plots.histogram(plot, [("natural photos", neg), (label, pos)], rates.threshold,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -21,11 +22,13 @@ from ..decode.job import DecodeJob
 from ..decode.launder import Condition
 from ..models import ScorerLike
 from ..progress import bar
+from ..scanner.rows import facts, label
+from ..scanner.verdict import decide
 from . import plots
 from .datasets import EvalSet
 from .metrics import average_precision, check_threshold, rates_at, roc_auc
 
-METRICS = ("ap", "auc", "acc", "real_acc", "fake_acc")
+METRICS = ("ap", "auc", "acc", "real_acc", "fake_acc", "coverage", "decided_acc", "flip_rate")
 
 
 @dataclass
@@ -38,6 +41,12 @@ class Row:
     acc: float | None
     real_acc: float | None
     fake_acc: float | None
+    # The file's verdict (scanner.verdict: its evidence and every head's label): the share of files
+    # with one decided (ai or natural), the accuracy on those, and the share whose verdict differs
+    # from the one as is (None for the table as is).
+    coverage: float | None = None
+    decided_acc: float | None = None
+    flip_rate: float | None = None
 
 
 @dataclass
@@ -68,12 +77,16 @@ class Table:
 def score_heads(detector: ScorerLike, paths: Sequence[str], condition: Condition | None = None,
                 batch_size: int = 64, workers: int | None = None, progress: bool = True,
                 exact_decode: bool = False, fingerprints: dict[str, str] | None = None,
+                evidence: dict[str, dict] | None = None,
                 ) -> list[tuple[dict[str, float], list[tuple[str, str]]]]:
     """Per head of ``detector``: (scores by path, failed files), from one decode per file;
-    ``fingerprints`` receives each decoded file's sha256[:16]."""
+    ``fingerprints`` receives each decoded file's sha256[:16]; ``evidence`` (given: collected, as
+    a scan does) each decoded file's evidence columns, for its verdict."""
     fingerprints = {} if fingerprints is None else fingerprints
     size = detector.image_size
-    jobs = (DecodeJob(p, size, condition=condition, fast_decode=not exact_decode) for p in paths)
+    collect = evidence is not None
+    jobs = (DecodeJob(p, size, condition=condition, fast_decode=not exact_decode, provenance=collect,
+                      watermark=collect) for p in paths)
     n = len(detector.heads)
     per_head: list[tuple[dict[str, float], list[tuple[str, str]]]] = [({}, []) for _ in range(n)]
     stream = detector.score_stream(jobs, batch_size=batch_size, workers=workers)
@@ -87,11 +100,36 @@ def score_heads(detector: ScorerLike, paths: Sequence[str], condition: Condition
                 scores[res.path] = float(v)
         if s is not None and res.info.get("sha256"):
             fingerprints[res.path] = res.info["sha256"][:16]
+        if s is not None and collect:
+            evidence[res.path] = facts(res)
     return per_head
 
 
+def file_verdicts(per_head: Sequence[tuple[dict[str, float], list]], thresholds: Sequence[float | None],
+                  evidence: dict[str, dict]) -> dict[str, str | None]:
+    """Each file's verdict (``scanner.verdict``, ``--combine any``) from its evidence and every
+    head's label; files some head could not score have none."""
+    out = {}
+    for path, row in evidence.items():
+        scores = [scores.get(path) for scores, _ in per_head]
+        if all(s is not None for s in scores):
+            out[path] = decide(row, [label(s, t) for s, t in zip(scores, thresholds, strict=True)])[0]
+    return out
+
+
+def _verdict_rates(paths: Sequence[str], fake: bool, verdicts: dict[str, str | None],
+                   base: dict[str, str | None] | None) -> tuple[int, int, int, int]:
+    """(files with a verdict, decided, decided right, flipped from ``base``)."""
+    files = [p for p in paths if p in verdicts]
+    decided = [p for p in files if verdicts[p] in ("ai", "natural")]
+    right = sum((verdicts[p] == "ai") == fake for p in decided)
+    flipped = sum(base is not None and p in base and base[p] != verdicts[p] for p in files)
+    return len(files), len(decided), right, flipped
+
+
 def _table(evalset: EvalSet, cond: Condition | None, thr: float | None, scores: dict[str, float],
-           failed: list[tuple[str, str]], trained_on: int = 0) -> Table:
+           failed: list[tuple[str, str]], trained_on: int = 0, verdicts: dict[str, str | None] | None = None,
+           base: dict[str, str | None] | None = None) -> Table:
     rows = []
     for gen, reals, fakes in evalset.groups():
         neg = np.array([scores[p] for p in reals if p in scores])
@@ -99,8 +137,16 @@ def _table(evalset: EvalSet, cond: Condition | None, thr: float | None, scores: 
         if len(neg) == 0 or len(pos) == 0:
             continue  # every file of one side failed; listed in ``failed``
         acc = rates_at(neg, pos, thr) if thr is not None else None
-        rows.append(Row(gen, len(neg), len(pos), average_precision(neg, pos), roc_auc(neg, pos),
-                        acc and acc.accuracy, acc and acc.real_accuracy, acc and acc.fake_accuracy))
+        row = Row(gen, len(neg), len(pos), average_precision(neg, pos), roc_auc(neg, pos),
+                  acc and acc.accuracy, acc and acc.real_accuracy, acc and acc.fake_accuracy)
+        if verdicts is not None:
+            both = zip(_verdict_rates(reals, False, verdicts, base),
+                       _verdict_rates(fakes, True, verdicts, base), strict=True)
+            n, decided, right, flipped = map(sum, both)
+            row.coverage = decided / n if n else None
+            row.decided_acc = right / decided if decided else None
+            row.flip_rate = flipped / n if n and base is not None else None
+        rows.append(row)
     used_reals = {p for _, reals, _ in evalset.groups() for p in reals if p in scores}
     used_fakes = {p for _, _, fakes in evalset.groups() for p in fakes if p in scores}
     return Table(str(cond) if cond else "none", thr, rows, failed, scores, len(used_reals), len(used_fakes),
@@ -126,13 +172,24 @@ def evaluate_heads(detector: ScorerLike, evalset: EvalSet, conditions: Sequence[
     files = evalset.files()
     trained = [set(h.card.trained_on()) for h in heads]
     out: list[list[Table]] = [[] for _ in heads]
+    base = None  # the verdicts as is, which each condition's flip
     for cond in conditions:
         shas: dict[str, str] = {}
-        per_head = score_heads(detector, files, cond, batch_size, workers, progress, exact_decode, shas)
+        evidence: dict[str, dict] = {}
+        per_head = score_heads(detector, files, cond, batch_size, workers, progress, exact_decode, shas,
+                               evidence)
+        verdicts = file_verdicts(per_head, thrs, evidence)
+        if cond is None:
+            base = verdicts
         for k, (scores, failed) in enumerate(per_head):
             seen = sum(shas.get(p) in trained[k] for p in scores)
-            out[k].append(_table(evalset, cond, thrs[k], scores, failed, seen))
+            out[k].append(_table(evalset, cond, thrs[k], scores, failed, seen, verdicts,
+                                 base if cond is not None else None))
     return out
+
+
+VERDICT_NOTE = ("Decided = files whose verdict (evidence and every head's label, docs/verdicts.md) is ai or "
+                "natural, Decided Acc = right among them, Flipped = verdict differs from the one as is.")
 
 
 def _pct(v: float | None) -> str:
@@ -152,16 +209,18 @@ def to_markdown(tables: Sequence[Table], title: str, caveat: str | None = None) 
         out.append("")
         if t.warning():
             out += [f"**{t.warning()}**", ""]
-        out.append("| generator | real | fake | AP | AUC | Acc | Real Acc | Fake Acc |")
-        out.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+        out.append("| generator | real | fake | AP | AUC | Acc | Real Acc | Fake Acc | Decided | Decided Acc "
+                   "| Flipped |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         mean = t.mean()
         for r in [*t.rows, mean]:
             name = "**mean**" if r is mean else r.generator.replace("|", "\\|")
             out.append(f"| {name} | {r.n_real} | {r.n_fake} | {_pct(r.ap)} | {_pct(r.auc)} | "
-                       f"{_pct(r.acc)} | {_pct(r.real_acc)} | {_pct(r.fake_acc)} |")
+                       f"{_pct(r.acc)} | {_pct(r.real_acc)} | {_pct(r.fake_acc)} | {_pct(r.coverage)} | "
+                       f"{_pct(r.decided_acc)} | {_pct(r.flip_rate)} |")
         out.append("")
         out.append("AP and AUC in %; Acc over all images, Real Acc = real kept, Fake Acc = fake flagged; "
-                   "the mean row averages generators and counts distinct files.")
+                   "the mean row averages generators and counts distinct files. " + VERDICT_NOTE)
         out.append("")
     return "\n".join(out)
 
@@ -185,7 +244,7 @@ def to_markdown_heads(per_head: Sequence[Sequence[Table]], names: Sequence[str],
         out.append("")
         out += [f"**h{k}: {t[c].warning()}**" for k, t in zip(ks, per_head, strict=True) if t[c].warning()]
         out += [""] if any(t[c].warning() for t in per_head) else []
-        cols = [f"{m} h{k}" for m in ("AP", "AUC", "Acc") for k in ks]
+        cols = [f"{m} h{k}" for m in ("AP", "AUC", "Acc") for k in ks] + ["Decided", "Decided Acc", "Flipped"]
         out.append("| generator | real | fake | " + " | ".join(cols) + " |")
         out.append("|---|---:|---:|" + "---:|" * len(cols))
         rows = [{r.generator: r for r in t[c].rows} | {"\0mean": t[c].mean()} for t in per_head]
@@ -196,9 +255,11 @@ def to_markdown_heads(per_head: Sequence[Sequence[Table]], names: Sequence[str],
                 continue
             name = "**mean**" if gen == "\0mean" else gen.replace("|", "\\|")
             cells = [_pct(getattr(r, m) if r else None) for m in ("ap", "auc", "acc") for r in mine]
+            cells += [_pct(getattr(ref, m)) for m in ("coverage", "decided_acc", "flip_rate")]
             out.append(f"| {name} | {ref.n_real} | {ref.n_fake} | " + " | ".join(cells) + " |")
         out.append("")
-        out.append("AP, AUC and Acc in %, per head (h1 = the first --weights); counts are head 1's.")
+        out.append("AP, AUC and Acc in %, per head (h1 = the first --weights); counts are head 1's. "
+                   + VERDICT_NOTE)
         out.append("")
     return "\n".join(out)
 
@@ -224,6 +285,15 @@ def to_csv(tables: Sequence[Table]) -> str:
             w.writerow({"condition": t.condition, "threshold": t.threshold, **asdict(r),
                         "trained_on": t.trained_on})
     return buf.getvalue()
+
+
+def to_json(per_head: Sequence[Sequence[Table]], names: Sequence[str]) -> str:
+    """Every head's tables as JSON (``-o TABLE.json``): per head and condition, each generator's
+    row and the mean row, verdict figures included."""
+    out = [{"head": name, "condition": t.condition, "threshold": t.threshold, "failed": len(t.failed),
+            "trained_on": t.trained_on, "rows": [asdict(r) for r in t.rows], "mean": asdict(t.mean())}
+           for name, tables in zip(names, per_head, strict=True) for t in tables]
+    return json.dumps(out, indent=2)
 
 
 def _slug(name: str) -> str:

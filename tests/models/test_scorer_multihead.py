@@ -110,8 +110,10 @@ def test_two_heads_one_decode_one_backbone_pass(backbone, head_prefix, head2_pre
     table = read_report(tmp_path / "both.parquet")
     assert table.schema == report_schema(2)
     at = table.column_names.index("score")
-    assert table.column_names[at:at + 10] == ["score", "label", "threshold", "model_id", "score_2", "label_2",
-                                              "threshold_2", "model_id_2", "verdict", "reused"]
+    assert table.column_names[at:at + 15] == ["score", "label", "threshold", "model_id", "score_2", "label_2",
+                                              "threshold_2", "model_id_2", "score_min", "score_max",
+                                              "score_min_2", "score_max_2", "verdict", "verdict_reasons",
+                                              "reused"]
     one, two, both = (_rows(tmp_path / f"{n}.parquet") for n in ("one", "two", "both"))
     assert set(both) == set(one) and len(both) == 7
     for name, row in both.items():
@@ -177,7 +179,7 @@ def test_combine_rules():
     assert combine(["ai", None], "any") == "ai" and combine(["natural", None], "all") == "natural"
 
 
-@pytest.mark.parametrize("how", ["any", "all"])
+@pytest.mark.parametrize("how", ["any", "all", "agree"])
 def test_verdict_any_and_all(backbone, head_prefix, head2_prefix, folder, tmp_path, how):
     d1 = _det(backbone, head_prefix)
     _scan(tmp_path / "two.parquet", _det(backbone, head2_prefix), folder)
@@ -190,10 +192,12 @@ def test_verdict_any_and_all(backbone, head_prefix, head2_prefix, folder, tmp_pa
     for r in rows:
         assert r["label"] is not None and r["label_2"] is not None
         assert r["threshold_2"] == d2.card.threshold_value
-        want = ("ai" if "ai" in (r["label"], r["label_2"]) else "natural") if how == "any" else \
-               ("ai" if r["label"] == r["label_2"] == "ai" else "natural")
-        assert r["verdict"] == want
-    assert {r["verdict"] for r in rows} == {"ai", "natural"}
+        differ = r["label"] != r["label_2"]
+        want = {"any": "ai" if "ai" in (r["label"], r["label_2"]) else "natural",
+                "all": "ai" if r["label"] == r["label_2"] == "ai" else "natural",
+                "agree": "uncertain" if differ else r["label"]}[how]
+        assert r["verdict"] == want and ("heads-disagree" in r["verdict_reasons"]) == differ
+    assert {r["verdict"] for r in rows} == {"ai", "natural"} | ({"uncertain"} if how == "agree" else set())
     page = render(out, thumbnails=False)  # the HTML report: each card's further head and the verdicts
     assert "head 2: score" in page and 'id="count-verdict"' in page and d2.model_id in page
 

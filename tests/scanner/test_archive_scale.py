@@ -110,10 +110,13 @@ def test_ledger_lookups(tmp_path):
     row = led.old_row("/x/1.jpg")
     assert row["has_exif"] is True and row["score"] == 0.5 and set(row) == set(COLUMNS)
     assert led.old_row("/x/3.jpg") is None
-    assert led.old_content("bb") == ("/x/2.jpg", (1.5,)) and led.old_content("cc") is None
-    led.add_scored("aa", "/y/1.jpg", (0.5,))
-    led.add_scored("aa", "/y/2.jpg", (0.5,))  # the first file with a content stays its source
-    assert led.scored("aa") == ("/y/1.jpg", (0.5,))
+    # what a score carries: score, range, threshold, the verdict's reasons (schema.carried)
+    assert led.scores == ["score", "score_min", "score_max", "threshold", "verdict_reasons"]
+    assert led.old_content("bb") == ("/x/2.jpg", (1.5, None, None, None, None))
+    assert led.old_content("cc") is None
+    led.add_scored("aa", "/y/1.jpg", (0.5, 0.25, 0.75, 0.6, "unstable:jpeg75;score<threshold"))
+    led.add_scored("aa", "/y/2.jpg", (0.5, None, None, None, None))  # the first with a content stays
+    assert led.scored("aa") == ("/y/1.jpg", (0.5, 0.25, 0.75, 0.6, "unstable:jpeg75;score<threshold"))
     led.close()
     assert not (tmp_path / "i.sqlite").exists()
 
