@@ -58,11 +58,21 @@ def run_identity(model: ScorerLike, thresholds: Sequence[HeadThreshold], combine
                    "scores_sha256": scores_digest(h.card), "threshold": t.value}
                   for h, t in zip(model.heads, thresholds, strict=True)],
         "combine": combine,
-        "precision": str(getattr(model, "runs_as", model.precision)),
+        "precision": _precision(model),
         "options": option_values(opts),
         "evidence": {"version": ev["version"], "generator_rules_digest": ev["generator_rules_digest"],
                      "c2pa_trust_anchors": (ev["c2pa_trust_anchors"] or {}).get("sha256")},
     }
+
+
+def _precision(model: ScorerLike) -> str:
+    """What runs the backbone, as a report records it (``"bf16 (openvino)"``); a scorer that
+    cannot say before it runs (Ray's actors choose on their machines) gives the precision asked,
+    except fp32, which runs in torch on every machine."""
+    ran = getattr(model, "runs_as", None)
+    if ran is not None:
+        return str(ran)
+    return "fp32 (torch)" if model.precision == "fp32" else str(model.precision)
 
 
 def _short(value: Any) -> str:

@@ -13,10 +13,14 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from aiiscan.cli import main
+from aiiscan.errors import ReportError
 from aiiscan.reports.parts import RUN_FILE, ReportWriter
 from aiiscan.reports.read import read_report, report_metadata
+from aiiscan.scanner.identity import differences
 
 from ..conftest import write_photos
 
@@ -69,7 +73,8 @@ def test_resume_with_other_heads_or_options_is_refused(interrupted, folder, head
         args = [a.format(head=head_prefix, head2=head2_prefix) for a in change]
         res = _run(str(folder), "-o", str(out), "--resume", *args)
         assert res.exit_code == 2, res.output
-        assert "cannot be continued" in res.stderr and named in res.stderr and "delete" in res.stderr, res.stderr
+        assert "cannot be continued" in res.stderr and "delete" in res.stderr
+        assert named in res.stderr, res.stderr
         assert len(res.stderr.strip().splitlines()) == 1 and not out.exists()
         assert {p.name: p.read_bytes() for p in parts.glob("part-*.parquet")} == before  # nothing mixed
     done = _run(str(folder), "-o", str(out), "--resume", "--weights", str(head_prefix), "--threshold", "0.5")
@@ -94,7 +99,8 @@ def test_a_parts_folder_without_a_readable_identity_is_refused(interrupted, fold
             os.mkfifo(run)
         elif content is not None:
             run.write_bytes(content)
-        res = _run(str(folder), "-o", str(out), "--resume", "--weights", str(head_prefix), "--threshold", "0.5")
+        res = _run(str(folder), "-o", str(out), "--resume", "--weights", str(head_prefix),
+                   "--threshold", "0.5")
         assert res.exit_code == 2, (content, res.output)
         assert "cannot be continued" in res.stderr and "delete" in res.stderr
     shutil.rmtree(parts)  # as the message says: a fresh scan then runs
@@ -142,3 +148,37 @@ def test_a_report_without_a_run_identity_gives_nothing(folder, head_prefix, tmp_
     res = _run(str(folder), "-o", str(out), "--incremental", str(old), "--weights", str(head_prefix))
     assert res.exit_code == 0 and "records no run identity" in res.stdout
     assert {r["reused"] for r in read_report(out).to_pylist()} == {None}
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                  max_size=3),
+                    max_leaves=12)
+IDENTITY = {"version": 1, "heads": [{"model_id": "a@1", "model_card_sha256": "c", "scores_sha256": "s",
+                                     "threshold": 0.5}], "combine": None, "precision": "fp32 (torch)",
+            "options": {"exact_decode": False, "prompts": True}, "evidence": {"version": 1}}
+
+
+def _mutations() -> st.SearchStrategy:
+    """RUN.json as a hostile or damaged folder may hold it: any JSON, the identity with any field
+    replaced by any JSON value, or any bytes."""
+    field = st.sampled_from(["version", "heads", "combine", "precision", "options", "evidence"])
+    replaced = st.tuples(field, JSON).map(lambda kv: json.dumps(IDENTITY | {kv[0]: kv[1]}).encode())
+    return st.one_of(JSON.map(lambda v: json.dumps(v).encode()), replaced, st.binary(max_size=64))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(content=_mutations())
+def test_any_run_file_resumes_only_the_same_identity(tmp_path_factory, content):
+    out = tmp_path_factory.mktemp("run") / "r.parquet"
+    ReportWriter(out, identity=IDENTITY, explain=differences).close()
+    (out.with_name(out.name + ".parts") / RUN_FILE).write_bytes(content)
+    try:
+        same = json.loads(content) == IDENTITY
+    except ValueError:
+        same = False
+    try:
+        ReportWriter(out, resume=True, identity=IDENTITY, explain=differences).close()
+        assert same
+    except ReportError as exc:
+        assert not same and "delete" in str(exc) and "\n" not in str(exc)
