@@ -382,7 +382,12 @@ def url_kind(url: str) -> str:
         if where is None:
             return "missing"
         fs, (bucket, key) = filesystem(url), where
-        out = call(lambda: fs.call_s3("list_objects_v2", Bucket=bucket, Prefix=key + "/", MaxKeys=1))
+        try:  # no object of that key: a prefix with objects under it, or nothing (no bucket either)
+            out = call(lambda: fs.call_s3("list_objects_v2", Bucket=bucket, Prefix=key + "/", MaxKeys=1))
+        except StoreError as missing:
+            if missing.kind != "missing":
+                raise
+            return "missing"
         return "directory" if out.get("Contents") else "missing"
     return "directory" if info.get("type") == "directory" else "file"
 

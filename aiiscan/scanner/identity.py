@@ -92,7 +92,8 @@ def differences(was: Any, now: dict[str, Any]) -> list[str]:
     """What differs between a recorded identity and this run's, each as 'X used A, this one B'
     (at most a few, for one line); empty when they are the same."""
     if not isinstance(was, dict) or was.get("version") != now["version"]:
-        return ["it recorded no run identity this version of aiiscan reads"]
+        return ["its run identity (RUN.json) is missing or unreadable (an older aiiscan made it, or it "
+                "was damaged)"]
     out = []
     old_heads, new_heads = was.get("heads"), now["heads"]
     if not isinstance(old_heads, list) or len(old_heads) != len(new_heads):

@@ -149,7 +149,7 @@ KEYS = st.lists(KEY_CHARS, min_size=1, max_size=24).map("".join).filter(
 _counter = itertools.count()
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(keys=st.lists(KEYS, min_size=1, max_size=4, unique=True))
 def test_any_legal_key_is_listed_read_and_reported_as_itself(s3env, tmp_path, keys):
     """Evidence-only scans (no head): each key one row with its own bytes, under a path that
