@@ -20,7 +20,7 @@ from aiiscan.cli import main
 from aiiscan.errors import ReportError
 from aiiscan.reports.parts import RUN_FILE, ReportWriter
 from aiiscan.reports.read import read_report, report_metadata
-from aiiscan.scanner.identity import differences
+from aiiscan.scanner.identity import differences, reusable
 
 from ..conftest import write_photos
 
@@ -174,9 +174,12 @@ def test_any_run_file_resumes_only_the_same_identity(tmp_path_factory, content):
     ReportWriter(out, identity=IDENTITY, explain=differences).close()
     (out.with_name(out.name + ".parts") / RUN_FILE).write_bytes(content)
     try:
-        same = json.loads(content) == IDENTITY
+        recorded = json.loads(content)
     except ValueError:
-        same = False
+        recorded = None
+    same = recorded == IDENTITY
+    allowed = reusable(recorded, IDENTITY)  # the same record in a report's metadata (--incremental)
+    assert allowed.scores >= allowed.rows and (allowed.rows or not same)
     try:
         ReportWriter(out, resume=True, identity=IDENTITY, explain=differences).close()
         assert same
