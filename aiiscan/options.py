@@ -28,6 +28,7 @@ DEFAULT_BACKBONE = "ViT-L-14"  # the paper's backbone
 DEFAULT_PRETRAINED = "openai"
 TEXTURES = ("highpass", "gradient")  # MPFT texture measures per ViT patch (tasks/masking)
 MASK_MODES = ("drop", "zero")  # MPFT: drop masked patch tokens, or zero their pixels
+METHODS = ("mpft", "probe")  # aiiscan finetune --method: MPFT fine-tuning, or a linear probe
 PRECISIONS = ("auto", "fp32", "bf16")
 COMBINE = ("any", "all")  # how several heads' labels make a verdict (scanner.verdict)
 DEFAULT_TIMEOUT = 120.0  # seconds one file may take to decode
@@ -240,13 +241,22 @@ class MaskSpec:
 
 @dataclass(frozen=True)
 class FinetuneOptions:
-    """How an MPFT head is fine-tuned; recorded in its card's ``training`` block."""
+    """How an MPFT head is fine-tuned (or a linear probe fitted); recorded in its card's
+    ``training`` block."""
 
+    method: str = opt("mpft", "mpft: fine-tune the last ViT blocks with texture-aware masking; probe: a "
+                              "logistic regression on the frozen embedding (UnivFD's linear probe; shares "
+                              "the backbone pass with CLIP-Flow heads in a scan).", choices=METHODS)
     tune_blocks: int = opt(2, "How many of the ViT's last transformer blocks are fine-tuned (with ln_post "
                               "and proj).", min=1)
     tune_patch_embed: bool = opt(False, "Also fine-tune the patch embedding (conv1), the ViT's pixel-level "
                                         "filters.")
     mask: MaskSpec = opt(factory=MaskSpec, nested=MaskSpec)
+    trace_features: bool = opt(True, "MPFT's classifier also reads the frozen first layer's mean absolute "
+                                     "response per filter over the unmasked patches (pixel-level traces; "
+                                     "docs/mpft.md).", negate="--no-trace-features")
+    lp_init: bool = opt(True, "Start MPFT's classifier from a linear probe on the frozen features "
+                              "(LP-FT), then fine-tune.", negate="--no-lp-init")
     epochs: int = opt(10, "Most epochs (early stopping may end sooner).", min=1)
     batch_size: int = opt(32, "Images per step.", min=2)
     lr: float = opt(1e-5, "AdamW learning rate of the tuned ViT blocks.")
@@ -256,6 +266,9 @@ class FinetuneOptions:
                                    "printed AUC.", min=0, max=0.9, open="min")
     patience: int = opt(3, "Stop after this many epochs without a better held-out AUC.", min=1)
     views: int = opt(0, "0: fresh crops every epoch; K: decode K augmented views once (CPU-friendly).", min=0)
+    crop_step: int = opt(8, "Random training crops sit a multiple of this many pixels from the centre crop "
+                            "a scan takes (1: anywhere), so pixel grids of period 2, 4 or 8 (upsampling, "
+                            "JPEG blocks) keep the phase a scan sees.", min=1)
     seed: int = opt(0, "Seed for the split, crops, order and initialisation.")
     grad_clip: float = opt(1.0, cli=False)
     loss_sign: float = opt(1.0, "Sign of the loss (tests: -1 must fail to learn; never for real use).",

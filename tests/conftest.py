@@ -130,6 +130,20 @@ def mpft_prefix(tmp_path_factory, backbone) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def probe_prefix(tmp_path_factory, backbone) -> Path:
+    """A linear probe on the same tiny backbone: it shares the CLIP-Flow heads' backbone pass."""
+    from aiiscan.options import FinetuneOptions
+    from aiiscan.tasks.finetune import finetune
+
+    root = tmp_path_factory.mktemp("probe")
+    natural = write_photos(root / "natural", 8, seed=33)
+    ai = write_photos(root / "ai", 8, seed=34)
+    cfg = FinetuneOptions(method="probe", val_fraction=0.25, workers=0, views=1)
+    finetune(backbone, natural, ai, root / "probe", cfg, backbone_source=str(TINY_CONFIG), progress=False)
+    return root / "probe"
+
+
 def natural_photos(root: Path) -> list[str]:
     if not root.is_dir():
         pytest.skip(f"{root} not present")

@@ -14,11 +14,13 @@ from .params import options_for
 
 
 @click.command("finetune", context_settings=common.CONTEXT,
-               short_help="Fine-tune an MPFT detector on natural photos and some AI images you hold.",
+               short_help="Fine-tune an MPFT detector (or fit a linear probe) on natural photos and AI "
+                          "images you hold.",
                epilog=common.examples(
                    "aiiscan finetune --natural ~/photos/authentic --ai ~/moderation/ai-flagged -o mpft",
                    "aiiscan finetune --natural-list real.txt --ai-list ai.txt -o mpft --tune-blocks 4",
                    "aiiscan finetune --natural real/ --ai ai/ -o mpft --views 2 --device cpu   # CPU",
+                   "aiiscan finetune --method probe --natural real/ --ai ai/ -o probe   # a linear probe",
                    "aiiscan finetune --natural real/ --ai ai/ -o mpft --resume   # after an interruption"))
 @common.image_sets("natural photos (label 0)", "AI-generated images (label 1)")
 @common.output_option(True, "Output prefix W: writes W.safetensors + W.json (folders are created).")
@@ -34,6 +36,8 @@ def command(natural, natural_list, ai, ai_list, output, backbone, pretrained, cl
     """Fine-tune an MPFT detector (our reading of Niu et al., arXiv 2601.03586): the last blocks of a
     CLIP ViT and a binary head, trained on natural photos and AI images with texture-aware
     masking (the most-textured patches of each crop are masked while training, never at scan time).
+    With --method probe: a logistic regression on the frozen embedding instead (UnivFD's linear
+    probe), which shares the backbone pass with CLIP-Flow heads in a multi-head scan.
 
     Holds out --val-fraction of each class, keeps the epoch with the best held-out AUC and prints
     it. Writes W.safetensors (tuned tensors and head only) and W.json (its model card); scan,
@@ -59,9 +63,10 @@ def command(natural, natural_list, ai, ai_list, output, backbone, pretrained, cl
                    "same command plus --resume", err=True)
         sys.exit(EXIT_INTERRUPTED)
     t, auc = card.training, card.metrics.heldout_auc
-    click.echo(f"wrote {for_terminal(output)}.safetensors and {for_terminal(output)}.json: MPFT, "
-               f"{t.natural_count} natural + {t.ai_count} AI images, kept epoch {t.kept_epoch}")
+    chosen, value = ("l2", f"{card.head.l2:g}") if card.kind == "probe" else ("kept epoch", t.kept_epoch)
+    click.echo(f"wrote {for_terminal(output)}.safetensors and {for_terminal(output)}.json: {card.kind}, "
+               f"{t.natural_count} natural + {t.ai_count} AI images, {chosen} {value}")
     click.echo(f"held-out AUC {auc:.4f} ({t['heldout_natural']} natural + {t['heldout_ai']} AI images "
-               "held out; it chose the kept epoch, so it is slightly optimistic)")
+               f"held out; it chose the {chosen}, so it is slightly optimistic)")
     if card.random_init:
         click.echo("random-init backbone: this AUC is about the images given, not about real AI images")

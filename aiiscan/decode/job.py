@@ -42,6 +42,7 @@ class DecodeJob:
     crop_size: int = CROP
     variants: tuple[Variant, ...] = (None,)
     seed: tuple[int, ...] | None = None  # set for training: random crops/flips, fresh proxies
+    crop_step: int = 1  # training crops: this many pixels apart from the centre crop (preprocess.crop)
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_bytes: int = DEFAULT_MAX_BYTES
     explicit: bool = True  # named by the user: reported even when it is not an image
@@ -79,7 +80,7 @@ class DecodeResult:
 def _variant(img, job: DecodeJob, variant: Variant, index: int) -> np.ndarray:
     rng = None if job.seed is None else np.random.default_rng([*job.seed, index])
     if variant is None:
-        return prepare(img, job.crop_size, rng=rng)
+        return prepare(img, job.crop_size, rng=rng, step=job.crop_step)
     if variant == RADIAL:
         return prepare(img, job.crop_size, radial_band_perturb, rng=rng)
     if isinstance(variant, ProxySpec):

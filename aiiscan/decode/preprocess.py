@@ -225,14 +225,21 @@ def resize_square(img: Image.Image, size: int = RESIZE) -> np.ndarray:
     return np.asarray(small.transpose(turn) if turn is not None else small, dtype=np.uint8)
 
 
-def crop(arr: np.ndarray, size: int = CROP, rng: np.random.Generator | None = None) -> np.ndarray:
-    """Centre crop at test time; with ``rng``, a random crop and a random horizontal flip."""
+def crop(arr: np.ndarray, size: int = CROP, rng: np.random.Generator | None = None, step: int = 1
+         ) -> np.ndarray:
+    """Centre crop at test time; with ``rng``, a random crop and a random horizontal flip. With
+    ``step`` > 1 the random crop sits a multiple of ``step`` pixels from the centre crop, so a
+    pixel grid of period dividing ``step`` keeps the phase the centre crop (a scan) gives it."""
     h, w = arr.shape[:2]
+    top, left = (h - size) // 2, (w - size) // 2
     if rng is None:
-        top, left = (h - size) // 2, (w - size) // 2
         return np.ascontiguousarray(arr[top:top + size, left:left + size])
-    top = int(rng.integers(0, h - size + 1))
-    left = int(rng.integers(0, w - size + 1))
+    if step == 1:
+        top = int(rng.integers(0, h - size + 1))
+        left = int(rng.integers(0, w - size + 1))
+    else:
+        top += step * int(rng.integers(-(top // step), (h - size - top) // step + 1))
+        left += step * int(rng.integers(-(left // step), (w - size - left) // step + 1))
     out = arr[top:top + size, left:left + size]
     if rng.random() < 0.5:
         out = out[:, ::-1]
@@ -241,9 +248,9 @@ def crop(arr: np.ndarray, size: int = CROP, rng: np.random.Generator | None = No
 
 def prepare(img: Image.Image, crop_size: int = CROP,
             transform: Callable[[np.ndarray], np.ndarray] | None = None,
-            rng: np.random.Generator | None = None) -> np.ndarray:
+            rng: np.random.Generator | None = None, step: int = 1) -> np.ndarray:
     """Decoded image -> the uint8 crop the model sees; ``transform`` (a proxy) acts at 256x256."""
     arr = resize_square(img, resize_for(crop_size))
     if transform is not None:
         arr = transform(arr)
-    return crop(arr, crop_size, rng)
+    return crop(arr, crop_size, rng, step)

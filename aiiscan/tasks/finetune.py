@@ -7,6 +7,14 @@ each crop's ViT patches is masked (``masking.py``), so that the model cannot lea
 high-frequency textures where one generator's fingerprints sit. Nothing is masked at evaluation
 or scan time.
 
+Since issue 28 (docs/mpft.md, with the measured table) three defaults let it learn pixel-level
+traces that the frozen first layer carries: the classifier also reads that layer's log mean
+absolute response per filter over the unmasked patches (``trace_features``, ``mpft_net``); it
+starts from a linear probe on the frozen features, its penalty chosen by held-out AUC (LP-FT,
+``lp_init``; the probe is "epoch 0" and may be the one kept); and random training crops sit
+``crop_step`` (8) pixels apart from the centre crop, so a JPEG or upsampling grid keeps the
+phase the scan's centre crop gives it.
+
 Data: the same decode stage as scans (``pipeline.decode_stream`` of ``DecodeJob``s: random crop
 and flip per seed while training, centre crop for the held-out split). ``views=0`` decodes fresh
 augmented crops every epoch; ``views=K`` decodes K views once and each epoch picks one per photo
@@ -28,7 +36,6 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,78 +43,18 @@ import torch
 import torch.nn.functional as F
 
 from ..card import ModelCard
-from ..decode.job import DecodeJob
-from ..decode.pool import decode_stream
-from ..errors import AiiscanError
 from ..files import now_iso
 from ..models.backbone import ClipBackbone, normalize
 from ..models.headfile import save_head
 from ..models.kinds.mpft import KIND, MpftConfig
-from ..models.kinds.mpft_net import MpftHead, tuned_names
+from ..models.kinds.mpft_net import FirstLayerEnergy, MpftHead, trace_width, tuned_names
 from ..options import FinetuneOptions, MaskSpec
 from ..progress import bar
 from .checkpoint import Checkpoint
-from .datasets import FOUND_HOW
+from .labelled import LOGIT_THRESHOLD, Crops, FinetuneError, decode_crops, split, training_block
 from .masking import TokenDrop, keep_indices, most_textured, texture_energy, zero_patches
 from .metrics import roc_auc
-from .train import training_digest
-
-# Where an MPFT head's labels sit until `aiiscan calibrate` moves them: the classifier's own
-# decision boundary, logit 0 (p = 0.5).
-LOGIT_THRESHOLD = {"value": 0.0, "policy": "logit:0",
-                   "note": "the classifier's decision boundary (p = 0.5), set by aiiscan finetune"}
-
-
-class FinetuneError(AiiscanError):
-    """Fine-tuning cannot go on; the message says why and what to change."""
-
-
-@dataclass
-class Crops:
-    """Decoded crops of one labelled set, aligned row by row."""
-
-    paths: list[str]
-    sha256: list[str]
-    labels: list[int]
-    arrays: list[np.ndarray]
-    failed: list[tuple[str, str]]
-
-
-def decode_crops(paths: Sequence[str], labels: Sequence[int], size: int, seed: tuple[int, ...] | None,
-                 workers: int | None, fast_decode: bool = True, desc: str | None = None) -> Crops:
-    """The scan's decode stage: one crop per file (random crop + flip when ``seed`` is set)."""
-    jobs = (DecodeJob(p, size, (None,), None if seed is None else (*seed, i), fast_decode=fast_decode)
-            for i, p in enumerate(paths))
-    out = Crops([], [], [], [], [])
-    with bar(total=len(paths), desc=desc, show=desc is not None) as progress:
-        for label, res in zip(labels, decode_stream(jobs, workers, window=64), strict=True):
-            if res.status == "ok":
-                out.paths.append(res.path)
-                out.sha256.append(res.info["sha256"])
-                out.labels.append(label)
-                out.arrays.append(res.arrays[0])
-            else:
-                out.failed.append((res.path, res.error or "unknown error"))
-            progress.update(1)
-    return out
-
-
-def split(natural: Sequence[str], ai: Sequence[str], fraction: float, seed: int
-          ) -> tuple[list[str], list[int], list[str], list[int]]:
-    """Stratified, seeded held-out split: (train paths, labels, held-out paths, labels)."""
-    rng = np.random.default_rng([seed, 4242])
-    tr, trl, va, val = [], [], [], []
-    for label, paths in ((0, sorted(natural)), (1, sorted(ai))):
-        what = "natural photos" if label == 0 else "AI images"
-        if len(paths) < 2:
-            raise FinetuneError(f"fine-tuning needs at least 2 {what}, got {len(paths)}. {FOUND_HOW}")
-        order = rng.permutation(len(paths))
-        n_val = min(len(paths) - 1, max(1, round(fraction * len(paths))))
-        va += [paths[i] for i in order[:n_val]]
-        tr += [paths[i] for i in order[n_val:]]
-        val += [label] * n_val
-        trl += [label] * (len(paths) - n_val)
-    return tr, trl, va, val
+from .probe import best_probe, train_probe
 
 
 def _classifier(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -116,7 +63,8 @@ def _classifier(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 class _Model:
     """The trainable pieces: the backbone's image tower (last blocks tuned, ``TokenDrop`` in
-    place of its patch dropout) and the classifier."""
+    place of its patch dropout; with ``trace_features``, wrapped in ``FirstLayerEnergy``) and the
+    classifier."""
 
     def __init__(self, backbone: ClipBackbone, cfg: FinetuneOptions, own: bool):
         visual = backbone.visual if own else copy.deepcopy(backbone.visual)
@@ -135,7 +83,10 @@ class _Model:
         visual.patch_dropout = self.drop
         params = dict(visual.named_parameters())
         self.tuned = [params[n].requires_grad_(True) for n in self.names]
-        self.classifier = torch.nn.Linear(backbone.identity.feature_dim, 1).to(backbone.device)
+        self.tower = FirstLayerEnergy(visual) if cfg.trace_features else visual
+        self.trace_dim = trace_width(visual) if cfg.trace_features else 0
+        width = backbone.identity.feature_dim + self.trace_dim
+        self.classifier = torch.nn.Linear(width, 1).to(backbone.device)
         self.backbone = backbone
 
     def parameters(self) -> list[torch.nn.Parameter]:
@@ -153,8 +104,9 @@ class _Model:
                 p.copy_(state[f"visual.{n}"].to(p.device, p.dtype))
             self.classifier.load_state_dict(_classifier(state))
 
-    def logits(self, crops: np.ndarray, mask: MaskSpec | None) -> torch.Tensor:
-        """Logits of uint8 HWC crops; ``mask`` (training steps only) masks textured patches."""
+    def features(self, crops: np.ndarray, mask: MaskSpec | None) -> torch.Tensor:
+        """What the classifier reads from uint8 HWC crops; ``mask`` (training steps only) masks
+        textured patches (from the transformer and from the first-layer energies alike)."""
         bb = self.backbone
         x = normalize(crops, bb.mean, bb.std, bb.device)
         if mask is not None and mask.ratio > 0:
@@ -164,10 +116,35 @@ class _Model:
                 self.drop.keep = keep_indices(masked)
             else:
                 x = zero_patches(x, masked, self.patch)
+            if isinstance(self.tower, FirstLayerEnergy):
+                self.tower.keep = ~masked
         dtype = bb.autocast_dtype
         with torch.autocast(bb.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            feats = self.visual(x)
-        return self.classifier(feats.float()).squeeze(-1)
+            return self.tower(x).float()
+
+    def logits(self, crops: np.ndarray, mask: MaskSpec | None) -> torch.Tensor:
+        return self.classifier(self.features(crops, mask)).squeeze(-1)
+
+    def probe_start(self, train: Crops, val: Crops, cfg: FinetuneOptions,
+                    echo: Callable[[str], None] | None) -> float:
+        """LP-FT: the classifier becomes a linear probe on the unmasked features of the tower as it
+        starts (``tasks/probe.py``, its penalty chosen by held-out AUC); that AUC."""
+        @torch.no_grad()
+        def feats(crops: Crops) -> torch.Tensor:
+            return torch.cat([self.features(np.stack(crops.arrays[i:i + cfg.batch_size]), None).cpu()
+                              for i in range(0, len(crops.arrays), cfg.batch_size)])
+
+        y = torch.tensor(train.labels, dtype=torch.float32)
+        try:
+            auc, l2, w, b, _ = best_probe(feats(train), y, feats(val), val.labels, cfg.loss_sign)
+        except ValueError as exc:
+            raise FinetuneError(str(exc)) from None
+        with torch.no_grad():
+            self.classifier.weight.copy_(w[None].to(self.classifier.weight.device))
+            self.classifier.bias.copy_(b.reshape(1).to(self.classifier.bias.device))
+        if echo:
+            echo(f"linear probe start (LP-FT): l2 {l2:g}, held-out AUC {auc:.4f}")
+        return auc
 
     @torch.inference_mode()
     def scores(self, crops: list[np.ndarray], batch_size: int) -> np.ndarray:
@@ -202,35 +179,19 @@ def _steps(model: _Model, opt: torch.optim.Optimizer, batches: Iterator[tuple[np
     return losses
 
 
-def _training(cfg: FinetuneOptions, natural: Sequence[str], ai: Sequence[str], seen: Crops, val: Crops,
-              best_epoch: int | None, stopped_early: bool, history: list[dict]) -> dict:
-    """The card's training block: the settings, and what the head learnt from."""
-    used = list(zip([*seen.sha256, *val.sha256], [*seen.labels, *val.labels], strict=True))
-    return {
-        **cfg.to_dict(),
-        "natural_count": len(natural), "ai_count": len(ai),
-        "train_count": len(seen.paths), "train_failed": len(seen.failed),
-        "heldout_natural": val.labels.count(0), "heldout_ai": val.labels.count(1),
-        "heldout_failed": len(val.failed),
-        "data_digest": training_digest([*seen.sha256, *val.sha256]),
-        # Short content fingerprints let `calibrate` refuse photos and AI images used here.
-        "natural_fingerprints": sorted({h[:16] for h, lab in used if lab == 0}),
-        "ai_fingerprints": sorted({h[:16] for h, lab in used if lab == 1}),
-        "kept_epoch": best_epoch, "kept_by": "held-out AUC", "stopped_early": stopped_early,
-        "history": history,
-    }
-
-
 def finetune(backbone: ClipBackbone, natural: Sequence[str], ai: Sequence[str], out: str | Path,
              cfg: FinetuneOptions, resume: bool = False, backbone_source: str | None = None,
              progress: bool = True, own_backbone: bool = False,
              on_epoch: Callable[[dict], None] | None = None,
              echo: Callable[[str], None] | None = None) -> ModelCard:
-    """Fine-tune an MPFT head and write ``out.safetensors`` + ``out.json``; returns the card.
+    """Fine-tune an MPFT head (``cfg.method="probe"``: fit a linear probe, ``tasks/probe.py``) and
+    write ``out.safetensors`` + ``out.json``; returns the card.
 
     ``own_backbone``: the backbone was built for this run and may be changed in place (the CLI);
     otherwise its image tower is copied first and the caller's backbone stays as it was.
     """
+    if cfg.method == "probe":
+        return train_probe(backbone, natural, ai, out, cfg, progress, echo, backbone_source)
     out = Path(out)
     tr_paths, tr_labels, va_paths, va_labels = split(natural, ai, cfg.val_fraction, cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -257,18 +218,24 @@ def finetune(backbone: ClipBackbone, natural: Sequence[str], ai: Sequence[str], 
         val = decode_crops(va_paths, va_labels, size, None, cfg.workers, fast,
                            desc="held-out images" if progress else None)
         views = [decode_crops(tr_paths, tr_labels, size, (cfg.seed, 1_000_000 + v), cfg.workers, fast,
-                              desc=f"view {v + 1}/{cfg.views}" if progress else None)
+                              desc=f"view {v + 1}/{cfg.views}" if progress else None, step=cfg.crop_step)
                  for v in range(cfg.views)]
         for what, label in (("natural photos", 0), ("AI images", 1)):
             if val.labels.count(label) < 1:
                 raise FinetuneError(f"none of the held-out {what} could be decoded: "
                                     + "; ".join(f"{p}: {e}" for p, e in val.failed[:3]))
+        if cfg.lp_init and not resumed:
+            first = views[0] if views else decode_crops(tr_paths, tr_labels, size, (cfg.seed, 0), cfg.workers,
+                                                        fast, step=cfg.crop_step)
+            best_auc, best_epoch, best_state = model.probe_start(first, val, cfg, echo), 0, model.state()
+            history.append({"epoch": 0, "loss": None, "heldout_auc": best_auc})
         crops = views[0] if views else None
         stopped_early = False
         for epoch in range(start, cfg.epochs):
             if not views:
                 crops = decode_crops(tr_paths, tr_labels, size, (cfg.seed, epoch), cfg.workers, fast,
-                                     desc=f"epoch {epoch + 1} images" if progress else None)
+                                     desc=f"epoch {epoch + 1} images" if progress else None,
+                                     step=cfg.crop_step)
             gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
             n = len(crops.paths)
             if len(set(crops.labels)) < 2:
@@ -306,7 +273,9 @@ def finetune(backbone: ClipBackbone, natural: Sequence[str], ai: Sequence[str], 
                 break
         model.load(best_state)
         head = MpftHead(MpftConfig(backbone.identity.feature_dim, cfg.tune_blocks,
-                                   {n: list(p.shape) for n, p in zip(model.names, model.tuned, strict=True)}))
+                                   {n: list(p.shape) for n, p in zip(model.names, model.tuned, strict=True)},
+                                   "embedding+first-layer" if model.trace_dim else "embedding",
+                                   model.trace_dim))
         head.classifier.load_state_dict(_classifier(best_state))
         head.tuned = {k[7:]: v for k, v in best_state.items() if k.startswith("visual.")}
     finally:
@@ -317,7 +286,8 @@ def finetune(backbone: ClipBackbone, natural: Sequence[str], ai: Sequence[str], 
         created=now_iso(),
         backbone={**backbone.identity.to_dict(), "source": backbone_source or backbone.source},
         head=head.config,
-        training=_training(cfg, natural, ai, seen, val, best_epoch, stopped_early, history),
+        training={**training_block(cfg.to_dict(), natural, ai, seen, val, history), "kept_epoch": best_epoch,
+                  "kept_by": "held-out AUC", "stopped_early": stopped_early},
         threshold=dict(LOGIT_THRESHOLD),
         metrics={"heldout_auc": None if best_auc == -math.inf else best_auc},
     )

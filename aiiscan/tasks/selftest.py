@@ -41,21 +41,15 @@ def synthetic_photo(rng: np.random.Generator, size: tuple[int, int] = (320, 240)
 TINY64_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny-vit-64.json"
 
 
-def plant_checkerboard(img: Image.Image, amplitude: float = 8.0) -> Image.Image:
-    """A generator-like artifact made here: a faint period-2 checkerboard (+-``amplitude`` grey
-    levels), the spectral peak that transposed-convolution upsampling leaves."""
-    a = np.asarray(img.convert("RGB"), dtype=np.float64)
-    yy, xx = np.mgrid[0:a.shape[0], 0:a.shape[1]]
-    board = np.where((yy + xx) % 2 == 0, amplitude, -amplitude)[..., None]
-    return Image.fromarray(np.clip(np.rint(a + board), 0, 255).astype(np.uint8), "RGB")
-
-
 def planted_pairs(root: Path, n: int, seed: int, size: int, sources: list[str] | None = None,
-                  amplitude: float = 8.0) -> tuple[list[str], list[str]]:
-    """``n`` natural PNGs and ``n`` others with the checkerboard planted, ``size`` x ``size`` (the
-    decode stage's pre-crop size, so that no resize blurs the artifact away). From ``sources``
-    (photos: a centre crop of each, downscaled to three times ``size`` first) when given, else
-    from ``synthetic_photo``. Returns (natural, planted)."""
+                  trace: str = "checkerboard") -> tuple[list[str], list[str]]:
+    """``n`` natural PNGs and ``n`` others with ``trace`` planted (``traces.TRACES``), ``size`` x
+    ``size`` (the decode stage's pre-crop size, so that no resize blurs the trace away), unpaired:
+    each picture is used once. From ``sources`` (photos: a centre crop of each, downscaled to
+    three times ``size`` first) when given, else from ``synthetic_photo``. Returns (natural,
+    planted)."""
+    from .traces import plant
+
     rng = np.random.default_rng(seed)
     out: tuple[list[str], list[str]] = ([], [])
     for kind in ("natural", "planted"):
@@ -73,7 +67,7 @@ def planted_pairs(root: Path, n: int, seed: int, size: int, sources: list[str] |
             img = synthetic_photo(rng, (size, size))
         kind, paths = ("natural", out[0]) if i % 2 == 0 else ("planted", out[1])
         if kind == "planted":
-            img = plant_checkerboard(img, amplitude)
+            img = plant(img, trace, rng)
         path = root / kind / f"{kind}_{i // 2:03d}.png"
         img.save(path)
         paths.append(str(path))

@@ -107,6 +107,23 @@ def test_preprocessing_ignores_aspect_and_centre_crops():
     assert np.array_equal(crop(arr, 224, rng_a), crop(arr, 224, rng_b))
 
 
+def test_stepped_training_crops_keep_the_centre_crops_grid_phase():
+    """--crop-step 8: every random crop sits a multiple of 8 pixels from the centre crop (so an
+    8-pixel block grid keeps the phase a scan sees), and over many draws each such place is used."""
+    yy, xx = np.mgrid[0:256, 0:256]
+    arr = np.stack([yy, xx, np.zeros_like(yy)], axis=-1).astype(np.uint8)  # each pixel names its place
+    places = set()
+    for seed in range(200):
+        out = crop(arr, 224, np.random.default_rng(seed), step=8)
+        top = int(out[0, 0, 0])
+        left = int(min(out[0, 0, 1], out[0, -1, 1]))  # a flipped crop starts at its right edge
+        assert (top - 16) % 8 == 0 and (left - 16) % 8 == 0
+        places.add((top, left))
+    assert {t for t, _ in places} == {0, 8, 16, 24, 32} == {c for _, c in places}
+    small = np.zeros((73, 73, 3), np.uint8)
+    assert crop(small, 64, np.random.default_rng(0), step=8).shape == (64, 64, 3)
+
+
 @pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "L", "CMYK", "I;16", "1", "F"])
 def test_every_mode_becomes_rgb(mode):
     base = Image.fromarray(_img(size=32))

@@ -246,3 +246,23 @@ def test_ray_refuses_heads_of_different_crop_sizes_as_local(local_cluster, head_
                      *scan_options(weights=[str(head_prefix), str(small)], engine=engine, device="cpu",
                                    workers=0, quiet=True))
         assert not (tmp_path / f"{engine}.parquet.parts").exists()
+
+
+def test_ray_scores_a_probe_beside_a_clip_flow_head(local_cluster, multi_folder, head_prefix, probe_prefix,
+                                                    tmp_path):
+    """A linear probe (issue 28) shares the CLIP-Flow head's backbone pass on Ray as locally."""
+    kw = dict(weights=[str(head_prefix), str(probe_prefix)], device="cpu", batch_size=4, precision="fp32",
+              quiet=True)
+    local = run_scan([str(multi_folder)], tmp_path / "local.parquet", *scan_options(workers=2, **kw))
+    far = run_scan([str(multi_folder)], tmp_path / "ray.parquet",
+                   *scan_options(engine="ray", scorers=1, **kw))
+    a, b = _by_path(local.report), _by_path(far.report)
+    assert a.keys() == b.keys() and len(a) == 11
+    for path, ra in a.items():  # the probe's logits are larger than a flow's scores: float noise scales too
+        assert all(ra[c] == b[path][c] for c in ("status", "reused", "model_id", "model_id_2")), path
+        for col in ("score", "score_2"):
+            assert (ra[col] is None) == (b[path][col] is None), (path, col)
+            assert ra[col] is None or ra[col] == pytest.approx(b[path][col], rel=1e-5, abs=1e-6), (path, col)
+    ma, mb = report_metadata(local.report), report_metadata(far.report)
+    assert mb["engine"] == "ray" and mb["backbone_passes"] == ma["backbone_passes"] == 1
+    assert [h["model_id"] for h in mb["heads"]] == [h["model_id"] for h in ma["heads"]]

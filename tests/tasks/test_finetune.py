@@ -161,7 +161,7 @@ def test_mpft_head_reloads_bit_identically_and_ranks_fresh_pairs(mpft_head, plan
     sa, sb = a.score_paths(nat + ai), b.score_paths(nat + ai)
     assert sa == sb and np.isfinite(sa).all()
     assert roc_auc(np.array(sa[:len(nat)]), np.array(sa[len(nat):])) >= 0.9  # never seen in training
-    assert isinstance(a.backbone.visual.patch_dropout, torch.nn.Identity)  # no masking at scan time
+    assert isinstance(a.backbone.visual.visual.patch_dropout, torch.nn.Identity)  # no masking at scan time
 
 
 def test_scan_calibrate_and_evaluate_take_an_mpft_head(mpft_head, planted, tmp_path):
@@ -278,7 +278,7 @@ def test_finetune_usage_errors_exit_2_without_traceback(tmp_path):
     out = runner.invoke(main, ["finetune", "--help"]).output
     for opt in ("--natural", "--natural-list", "--ai", "--ai-list", "--output", "--tune-blocks",
                 "--mask-ratio", "--texture", "--mask-mode", "--epochs", "--patience", "--val-fraction",
-                "--resume", "--seed",
+                "--resume", "--seed", "--method", "--crop-step", "--no-trace-features", "--no-lp-init",
                 "--overwrite", "--quiet", "--progress", "Examples:"):
         assert opt in out
 
@@ -295,3 +295,30 @@ def test_default_backbone_offline_fails_fast_with_a_message(tmp_path):
     assert "CLIP weights for ViT-L-14/openai are not on this machine" in proc.stderr
     assert "--clip-weights" in proc.stderr and "Traceback" not in proc.stderr
     assert not os.path.exists(tmp_path / "x.json")
+
+
+def test_mpft_heads_from_before_trace_features_still_load_and_score(planted, mpft_head, tmp_path):
+    """Issue 28 widened the classifier (embedding + first-layer energies). A card without
+    ``head.features`` is a head from before: it loads and scores as the embedding-only network it
+    was; a widened file under such a card is refused with a clear message."""
+    from aiiscan.options import FinetuneOptions
+    from aiiscan.tasks.finetune import finetune
+
+    assert read_card(mpft_head["prefix"]).head.features == "embedding+first-layer"
+    bb = build_backbone(str(TINY64_CONFIG), "none", clip_weights=planted["clip"], device="cpu", quiet=True)
+    nat, ai = planted["train"]
+    cfg = FinetuneOptions(epochs=1, batch_size=8, views=1, workers=0, trace_features=False, lp_init=False)
+    finetune(bb, nat[:8], ai[:8], tmp_path / "old", cfg, progress=False, own_backbone=True)
+    raw = json.loads((tmp_path / "old.json").read_text())
+    for key in ("features", "trace_dim"):
+        raw["head"].pop(key)  # the card as aiiscan wrote it before issue 28
+    (tmp_path / "old.json").write_text(json.dumps(raw))
+    det = Detector.load(tmp_path / "old", device="cpu", clip_weights=planted["clip"], quiet=True)
+    assert det.card.head.features == "embedding" and np.isfinite(det.score_paths(nat[:2])).all()
+    widened = json.loads(Path(str(mpft_head["prefix"]) + ".json").read_text())
+    for key in ("features", "trace_dim"):
+        widened["head"].pop(key)
+    (tmp_path / "wide.json").write_text(json.dumps(widened))
+    (tmp_path / "wide.safetensors").write_bytes(Path(str(mpft_head["prefix"]) + ".safetensors").read_bytes())
+    with pytest.raises(WeightsError, match="classifier.weight"):
+        load_head(tmp_path / "wide")

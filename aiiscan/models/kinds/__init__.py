@@ -10,6 +10,7 @@ backbone) reach the network through ``net``. A new kind is its module(s) plus on
 - ``clip-flow`` (``flow``): a normalizing flow on frozen CLIP features; the default, and the kind
   of every card written before kinds existed.
 - ``mpft`` (``mpft``): the last blocks of the CLIP ViT fine-tuned, plus a logit head.
+- ``probe`` (``probe``): a logistic regression on the frozen embedding (UnivFD's linear probe).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ DEFAULT_KIND = "clip-flow"
 KINDS: dict[str, str] = {
     "clip-flow": "aiiscan.models.kinds.flow",
     "mpft": "aiiscan.models.kinds.mpft",
+    "probe": "aiiscan.models.kinds.probe",
 }
 
 

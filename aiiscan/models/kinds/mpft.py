@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from . import HeadKind
 
+FEATURES = ("embedding", "embedding+first-layer")  # what the classifier reads (mpft_net)
 MAX_TUNED_ELEMENTS = 2**31  # ~8 GB of float32: more than a whole ViT-bigG image tower
 _NAME = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
 
@@ -23,15 +24,20 @@ class MpftConfig:
     feature_dim: int
     tune_blocks: int
     tensors: dict = field(default_factory=dict)  # tuned image-tower tensor name -> shape (list)
+    # Cards written before issue 28 have neither field: the classifier read the embedding alone.
+    features: str = "embedding"
+    trace_dim: int = 0  # first-layer filters read beside the embedding (0 with "embedding")
 
     def to_dict(self) -> dict:
         return {"feature_dim": self.feature_dim, "tune_blocks": self.tune_blocks,
-                "tensors": {k: list(v) for k, v in self.tensors.items()}}
+                "tensors": {k: list(v) for k, v in self.tensors.items()},
+                "features": self.features, "trace_dim": self.trace_dim}
 
     @classmethod
     def from_dict(cls, h: dict) -> MpftConfig:
         return cls(feature_dim=h["feature_dim"], tune_blocks=h["tune_blocks"],
-                   tensors={k: list(v) for k, v in h["tensors"].items()})
+                   tensors={k: list(v) for k, v in h["tensors"].items()},
+                   features=h.get("features", "embedding"), trace_dim=h.get("trace_dim", 0))
 
 
 def check_card(card: dict) -> None:
@@ -43,6 +49,13 @@ def check_card(card: dict) -> None:
             raise ValueError(f"head.{key}={v!r} is not an integer in 1..{hi}")
     if head["feature_dim"] != card["backbone"]["feature_dim"]:
         raise ValueError("head.feature_dim differs from backbone.feature_dim")
+    features, trace_dim = head.get("features", "embedding"), head.get("trace_dim", 0)
+    if features not in FEATURES:
+        raise ValueError(f"head.features={features!r} is not one of {FEATURES} (a newer aiiscan's MPFT "
+                         "head?)")
+    if not isinstance(trace_dim, int) or isinstance(trace_dim, bool) or not 0 <= trace_dim <= 16384 \
+            or (trace_dim == 0) != (features == "embedding"):
+        raise ValueError(f"head.trace_dim={trace_dim!r} does not fit head.features={features!r}")
     tensors = head.get("tensors")
     if not isinstance(tensors, dict) or not 1 <= len(tensors) <= 4096:
         raise ValueError("head.tensors must map 1..4096 tuned tensor names to shapes")

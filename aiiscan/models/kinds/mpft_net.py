@@ -19,6 +19,15 @@ is allocated, and against the backbone when the head is bound to it: a head tune
 base backbone is refused.
 
 Score: the classifier's logit, so "higher = more likely AI", as for CLIP-Flow; 0 is p = 0.5.
+
+Features (``MpftConfig.features``): ``embedding`` (heads written before issue 28) reads the image
+embedding alone; ``embedding+first-layer`` (the default since) also reads, per filter of the
+frozen patch embedding, the log mean absolute response over the patches (``FirstLayerEnergy``).
+Why: a pixel-level trace spread over the image (a checkerboard, a resampling or JPEG grid)
+changes those energies linearly and strongly, but a few hundred images and a few epochs do not
+teach the tuned last blocks to recover it through layer norms and attention (docs/mpft.md, the
+measured table). Reading the first layer beside the last one is what RINE does with intermediate
+blocks; the energies cost one extra patch-embedding convolution per crop.
 """
 
 from __future__ import annotations
@@ -54,6 +63,33 @@ def tuned_names(visual: nn.Module, blocks: int, patch_embed: bool = False) -> li
     return keep
 
 
+class FirstLayerEnergy(nn.Module):
+    """The image tower, its embedding followed by log(mean |conv1 response|) per first-layer
+    filter. While training, ``keep`` (bool ``[B, P]``, set for one batch, then forgotten) limits
+    the mean to the unmasked patches, so texture-aware masking hides the same patches from both."""
+
+    def __init__(self, visual: nn.Module):
+        super().__init__()
+        self.visual = visual
+        self.keep: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        emb = self.visual(x)
+        response = self.visual.conv1(x.to(self.visual.conv1.weight.dtype)).abs().flatten(2).float()
+        keep, self.keep = self.keep, None
+        if keep is None:
+            energy = response.mean(dim=2)
+        else:
+            k = keep.to(response.device, response.dtype)[:, None]
+            energy = (response * k).sum(dim=2) / k.sum(dim=2)
+        return torch.cat([emb.float(), torch.log(energy + 1e-6)], dim=1)
+
+
+def trace_width(visual: nn.Module) -> int:
+    """How many first-layer filters ``FirstLayerEnergy`` reads from this tower."""
+    return int(visual.conv1.out_channels)
+
+
 class MpftHead(nn.Module):
     """The classifier on the (tuned) image embedding, plus the tuned tower tensors it carries.
 
@@ -64,7 +100,7 @@ class MpftHead(nn.Module):
     def __init__(self, config: MpftConfig):
         super().__init__()
         self.config = config
-        self.classifier = nn.Linear(config.feature_dim, 1)
+        self.classifier = nn.Linear(config.feature_dim + config.trace_dim, 1)
         self.tuned: dict[str, torch.Tensor] = {}
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
@@ -74,7 +110,7 @@ class MpftHead(nn.Module):
 # ---- the head-kind interface (see kinds/__init__.py) -----------------------------------------------------
 
 def expected(config: MpftConfig) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
-    out = {"classifier.weight": ((1, config.feature_dim), torch.float32),
+    out = {"classifier.weight": ((1, config.feature_dim + config.trace_dim), torch.float32),
            "classifier.bias": ((1,), torch.float32)}
     out.update({f"visual.{k}": (tuple(v), torch.float32) for k, v in config.tensors.items()})
     return out
@@ -103,11 +139,17 @@ def bind(backbone, head: MpftHead, owned: bool = False):
     if bad:
         raise WeightsError(f"this MPFT head's tuned tensors do not fit the backbone in use ({bad[:3]}): "
                            "it was tuned from another base backbone")
+    if head.config.trace_dim and trace_width(backbone.visual) != head.config.trace_dim:
+        raise WeightsError(f"this MPFT head reads {head.config.trace_dim} first-layer filters; the backbone "
+                           f"in use has {trace_width(backbone.visual)}: it was tuned from another base "
+                           "backbone")
     visual = backbone.visual if owned else copy.deepcopy(backbone.visual)
     with torch.no_grad():
         for name, p in visual.named_parameters():
             if name in head.tuned:
                 p.copy_(head.tuned[name].to(p.device, p.dtype))
+    if head.config.features != "embedding":
+        visual = FirstLayerEnergy(visual)
     bound = ClipBackbone(visual, backbone.identity, backbone.mean, backbone.std, backbone.device,
                          source=backbone.source)
     bound.precision = backbone.precision
