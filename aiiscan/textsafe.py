@@ -62,10 +62,18 @@ def display_path(path: str) -> str:
 _DISPLAY_ESCAPE = re.compile(r"\\(\\|x[0-9a-f]{2})")
 
 
+def _undo(m: re.Match) -> str:
+    if m.group(1) == "\\":
+        return "\\"
+    byte = int(m.group(1)[1:], 16)
+    return chr(byte) if byte < 0x80 else chr(0xDC00 + byte)  # ASCII: an escaped separator (``\x3a``)
+
+
 def path_from_display(shown: str) -> str:
-    """The file-system name (str, surrogateescape) behind a report ``path``."""
-    return _DISPLAY_ESCAPE.sub(
-        lambda m: "\\" if m.group(1) == "\\" else chr(0xDC00 + int(m.group(1)[1:], 16)), shown)
+    """The file-system name (str, surrogateescape) behind a report ``path``. ``\\xNN`` below
+    0x80 is an ASCII character escaped to keep a path unambiguous (a store key's ``::`` is shown
+    as ``\\x3a\\x3a``): ``display_path`` never shows a decodable byte that way."""
+    return _DISPLAY_ESCAPE.sub(_undo, shown)
 
 
 # On a page every invisible character is suspect: besides what a terminal must not get, any other

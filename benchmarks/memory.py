@@ -25,6 +25,7 @@ one-million-row slices; the empty-file trees are cached under ``--cache``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import resource
@@ -129,12 +130,32 @@ def _watch_parts(parts: Path, t0: float, box: dict) -> None:
         time.sleep(0.05)
 
 
-def prepare(kind: str, tree: Path, rows: int, cache: Path, model_id: str) -> Path:
-    """The old report (incremental) or the interrupted run's parts (resume), made once."""
-    from aiiscan.reports.schema import SCHEMA
+def scan_metadata(det) -> dict:
+    """What a scan with ``det`` and the default options records of how it ran (its run identity
+    and evidence settings): the old report and the interrupted run carry it, or the scan would
+    (rightly) reuse nothing of them."""
+    from aiiscan.api import scan_options
+    from aiiscan.decode.evidence import load_evidence
+    from aiiscan.scanner.identity import run_identity
+    from aiiscan.scanner.rows import Rows
 
-    target = cache / {"incremental": f"old-{rows}.parquet",
-                      "report": f"report-{rows}.parquet"}.get(kind, f"parts-{rows}")
+    opts, _ = scan_options(detector=det, quiet=True)
+    rows, evidence = Rows(det, opts), load_evidence(opts.evidence)
+    return {"run_identity": run_identity(det, rows.thresholds, rows.combine, opts, evidence),
+            "evidence": evidence.metadata()}
+
+
+def prepare(kind: str, tree: Path, rows: int, cache: Path, model_id: str,
+            meta: dict | None = None) -> Path:
+    """The old report (incremental) or the interrupted run's parts (resume), made once per
+    ``scan_metadata``."""
+    from aiiscan.reports.parts import RUN_FILE
+    from aiiscan.reports.schema import META_KEY, SCHEMA
+
+    digest = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:8]
+    tag = "" if meta is None else f"-{digest}"
+    target = cache / {"incremental": f"old-{rows}{tag}.parquet",
+                      "report": f"report-{rows}.parquet"}.get(kind, f"parts-{rows}{tag}")
     if target.exists():
         return target
     tmp = target.with_name(target.name + ".tmp")
@@ -143,7 +164,7 @@ def prepare(kind: str, tree: Path, rows: int, cache: Path, model_id: str) -> Pat
             for t in synthetic_report(tree, rows):
                 w.write_table(t, row_group_size=16384)
     elif kind == "incremental":
-        with pq.ParquetWriter(tmp, SCHEMA) as w:
+        with pq.ParquetWriter(tmp, SCHEMA.with_metadata({META_KEY: json.dumps(meta).encode()})) as w:
             for t in synthetic_rows(tree, rows, model_id):
                 w.write_table(t)
     else:  # parts of 100,000 rows (a scan writes --part-rows, 1,024 by default: fewer files here)
@@ -153,6 +174,7 @@ def prepare(kind: str, tree: Path, rows: int, cache: Path, model_id: str) -> Pat
             for part in t.to_batches(100_000):
                 pq.write_table(pa.Table.from_batches([part]), tmp / f"part-{number:05d}.parquet")
                 number += 1
+        (tmp / RUN_FILE).write_text(json.dumps((meta or {}).get("run_identity")))
     os.replace(tmp, target)
     return target
 
@@ -261,11 +283,12 @@ def main() -> None:
     tree = Path(args.cache) / f"empty{TREE}"
     make_empty_files(tree, TREE)
     if {"incremental", "resume"} & set(args.only):
-        model_id = detector_for("tiny").model_id
+        det = detector_for("tiny")
+        model_id, meta = det.model_id, scan_metadata(det)
     for kind, title in (("incremental", f"--incremental: the {TREE:,}-file tree against an old report"),
                         ("resume", f"--resume: the {TREE:,}-file tree after an interrupted run")):
         if kind in args.only:
-            made = [(r, prepare(kind, tree, r, Path(args.cache), model_id)) for r in args.rows]
+            made = [(r, prepare(kind, tree, r, Path(args.cache), model_id, meta)) for r in args.rows]
             table(title, "rows", [(r, run_inner(kind, tree, source, args)) for r, source in made])
     if "report" in args.only:
         made = [(r, prepare("report", tree, r, Path(args.cache), "")) for r in args.rows]

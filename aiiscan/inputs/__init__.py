@@ -3,6 +3,7 @@
 A source is a module that owns one kind of location and answers for it:
 
 - ``claim(raw) -> Location | None``: the location a user-typed name means, if this source's;
+- ``from_display(shown) -> Location | None``: the location a report ``path`` (``display``) names;
 - ``expand(loc, crawl) -> Iterator[Entry]``: what a root named by the user stands for (a folder's
   files, a prefix's objects, or the object itself);
 - ``exists(loc)``, ``is_regular(loc)``: cheap checks before a scan starts and while crawling;
@@ -49,6 +50,16 @@ def parse(raw: str) -> Location:
         if loc is not None:
             return loc
     raise ValueError(f"no source claims {raw!r}")  # unreachable: the local source claims all
+
+
+def from_display(shown: str) -> Location:
+    """The location a report's ``path`` names: ``Location.display`` undone, so that a store key
+    holding ``::`` is that object, not an archive member (``parse`` reads what a user types)."""
+    for name in SOURCES:
+        loc = source(name).from_display(shown)
+        if loc is not None:
+            return loc
+    raise ValueError(f"no source claims {shown!r}")  # unreachable: the local source claims all
 
 
 def expand(loc: Location, crawl: Crawl) -> Iterator[Entry]:

@@ -62,6 +62,8 @@ from typing import Any, BinaryIO, ClassVar
 
 import numpy as np
 
+from ..textsafe import display_path, path_from_display
+from . import from_display as from_shown
 from . import open_seekable, parse, version_tag, zipdir
 from .location import Entry, EntryStat, Location, Refused, SourceError, mtime_us_of_seconds
 
@@ -87,6 +89,12 @@ class ArchiveMember(Location):
     @property
     def raw(self) -> str:
         return f"{self.container.raw}{SEP}{self.member}"
+
+    def display(self) -> str:
+        """``CONTAINER::MEMBER``, each part as its own source shows it: the first ``::`` after
+        the container's archive suffix is always this separator (a store key's own ``::`` is
+        escaped in its container's part)."""
+        return f"{self.container.display()}{SEP}{display_path(self.member)}"
 
 
 @dataclass(frozen=True)
@@ -121,6 +129,12 @@ def claim(raw: str) -> ArchiveMember | None:
     """``SHARD::MEMBER`` as a user types it, the container parsed by its own source."""
     m = _MEMBER.match(raw)
     return ArchiveMember(parse(m.group(1)), m.group(2)) if m else None
+
+
+def from_display(shown: str) -> ArchiveMember | None:
+    """The member a report ``path`` names (``ArchiveMember.display`` undone)."""
+    m = _MEMBER.match(shown)
+    return ArchiveMember(from_shown(m.group(1)), path_from_display(m.group(2))) if m else None
 
 
 def expand(loc: ArchiveMember, crawl: Any) -> Iterator[Entry]:  # noqa: ARG001

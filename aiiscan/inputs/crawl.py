@@ -11,6 +11,7 @@ the decode workers, which read the file anyway; the crawl only filters by glob.
 from __future__ import annotations
 
 import fnmatch
+import io
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -29,18 +30,23 @@ def _matches(loc: Location, patterns: Sequence[str]) -> bool:
 
 
 def read_list(source: str) -> Iterator[str]:
-    """Paths from a list file, one per line (``-`` reads standard input). Blank lines and
-    comments (first non-blank character ``#``) are skipped: name a file starting with ``#``
-    as ``./#name``."""
-    stream = sys.stdin if source == "-" else open(source, encoding="utf-8",  # noqa: SIM115
-                                                     errors="surrogateescape")
+    """Paths from a list file, one per line (``-`` reads standard input). UTF-8, with or without
+    a byte-order mark (Windows editors write one: it is not part of the first name); undecodable
+    bytes are kept as the names they are. Lines end at LF; a CR before it goes (CRLF files).
+    Blank lines and comments (first non-blank character ``#``) are skipped: name a file
+    starting with ``#`` as ``./#name``."""
+    stdin = source == "-"
+    raw = sys.stdin.buffer if stdin else open(source, "rb")  # noqa: SIM115
+    stream = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="\n")
     try:
         for line in stream:
-            line = line.rstrip("\r\n")
+            line = line.removesuffix("\n").removesuffix("\r")
             if line.strip() and not line.lstrip().startswith("#"):
                 yield line
     finally:
-        if stream is not sys.stdin:
+        if stdin:
+            stream.detach()  # standard input stays open for whoever reads it next
+        else:
             stream.close()
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, ClassVar
 
-from ..textsafe import display_path
+from ..textsafe import display_path, path_from_display
 from .location import Crawl, Entry, EntryStat, Location, Refused
 
 
@@ -43,6 +43,10 @@ def lexical_key(path: str) -> str:
 
 def claim(raw: str) -> LocalFile:
     return LocalFile(raw)
+
+
+def from_display(shown: str) -> LocalFile:
+    return LocalFile(path_from_display(shown))
 
 
 def exists(loc: LocalFile) -> bool:

@@ -35,6 +35,7 @@ reason, which the decode stage writes into the file's row.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import random
 import re
@@ -46,6 +47,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, BinaryIO, ClassVar, TypeVar
 
+from ..textsafe import display_path, path_from_display
 from .location import Crawl, Entry, EntryStat, ListingLost, Location, SourceError, mtime_us_of_seconds
 
 T = TypeVar("T")
@@ -98,10 +100,14 @@ def is_url(path: str) -> bool:
     return scheme(path) is not None
 
 
+_PAIRED_COLON = re.compile(r":(?=:)|(?<=:):")
+
+
 @dataclass(frozen=True)
 class StoreObject(Location):
     """An object (or, as a root, a prefix) in a store, by its URL: ``scheme://bucket/key``. The
-    key is whatever the store listed, never split again: ``::`` or ``?`` in it are its own."""
+    key is whatever the store listed, never split again: ``::``, ``?versionId=``, ``#``, ``%``
+    in it are its own (an S3 object is read by bucket and key, never through a parsed path)."""
 
     url: str
     source: ClassVar[str] = "store"
@@ -110,9 +116,32 @@ class StoreObject(Location):
     def raw(self) -> str:
         return self.url
 
+    def display(self) -> str:
+        """The report's ``path``: the URL as ``textsafe.display_path`` shows names, with each
+        colon of a ``::`` in the key shown as ``\\x3a``, so that an object whose key holds
+        ``s.tar::m.jpg`` and the member ``m.jpg`` of the object ``s.tar`` never share a path
+        (``::`` in a path is always the archive-member separator). ``from_display`` undoes it."""
+        return _PAIRED_COLON.sub(r"\\x3a", display_path(self.url))
+
 
 def claim(raw: str) -> StoreObject | None:
     return StoreObject(raw) if is_url(raw) else None
+
+
+def from_display(shown: str) -> StoreObject | None:
+    """The object a report ``path`` names (``StoreObject.display`` undone)."""
+    return StoreObject(path_from_display(shown)) if is_url(shown) else None
+
+
+def s3_key(url: str) -> tuple[str, str] | None:
+    """(bucket, key) of an ``s3://`` URL: split once, at the first ``/`` after the bucket, the
+    key kept exactly (a leading ``/``, ``..``, ``?``, ``#``, ``%`` and spaces are its own).
+    None for other stores."""
+    s = scheme(url)
+    if s is None or SCHEMES[s][0] != "s3":
+        return None
+    bucket, _, key = url.split("://", 1)[1].partition("/")
+    return bucket, key
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,7 +326,7 @@ def _etag(info: dict) -> str | None:
 
 
 def stat_of(info: dict) -> EntryStat:
-    size = info.get("size", info.get("Size"))
+    size = info.get("size", info.get("Size", info.get("ContentLength")))
     return EntryStat(int(size) if size is not None else None, _mtime_us(info), _etag(info))
 
 
@@ -316,8 +345,14 @@ def _remember(url: str, st: EntryStat) -> None:
 
 
 def _info(url: str) -> dict:
+    """What the store says of an object: on S3 a HEAD of exactly its bucket and key (``fs.info``
+    would parse ``?versionId=`` out of the key), elsewhere the backend's ``info``."""
     fs = filesystem(url)
-    return call(lambda: fs.info(url))
+    where = s3_key(url)
+    if where is None:
+        return call(lambda: fs.info(url))
+    bucket, key = where
+    return call(lambda: fs.call_s3("head_object", Bucket=bucket, Key=key))
 
 
 def stat_url(url: str, fresh: bool = False) -> EntryStat:
@@ -341,9 +376,19 @@ def url_kind(url: str) -> str:
     try:
         info = _info(url)
     except StoreError as exc:
-        if exc.kind == "missing":
+        if exc.kind != "missing":
+            raise
+        where = s3_key(url)
+        if where is None:
             return "missing"
-        raise
+        fs, (bucket, key) = filesystem(url), where
+        try:  # no object of that key: a prefix with objects under it, or nothing (no bucket either)
+            out = call(lambda: fs.call_s3("list_objects_v2", Bucket=bucket, Prefix=key + "/", MaxKeys=1))
+        except StoreError as missing:
+            if missing.kind != "missing":
+                raise
+            return "missing"
+        return "directory" if out.get("Contents") else "missing"
     return "directory" if info.get("type") == "directory" else "file"
 
 
@@ -368,16 +413,19 @@ def get_file(url: str, local: str | os.PathLike) -> None:
 def read_object(url: str, max_bytes: int) -> tuple[bytes, EntryStat]:
     """An object's bytes (at most ``max_bytes``) and its stat, with bounded retries."""
     fs = filesystem(url)
-    info = call(lambda: fs.info(url))
+    info = _info(url)
     if info.get("type") == "directory":
         raise StoreError("is a prefix (a folder), not an object", "missing")
     st = stat_of(info)
     if st.size is not None and st.size > max_bytes:
         raise StoreError(f"object of {st.size} bytes exceeds the size cap {max_bytes}", "too-big")
+    where = s3_key(url)
 
     def fetch() -> bytes:
         if st.size == 0:
             return b""
+        if where is not None:  # by bucket and key, the version the HEAD saw when there is one
+            return _s3_range(fs, *where, 0, st.size or 0, info.get("VersionId"))
         if st.size is not None:  # a ranged GET: no second HEAD, never past the listed size
             return fs.cat_file(url, start=0, end=st.size)
         with fs.open(url, "rb") as f:  # no length known (some HTTP servers): read under the cap
@@ -392,11 +440,56 @@ def read_object(url: str, max_bytes: int) -> tuple[bytes, EntryStat]:
     return data, st
 
 
+def _s3_range(fs: Any, bucket: str, key: str, start: int, end: int, version: str | None = None) -> bytes:
+    """Bytes ``[start, end)`` of an S3 object named by bucket and key (one ranged GET)."""
+    from s3fs.core import _fetch_range  # s3fs's ranged read by bucket and key, body read included
+
+    return _fetch_range(fs, bucket, key, version, start, end)
+
+
+class _S3Ranges(io.RawIOBase):
+    """A seekable, read-only view of one S3 object by bucket and key: each read is a ranged GET
+    with bounded retries (``call``); ``io.BufferedReader`` in front batches small reads."""
+
+    def __init__(self, fs: Any, bucket: str, key: str, size: int, version: str | None):
+        super().__init__()
+        self.fs, self.bucket, self.key, self.size, self.version = fs, bucket, key, size, version
+        self.pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
+        self.pos = max(0, base + offset)
+        return self.pos
+
+    def readinto(self, buffer: Any) -> int:
+        end = min(self.size, self.pos + len(buffer))
+        if end <= self.pos:
+            return 0
+        data = call(lambda: _s3_range(self.fs, self.bucket, self.key, self.pos, end, self.version))
+        buffer[:len(data)] = data
+        self.pos += len(data)
+        return len(data)
+
+
 def open_object(url: str) -> Any:
     """A seekable binary file object on an object (for archives kept in a store); range
-    requests fetch what is read."""
+    requests fetch what is read. An S3 object is named by bucket and key."""
     fs = filesystem(url)
-    return call(lambda: fs.open(url, "rb"))
+    where = s3_key(url)
+    if where is None:
+        return call(lambda: fs.open(url, "rb"))
+    info = _info(url)
+    raw = _S3Ranges(fs, *where, int(info.get("ContentLength") or 0), info.get("VersionId"))
+    return io.BufferedReader(raw, buffer_size=1 << 20)
 
 
 def iter_prefix(url: str, page: int | None = None) -> Iterator[str]:
@@ -430,7 +523,7 @@ def _iter_s3(fs: Any, url: str, s: str, page: int) -> Iterator[str]:
         listed = listed or bool(out.get("Contents"))
         for obj in out.get("Contents", []):
             name = obj["Key"]
-            if name.endswith("/"):  # a "folder" marker object
+            if name.endswith("/") and not obj.get("Size"):  # an empty "folder" marker object
                 continue
             full = f"{s}://{bucket}/{name}"
             _remember(full, stat_of(obj))

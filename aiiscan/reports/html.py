@@ -177,7 +177,7 @@ def thumbnail(path: str, max_pixels: int = DEFAULT_MAX_PIXELS, sources: Thumbnai
     # the report's form of the name (escaped bytes, backslashes), read as the scan read it: a
     # local file (opened non-blocking, regular files only: a FIFO or a device never blocks it),
     # an object in a store, an archive member; at most THUMB_MAX_FILE bytes
-    loc = inputs.parse(path_from_display(path))
+    loc = inputs.from_display(path)
     why = (sources or ThumbnailSources(bases=(os.sep,), store=True)).refusal(loc)
     if why is not None:
         return None, f"no thumbnail: {why}"

@@ -5,7 +5,8 @@ name and renamed, so a killed scan leaves only whole parts. ``--resume`` reads t
 know what is done. At the end the parts become the report in the asked-for format
 (``reports.formats``), sorted by path, again via a temp file and a rename: a report under its
 final name is always complete. A lock file in the parts folder stops two scans from writing the
-same output.
+same output, and ``RUN.json`` there holds the run's identity (``scanner.identity``): ``--resume``
+continues only a scan that would have written the same rows.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import shutil
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -30,13 +31,19 @@ from .schema import SCHEMA, conform, heads_in
 
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 FINISH_BATCH = 16384  # rows per batch on the way from the sort to the report
+RUN_FILE = "RUN.json"  # the run's identity, beside the parts
+MAX_RUN_FILE = 64 * 1024  # bytes: a parts folder is untrusted input, like a report
 
 
 class ReportWriter:
     """Streams rows to parts, then finishes atomically. Use as a context manager."""
 
     def __init__(self, out: str | Path, fmt: str | None = None, resume: bool = False,
-                 rows_per_part: int = 1024, schema: pa.Schema = SCHEMA):
+                 rows_per_part: int = 1024, schema: pa.Schema = SCHEMA, identity: dict | None = None,
+                 explain: Callable[[Any, dict], list[str]] | None = None):
+        """``identity``: the run's (``scanner.identity.run_identity``), recorded in a new parts
+        folder; a folder resumed must hold the same, else ``ReportError`` naming what differs
+        (``explain(recorded, identity)``: one phrase per difference)."""
         self.out = Path(out)
         self.schema = schema  # ``report_schema(heads)``
         self.fmt = format_for(self.out, fmt)
@@ -62,8 +69,30 @@ class ReportWriter:
             raise ReportError(
                 f"{self.parts} holds an interrupted scan: add --resume to continue it, "
                 "or delete that folder to start over")
+        if identity is not None:
+            self._identity(json.loads(json.dumps(identity)), existed, explain)
         self.next_part = self.first_new = len(self._part_files())
         self.created = not existed  # this scan made the parts folder (not --resume's)
+
+    def _identity(self, identity: dict, existed: bool, explain: Callable[[Any, dict], list[str]] | None
+                  ) -> None:
+        """Record the run's identity in a folder this scan made; compare it with a resumed one's."""
+        run = self.parts / RUN_FILE
+        try:
+            if not existed:
+                atomic_write_bytes(run, (json.dumps(identity, sort_keys=True, indent=1) + "\n").encode())
+                return
+            recorded = _read_run(run)
+        except OSError as exc:
+            self._unlock()
+            raise ReportError(f"cannot write {run}: {exc.strerror or exc}") from None
+        if recorded != identity:
+            self._unlock()
+            why = (explain(recorded, identity) if explain else None) or ["it was made by another run"]
+            raise ReportError(f"{self.parts} holds an interrupted scan that cannot be continued by this one: "
+                              + "; ".join(why[:4]) + (f" (and {len(why) - 4} more)" if len(why) > 4 else "")
+                              + f". Resume with the same heads and options, or delete {self.parts} to "
+                              "start over")
 
     @staticmethod
     def check(out: str | Path, resume: bool) -> None:
@@ -213,3 +242,22 @@ class ReportWriter:
             shutil.rmtree(self.parts, ignore_errors=True)
             return
         self.close()
+
+
+def _read_run(path: Path) -> Any:
+    """A parts folder's ``RUN.json`` as JSON, or None when it is missing, not a regular file, over
+    ``MAX_RUN_FILE`` or not JSON: never followed through a link, never read past the cap."""
+    try:
+        fd = os.open(path, os.O_RDONLY | NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return None
+        data = f.read(MAX_RUN_FILE + 1)
+    if len(data) > MAX_RUN_FILE:
+        return None
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        return None

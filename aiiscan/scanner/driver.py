@@ -31,6 +31,7 @@ from ..reports.parts import ReportWriter
 from ..reports.read import iter_report, local_report, report_metadata
 from ..tasks.metrics import check_threshold
 from ..textsafe import display_path
+from .identity import differences, reusable, run_identity
 from .plan import Plan
 from .reuse import Reuse
 from .rows import Rows
@@ -76,6 +77,7 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
     ReportWriter.check(dest.local, opts.resume)
     model = engine.open(heads_for(opts.weights), run)
     rows = Rows(model, opts)
+    identity = run_identity(model, rows.thresholds, rows.combine, opts, evidence)
     summary = ScanSummary.of(rows, model)
     with contextlib.ExitStack() as stack:
         # An old report in a store is fetched into a temporary folder, which goes once the ledger
@@ -85,17 +87,13 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
         if old is not None:
             next(iter_report(old, batch_rows=1))
         writer = stack.enter_context(ReportWriter(dest.local, dest.fmt, resume=opts.resume,
-                                                  rows_per_part=opts.part_rows, schema=rows.schema))
+                                                  rows_per_part=opts.part_rows, schema=rows.schema,
+                                                  identity=identity, explain=differences))
         ledger = stack.enter_context(contextlib.closing(Ledger(writer.parts / "index.sqlite", rows.schema)))
         stack.callback(signals.install())  # SIGTERM (docker stop) and Ctrl-C both stop here, resumably
         bar = stack.enter_context(progress_bars.bar(unit="file", show=run.progress))  # the crawl streams
-        recorded = report_metadata(old) if old is not None else {}
-        same = old is not None and evidence.same_as(recorded.get("evidence"))
-        # Scores made under another --stability spec lack (or carry other) ranges: nothing is reused.
-        # A report written before --stability existed recorded none, as a scan without it.
-        if old is not None and recorded.get("stability") != (stability if rows.heads else None):
-            summary.other_stability = str(recorded.get("stability") or "none")
-        reuse = Reuse(ledger, incremental=old is not None and not summary.other_stability, rows_reusable=same)
+        reuse = Reuse(ledger, **_incremental(old, identity, evidence, stability if rows.heads else None,
+                                             summary))
 
         def emit(row: dict | None) -> None:
             if row is not None:
@@ -106,11 +104,11 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
 
         plan = Plan(paths, opts, model.image_size, reuse, rows, summary, emit, evidence)
         try:
-            if old is not None and reuse.incremental:
+            if reuse.incremental:
                 ids = [h.model_id for h in model.heads]
                 summary.other_heads, summary.other_head_ids = reuse.load_old(old, ids)
                 summary.unsound = reuse.unsound
-                fetched.close()
+            fetched.close()
             if opts.resume:
                 reuse.load_done(writer)
             for res, scores in model.score_stream(plan.jobs(), run.batch_size, run.workers, run.timeout,
@@ -120,7 +118,7 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
                 raise ListingLost(f"{plan.lost}. The rows written so far are kept in {writer.parts}; no "
                                   "report was written: rerun the same command with --resume")
             summary.seconds = time.perf_counter() - t0
-            meta = metadata(summary, opts, engine, model, paths, started, evidence)
+            meta = metadata(summary, opts, engine, model, paths, started, evidence, identity)
             # On resume, rows of the interrupted run stand only where the file was found unchanged:
             # the report is the one a clean scan would write now.
             report = writer.finish(meta, ledger.kept_rows if opts.resume else None, publish=dest.publisher())
@@ -133,3 +131,21 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
             summary.interrupted = True  # also when a library failed on the way out of the interrupt
             summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _incremental(old: Path | None, identity: dict, evidence, stability: str | None,
+                 summary: ScanSummary) -> dict:
+    """What an old report gives this scan (``Reuse``'s options): what its recorded run identity
+    allows (its scores where the same heads scored the same pixels, its rows where every row
+    option and the evidence settings are the same too), and nothing made under another
+    ``--stability`` spec (its scores lack, or carry other, ranges). The summary says why not."""
+    if old is None:
+        return {"incremental": False, "rows_reusable": False}
+    meta = report_metadata(old)
+    allowed = reusable(meta.get("run_identity"), identity)
+    if not allowed.scores:
+        summary.incremental_refused = allowed.why
+    elif meta.get("stability") != stability:  # a report from before --stability recorded none
+        summary.other_stability = str(meta.get("stability") or "none")
+    return {"incremental": allowed.scores and not summary.other_stability,
+            "rows_reusable": allowed.rows and evidence.same_as(meta.get("evidence"))}

@@ -33,6 +33,7 @@ class ScanSummary:
     resumed: int = 0
     other_heads: int = 0  # scored rows of the --incremental report made by other heads: not reused
     other_head_ids: list[str] = field(default_factory=list)  # their model ids (``_load_old``)
+    incremental_refused: str | None = None  # why the --incremental report gave nothing (``identity``)
     unsound: int = 0  # rows of the --incremental report by these heads that do not hold up: rescored
     other_stability: str | None = None  # the --incremental report's --stability spec, when not this scan's
     not_images: int = 0
@@ -125,6 +126,8 @@ class ScanSummary:
             out.append(f"note: the --incremental report was made under --stability {self.other_stability}, "
                        f"this scan under {self.stability or 'none'}: no row was reused, every file was "
                        "scored again")
+        if self.incremental_refused:
+            out.append(f"note: nothing of the --incremental report was reused: {self.incremental_refused}")
         if self.unsound:
             out.append(f"note: {_n(self.unsound, 'row')} of the --incremental report did not hold up (a "
                        "score not finite or missing, or a label its score and threshold do not give): "
@@ -178,8 +181,9 @@ def _n(count: int, noun: str) -> str:
 
 
 def metadata(summary: ScanSummary, opts: ScanOptions, engine: Engine, model: ScorerLike,
-             paths: Sequence[str], started: str, evidence: Evidence) -> dict:
-    """The report's metadata: what made it (heads, engine, options as given) and what it holds."""
+             paths: Sequence[str], started: str, evidence: Evidence, identity: dict) -> dict:
+    """The report's metadata: what made it (heads, engine, options as given; ``identity``, what
+    a later ``--incremental`` compares) and what it holds."""
     card, run = model.card, opts.run
     heads = model.heads
     more = {} if len(heads) <= 1 else {
@@ -224,10 +228,12 @@ def metadata(summary: ScanSummary, opts: ScanOptions, engine: Engine, model: Sco
         "reused_rows": summary.reused,
         "incremental_other_heads_rows": summary.other_heads,
         "incremental_unsound_rows": summary.unsound,
+        "incremental_refused": summary.incremental_refused,
         "same_content_rows": summary.same_content,
         "duplicate_rows": summary.duplicates,
         "options": opts.to_dict(),  # everything the scan was asked to do, as given
         "evidence": evidence.metadata(),  # what made the evidence columns (--incremental compares it)
+        "run_identity": identity,  # scanner.identity
         **more,
     }
 

@@ -16,7 +16,7 @@ from PIL import Image, PngImagePlugin
 
 from aiiscan.decode.job import DecodeJob, decode_job
 from aiiscan.reports.parts import ReportWriter
-from aiiscan.reports.read import read_report
+from aiiscan.reports.read import read_report, report_metadata
 
 from ..hostile import (
     _photo,
@@ -66,7 +66,7 @@ def test_lone_surrogate_prompt_scans_and_resumes(tmp_path, head_prefix):
 
     # an interrupted run (its part holds the first file) resumed past the hostile file
     resumed = tmp_path / "resumed.parquet"
-    writer = ReportWriter(resumed, rows_per_part=1)
+    writer = ReportWriter(resumed, rows_per_part=1, identity=report_metadata(out)["run_identity"])
     writer.write(rows["a_ok.png"])
     writer.flush()
     writer.close()

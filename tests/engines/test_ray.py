@@ -68,9 +68,9 @@ def test_ray_engine_resumes_like_the_local_one(local_cluster, mixed_folder, head
 
     out = tmp_path / "r.parquet"
     first = run_scan([str(mixed_folder / "sub")], tmp_path / "sub.parquet",
-                     *scan_options(weights=str(head_prefix),
-                     device="cpu", workers=0, quiet=True))
-    with ReportWriter(out) as w:  # an interrupted scan that had done the sub folder
+                     *scan_options(weights=str(head_prefix), device="cpu", engine="ray", quiet=True))
+    # an interrupted scan that had done the sub folder, with the options of the run that resumes it
+    with ReportWriter(out, identity=report_metadata(first.report)["run_identity"]) as w:
         for row in read_report(first.report).to_pylist():
             w.write(row)
         w.flush()
@@ -208,7 +208,8 @@ def test_ray_multihead_scan_resumes_and_reuses(local_cluster, multi_folder, cali
     whole = run_scan([str(multi_folder)], tmp_path / "whole.parquet", *scan_options(workers=0, **kw))
     sub = run_scan([str(multi_folder / "sub")], tmp_path / "sub.parquet", *scan_options(workers=0, **kw))
     out = tmp_path / "r.parquet"
-    with ReportWriter(out, schema=report_schema(3)) as w:
+    identity = report_metadata(sub.report)["run_identity"]  # the interrupted run's: the same options
+    with ReportWriter(out, schema=report_schema(3), identity=identity) as w:
         for row in read_report(sub.report).to_pylist():
             w.write(row)
         w.flush()

@@ -228,7 +228,7 @@ def test_resume_with_two_heads(backbone, head_prefix, head2_prefix, folder, tmp_
     assert report_metadata(out)["resumed_rows"] == 7
     monkeypatch.setattr(ReportWriter, "finish", interrupted)
     assert _scan(tmp_path / "h.parquet", multi, folder).interrupted
-    with pytest.raises(ReportError, match="with 2 head"):  # resumed with other heads: refused
+    with pytest.raises(ReportError, match="used 2 heads, this one 1"):  # resumed with other heads: refused
         _scan(tmp_path / "h.parquet", Scorer(multi.heads[:1]), folder, resume=True)
     monkeypatch.setattr(ReportWriter, "finish", finish)
     assert _rows(out) == clean | {k: v | {"mtime": _rows(out)[k]["mtime"]} for k, v in clean.items()}

@@ -22,7 +22,7 @@ from aiiscan.models.headfile import load_head
 from aiiscan.models.scorer import Detector
 from aiiscan.reports.ledger import Ledger
 from aiiscan.reports.parts import ReportWriter
-from aiiscan.reports.read import iter_report, read_report
+from aiiscan.reports.read import iter_report, read_report, report_metadata
 from aiiscan.reports.schema import COLUMNS, SCHEMA
 from aiiscan.scanner import plan, reuse
 from aiiscan.scanner.driver import run_scan
@@ -214,7 +214,7 @@ def test_same_tree_same_rows_clean_resumed_incremental(det, tmp_path):
     _scan([tree], inc, det, incremental=str(clean))
     # an interrupted run: its parts hold the first four rows and a stale row of a deleted file
     res = tmp_path / "res.parquet"
-    writer = ReportWriter(res, rows_per_part=2)
+    writer = ReportWriter(res, rows_per_part=2, identity=report_metadata(clean)["run_identity"])
     done = reuse._mtime_int(read_report(clean).slice(0, 4)).to_pylist()
     for r in done + [done[0] | {"path": str(tree / "gone.png")}]:
         writer.write(r)
