@@ -16,7 +16,7 @@ import os
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -28,7 +28,7 @@ from PIL import Image
 
 from .. import inputs
 from ..decode.preprocess import open_image, to_rgb
-from ..errors import ReportError
+from ..errors import ReportError, UsageError
 from ..files import atomic_write_bytes, now_iso
 from ..inputs import archive
 from ..inputs.location import Location, Refused, SourceError
@@ -37,6 +37,7 @@ from ..inputs.store import scheme as store_scheme
 from ..options import DEFAULT_MAX_PIXELS
 from ..textsafe import for_page, path_from_display
 from ..version import __version__
+from .formats import PAGE_SUFFIXES
 from .read import iter_report, local_report, report_metadata
 from .schema import heads_in
 from .sort import duckdb_connect, duckdb_errors
@@ -147,6 +148,17 @@ class ThumbnailSources:
         local = [r for r in local if inputs.parse(r).source == "local"]
         return cls(tuple(os.path.realpath(b) for b in (*bases, *local)), store)
 
+    def locate(self, raw: str) -> Location:
+        """The object a report's name stands for. A relative local name (``../photos/a.jpg``, or
+        an archive at one) is taken under each base folder in turn, the first that holds it,
+        never under this process's folder: the page is made from where the user said."""
+        loc = inputs.parse(raw)
+        if _outer(loc).source != "local" or os.path.isabs(_outer(loc).raw):
+            return loc
+        tried = [inputs.parse(os.path.join(b, raw)) for b in self.bases if os.path.isdir(b)]
+        found = [c for c in tried if os.path.lexists(_outer(c).raw)]
+        return next((c for c in found if self.refusal(c) is None), (found or tried or [loc])[0])
+
     def refusal(self, loc: Location) -> str | None:
         """Why ``loc`` may not be opened for a thumbnail (None: it may)."""
         if isinstance(loc, archive.ArchiveMember):
@@ -160,10 +172,19 @@ class ThumbnailSources:
         real = os.path.realpath(loc.raw)
         if any(real == b or real.startswith(b.rstrip(os.sep) + os.sep) for b in self.bases):
             return None
-        return "outside the --base folders"
+        return OUTSIDE
+
+
+def _outer(loc: Location) -> Location:
+    """The file an archive member is in (a member of a member: the outermost); else ``loc``."""
+    while isinstance(loc, archive.ArchiveMember):
+        loc = loc.container
+    return loc
 
 
 NO_SOURCES = ThumbnailSources()
+OUTSIDE = "outside the --base folders"
+NOT_FOUND = "no thumbnail: file not found"
 
 
 def thumbnail(path: str, max_pixels: int = DEFAULT_MAX_PIXELS, sources: ThumbnailSources | None = None
@@ -173,7 +194,8 @@ def thumbnail(path: str, max_pixels: int = DEFAULT_MAX_PIXELS, sources: Thumbnai
     # the report's form of the name (escaped bytes, backslashes), read as the scan read it: a
     # local file (opened non-blocking, regular files only: a FIFO or a device never blocks it),
     # an object in a store, an archive member; at most THUMB_MAX_FILE bytes
-    loc = inputs.parse(path_from_display(path))
+    raw = path_from_display(path)
+    loc = sources.locate(raw) if sources is not None else inputs.parse(raw)
     why = (sources or ThumbnailSources(bases=(os.sep,), store=True)).refusal(loc)
     if why is not None:
         return None, f"no thumbnail: {why}"
@@ -190,10 +212,34 @@ def thumbnail(path: str, max_pixels: int = DEFAULT_MAX_PIXELS, sources: Thumbnai
         buf = io.BytesIO()
         img.save(buf, "JPEG", quality=80)
         return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode(), None
-    except OSError as exc:  # vanished since the scan; a socket (ENXIO)
-        return None, f"no thumbnail: {exc.strerror or type(exc).__name__}"
-    except Exception as exc:  # changed or hostile since the scan
-        return None, f"no thumbnail: {type(exc).__name__}"
+    except FileNotFoundError:  # moved or removed since the scan, or a relative name under another base
+        return None, NOT_FOUND
+    except OSError as exc:  # a socket (ENXIO), no permission
+        return None, f"no thumbnail: {exc.strerror or 'the file cannot be read'}"
+    except Exception:  # changed or hostile since the scan: the reason in words, never a class name
+        return None, "no thumbnail: not readable as an image now (changed since the scan?)"
+
+
+def missed_thumbnails(missed: Counter, sources: ThumbnailSources | None, meta: dict) -> list[str]:
+    """What ``aiiscan report`` says about the thumbnails it could not make: how many, and why,
+    in words. The folder the scan ran in (the report's ``cwd``) is only suggested, never
+    followed: a report is untrusted input."""
+    bases = ", ".join(sources.bases) if sources is not None and sources.bases else "the current folder"
+    ran = meta.get("cwd") if isinstance(meta.get("cwd"), str) else None
+    where = (f": run from the scan's folder {ran}, or pass --base {ran}" if ran and
+             (sources is None or ran not in sources.bases) else ": moved or removed since the scan?")
+    out = []
+    for why, n in sorted(missed.items(), key=lambda kv: -kv[1]):
+        files = f"{n} file{'' if n == 1 else 's'}"
+        if why == NOT_FOUND:
+            out.append(f"warning: no thumbnail for {files} not found under {bases}{where}")
+        elif why.endswith(OUTSIDE):
+            ran_in = f" (the scan ran in {ran})" if ran else ""
+            out.append(f"warning: no thumbnail for {files} outside the --base folders ({bases}): pass "
+                       f"--base DIR for the folder that holds them{ran_in}")
+        else:
+            out.append(f"warning: no thumbnail for {files}: {why.removeprefix('no thumbnail: ')}")
+    return out
 
 
 def nice_ticks(lo: float, hi: float, target: int = 6) -> list[float]:
@@ -506,10 +552,11 @@ def _figures(report: str | Path, top: int, threshold: float | None):
 
 def render(report: str | Path, top: int = 50, thumbnails: bool = True,
            thumb_budget: int = THUMB_BUDGET, name: str | None = None,
-           sources: ThumbnailSources | None = None) -> str:
+           sources: ThumbnailSources | None = None, missed: Counter | None = None) -> str:
     """The page for the local report file ``report``; ``name`` is what the page calls it;
     ``sources``: what thumbnails may be made from (None: local files and store objects, for a
-    report this process made; ``aiiscan report`` passes what the user allowed)."""
+    report this process made; ``aiiscan report`` passes what the user allowed); ``missed``
+    counts the thumbnails not made, by reason."""
     name = name or Path(report).name
     meta = report_metadata(report)
     figures, thr, histogram, (dir_count, dir_rows), highest = _figures(report, top, meta.get("threshold"))
@@ -593,6 +640,8 @@ def render(report: str | Path, top: int = 50, thumbnails: bool = True,
                 img = f'<img alt="thumbnail" src="{uri}">'
             else:
                 img = f'<div class="noimg">{_e(why or "thumbnail budget spent")}</div>'
+                if missed is not None and why:
+                    missed[why] += 1
         label = r.get("label") or "unlabelled"
         evidence = "".join(f"<li>{_e(b)}</li>" for b in card_evidence(r))
         others = "".join(f"<div>head {k}: score {_fmt(r[f'score_{k}'])} · "
@@ -624,19 +673,35 @@ def render(report: str | Path, top: int = 50, thumbnails: bool = True,
     return "\n".join(out)
 
 
-def write_html(report: str | Path, output: str | Path, trust_roots: bool = False, **kwargs) -> str:
+def check_page_name(output: str | Path) -> None:
+    """The page is HTML: a name with another suffix (``.pdf``, ``.png``, ``.parquet``) would hold
+    HTML under a name that says otherwise, so it is refused; a name with no suffix is taken as
+    meant."""
+    suffix = Path(str(output)).suffix.lower().lstrip(".")
+    if suffix and not suffix.isdigit() and suffix not in PAGE_SUFFIXES:  # "night-1.2" names no format
+        name = Path(str(output)).name
+        raise UsageError(f"{name}: the page is HTML only (one self-contained file): name it "
+                         f"{Path(name).with_suffix('.html')}; for a PDF, print the page from a browser")
+
+
+def write_html(report: str | Path, output: str | Path, trust_roots: bool = False,
+               warn: Callable[[str], None] | None = None, **kwargs) -> str:
     """Render ``report`` into ``output`` atomically; either may be an object URL (the report is
     fetched, the page uploaded in one put). Returns where the page is. ``trust_roots``: the
-    report's recorded roots join ``sources``' folders."""
+    report's recorded roots join ``sources``' folders. ``warn`` hears how many thumbnails could
+    not be made, and why."""
+    missed: Counter = Counter()
     with local_report(report) as local:
+        meta = report_metadata(local)
         if trust_roots:
             given = kwargs.get("sources") or NO_SOURCES
-            kwargs["sources"] = ThumbnailSources.of(given.bases, report_metadata(local).get("roots") or (),
-                                                    given.store)
+            kwargs["sources"] = ThumbnailSources.of(given.bases, meta.get("roots") or (), given.store)
         try:
-            page = render(local, name=str(report).rsplit("/", 1)[-1], **kwargs).encode("utf-8")
+            page = render(local, name=str(report).rsplit("/", 1)[-1], missed=missed, **kwargs).encode("utf-8")
         finally:
             archive.close_all()  # shards opened for thumbnails
+    for line in missed_thumbnails(missed, kwargs.get("sources"), meta) if warn else ():
+        warn(line)
     if not inputs.is_remote(str(output)):
         atomic_write_bytes(Path(output), page)
         return str(output)

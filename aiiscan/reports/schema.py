@@ -86,7 +86,7 @@ META_TYPES: dict[str, type | tuple] = {
     "threshold": float, "head_thresholds": (list, float), "heads": (list, dict), "backbone": dict,
     "threshold_block": dict, "evidence": dict, "roots": (list, str), "model_id": str,
     "model_card_sha256": str, "threshold_source": str, "combine": str, "command": str,
-    "started": str, "finished": str, "aiiscan_version": str}
+    "started": str, "finished": str, "aiiscan_version": str, "cwd": str, "host": str}
 HEAD_FIELDS = (("score", pa.float64()), ("label", pa.string()), ("threshold", pa.float64()),
                ("model_id", pa.string()))
 
