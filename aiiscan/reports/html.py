@@ -553,10 +553,9 @@ def _figures(report: str | Path, top: int, threshold: float | None):
 def render(report: str | Path, top: int = 50, thumbnails: bool = True,
            thumb_budget: int = THUMB_BUDGET, name: str | None = None,
            sources: ThumbnailSources | None = None, missed: Counter | None = None) -> str:
-    """The page for the local report file ``report``; ``name`` is what the page calls it;
-    ``sources``: what thumbnails may be made from (None: local files and store objects, for a
-    report this process made; ``aiiscan report`` passes what the user allowed); ``missed``
-    counts the thumbnails not made, by reason."""
+    """The page for the local report file ``report``, called ``name``; thumbnails from ``sources``
+    (None: local files and store objects, for a report this process made; ``aiiscan report``
+    passes what the user allowed); ``missed`` counts those not made, by reason."""
     name = name or Path(report).name
     meta = report_metadata(report)
     figures, thr, histogram, (dir_count, dir_rows), highest = _figures(report, top, meta.get("threshold"))
