@@ -70,8 +70,10 @@ class Plan:
                 # else new, or changed since the interruption: (re)scanned, the new row wins
             if self.bar is not None:
                 self.bar.found()
-            if entry.skip:
-                self.emit(self.rows.skipped(entry))
+            if entry.skip:  # a link not followed (skipped), or a root that is not there (an error: found)
+                row = self.rows.skipped(entry)
+                summary.found_in(self.root, row)
+                self.emit(row)
                 continue
             prior = self.reuse.old_row(loc)
             if prior is not None:
