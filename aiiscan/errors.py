@@ -39,10 +39,9 @@ class WeightsError(AiiscanError):
 
 
 class NothingToScan(AiiscanError):
-    """A scan found no image file: a nightly job over an unmounted share must not pass silently.
-    The CLI exits 5 (``EXIT_NOTHING``); ``allow_empty`` makes an empty scan a success."""
-
-    exit_code = EXIT_NOTHING
+    """``aiiscan.scan`` found no image file (the report is written): a nightly job over an
+    unmounted share must not pass silently. The CLI prints its summary and exits 5
+    (``EXIT_NOTHING``) instead; ``allow_empty`` makes an empty scan a success."""
 
 
 class ReportError(AiiscanError):

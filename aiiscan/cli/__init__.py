@@ -46,7 +46,7 @@ class AiiscanGroup(click.Group):
             if _debug():
                 traceback.print_exc()
             click.echo(f"aiiscan: error: {for_terminal(str(exc), keep_newlines=True)}", err=True)
-            ctx.exit(getattr(exc, "exit_code", EXIT_USAGE))
+            ctx.exit(EXIT_USAGE)
         except KeyboardInterrupt:
             click.echo("aiiscan: interrupted", err=True)
             ctx.exit(EXIT_INTERRUPTED)

@@ -46,7 +46,8 @@ def command(paths, output, html_out, quiet, progress, **params) -> None:
 
     Without --weights the default head is used ($AIISCAN_WEIGHTS, else the head installed by
     `aiiscan train --install-default`, else ./weights/default). Labels use the card's calibrated
-    threshold or --threshold. The summary goes to stdout; progress and warnings to stderr.
+    threshold or --threshold. The summary goes to stdout; progress and warnings to stderr. A scan
+    that finds no image file at all exits 5, "nothing to scan" (--allow-empty: 0).
 
     With several --weights every head scores every file from one decode: the report's score, label,
     threshold and model_id are head 1's, score_2, label_2, ... head 2's, and verdict combines the
