@@ -1,8 +1,8 @@
 """aiiscan: flag AI-generated images with CLIP-Flow, a flow trained only on natural photos.
 
 The front door: ``aiiscan.scan``, ``load``, ``train``, ``finetune``, ``calibrate``, ``evaluate``,
-``report``, ``evidence``, ``list_heads`` (``api``) and ``Detector``, each imported on first use, so
-that decode workers, which import this package, never pay for torch.
+``report``, ``evidence``, ``list_heads``, ``head``, ``set_default`` (``api``) and ``Detector``,
+each imported on first use, so that decode workers, which import this package, never pay for torch.
 """
 
 from __future__ import annotations
@@ -15,10 +15,22 @@ from typing import TYPE_CHECKING, Any
 from .version import __version__
 
 __all__ = ["Detector", "scan", "load", "train", "finetune", "calibrate", "evaluate", "report", "evidence",
-           "list_heads", "__version__"]
+           "list_heads", "head", "set_default", "__version__"]
 
 if TYPE_CHECKING:
-    from .api import calibrate, evaluate, evidence, finetune, list_heads, load, report, scan, train
+    from .api import (
+        calibrate,
+        evaluate,
+        evidence,
+        finetune,
+        head,
+        list_heads,
+        load,
+        report,
+        scan,
+        set_default,
+        train,
+    )
     from .models.scorer import Detector
 
 

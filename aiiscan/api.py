@@ -10,12 +10,13 @@ functions, so ``import aiiscan`` stays light.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import UsageError
+from .errors import AiiscanError, UsageError
 from .options import (
     DEFAULT_BACKBONE,
     DEFAULT_PRETRAINED,
@@ -37,7 +38,8 @@ if TYPE_CHECKING:
     from .tasks.calibrate import Calibration
     from .tasks.evaluate import Table
 
-__all__ = ["scan", "load", "train", "finetune", "calibrate", "evaluate", "report", "evidence", "list_heads"]
+__all__ = ["scan", "load", "train", "finetune", "calibrate", "evaluate", "report", "evidence", "list_heads",
+           "head", "set_default"]
 
 
 def engine_for(name: str = "local", detector: Scorer | None = None, **options: Any) -> Engine:
@@ -149,15 +151,15 @@ def train(natural: Sequence[str] = (), output: str | Path = "head", *, natural_l
     head. ``validation``: held-out photos whose band-(30,100) AUC picks the epoch kept."""
     from .files import check_output
     from .models.backbone import build_backbone
-    from .models.installed import DEFAULT_NAME, user_weights_dir
     from .models.installed import install_default as install
+    from .models.installed import installed_default
     from .tasks.datasets import list_images
     from .tasks.train import train as run_train
 
     _head_outputs(output, overwrite)
     if install_default:
-        check_output(f"{user_weights_dir() / DEFAULT_NAME}.json", overwrite=overwrite,
-                     what="installed default head")
+        for path in installed_default():
+            check_output(path, overwrite=overwrite, what="installed default head")
     cfg = build(TrainOptions, options)
     photos = _images(natural, natural_list, "natural photos")
     held_out = list_images(validation) if validation else None
@@ -233,7 +235,7 @@ def calibrate(natural: Sequence[str] = (), *, weights: str | None = None, natura
 @dataclass
 class Evaluation:
     """``evaluate``'s result: per head, one table per condition; the Markdown and CSV texts; the
-    plots written (None: asked for, but the plotting library is missing)."""
+    plots written (None: none asked for)."""
 
     tables: list[list[Table]]
     markdown: str
@@ -341,7 +343,33 @@ def _iso(mtime_us: int | None) -> str | None:
 
 
 def list_heads() -> list[Any]:
-    """The installed heads and those in the weights folders (``models.installed.Installed``)."""
+    """The installed heads and those in the weights folders, the default among them
+    (``models.installed.Installed``)."""
     from .models.installed import installed_heads
 
     return installed_heads()
+
+
+def head(weights: str | Path | None = None) -> Any:
+    """One head (``None``: the default), its card read and checked, its tensors not loaded
+    (``models.installed.Installed``)."""
+    from .models.installed import Installed, default_head, read_head_card
+
+    card, prefix = read_head_card(weights)
+    try:
+        is_default = os.path.realpath(default_head()) == os.path.realpath(prefix)
+    except AiiscanError:
+        is_default = False
+    return Installed(prefix.name, prefix, card, default=is_default)
+
+
+def set_default(weights: str | Path, overwrite: bool = False) -> Path:
+    """Make ``weights`` the head that commands use without ``--weights``; it keeps its name and
+    its one card (``models.installed.install_default``). Returns its prefix."""
+    from .files import check_output
+    from .models.installed import install_default, installed_default, read_head_card
+
+    _, prefix = read_head_card(weights)
+    for path in installed_default():
+        check_output(path, overwrite=overwrite, what="installed default head")
+    return install_default(prefix)

@@ -144,6 +144,7 @@ class ThresholdBlock(Block):
     perturbed_score_median: float = ABSENT
     ai_score_median: float = ABSENT
     caution: str = ABSENT
+    warning: str = ABSENT  # the calibration set is too small for the policy (tasks.calibrate)
     nested: ClassVar[dict[str, type[Block]]] = {"validation": ValidationBlock}
 
 

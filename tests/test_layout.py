@@ -17,7 +17,7 @@ TORCH_FREE_MODULES = ("aiiscan", "aiiscan.api", "aiiscan.card", "aiiscan.errors"
                       "aiiscan.options", "aiiscan.progress", "aiiscan.signals", "aiiscan.textsafe",
                       "aiiscan.version", "aiiscan.models", "aiiscan.models.kinds", "aiiscan.models.installed",
                       "aiiscan.models.kinds.flow", "aiiscan.models.kinds.mpft", "aiiscan.tasks.datasets",
-                      "aiiscan.tasks.metrics")
+                      "aiiscan.tasks.metrics", "aiiscan.tasks.plots", "aiiscan.models.about")
 
 
 def _name(path: Path) -> str:

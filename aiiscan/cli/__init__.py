@@ -20,7 +20,7 @@ from .. import signals
 from ..errors import EXIT_CODES, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, AiiscanError
 from ..textsafe import for_terminal
 from ..version import __version__
-from . import calibrate, evaluate, evidence, finetune, report, scan, selftest, train
+from . import calibrate, evaluate, evidence, finetune, heads, report, scan, selftest, train
 from .common import CONTEXT
 
 EXIT_TABLE = "\n".join(f"  {code:<4} {text}" for code, text in EXIT_CODES)
@@ -82,5 +82,5 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
-for _command in (train, finetune, scan, calibrate, evaluate, report, evidence, selftest):
+for _command in (train, finetune, scan, calibrate, evaluate, report, evidence, heads, selftest):
     main.add_command(_command.command)

@@ -24,7 +24,7 @@ from .params import options_for
                    "band-(30,100) copies)")
 @options_for(CalibrateOptions)
 @click.option("--plot", type=click.Path(dir_okay=False),
-              help="Save a PNG histogram of both score sets with the threshold (needs matplotlib).")
+              help="Save a PNG histogram of both score sets with the threshold.")
 @common.overwrite
 @common.common
 def command(weights, natural, natural_list, ai, ai_list, plot, overwrite, quiet, progress, **params) -> None:
@@ -35,7 +35,6 @@ def command(weights, natural, natural_list, ai, ai_list, plot, overwrite, quiet,
     The previous calibration moves to the card's calibration_history.
     """
     from .. import api
-    from ..tasks import plots
 
     if not natural and not natural_list:
         raise click.UsageError("give --natural DIR and/or --natural-list FILE (held-out authentic photos)")
@@ -47,5 +46,3 @@ def command(weights, natural, natural_list, ai, ai_list, plot, overwrite, quiet,
         info(f"unreadable: {path}: {reason}")
     for line in result.lines():
         click.echo(for_terminal(line))
-    if result.plot == plots.MISSING:  # a file asked for and not written: said even with -q
-        click.echo(f"warning: no plot written to {for_terminal(str(plot))}: {plots.MISSING}", err=True)

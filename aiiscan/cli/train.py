@@ -28,9 +28,9 @@ from .params import options_for
               help="Held-out natural photos: band-(30,100) AUC printed each epoch, best epoch kept.")
 @click.option("--resume", is_flag=True, help="Continue from W.ckpt.* after an interruption.")
 @click.option("--install-default", is_flag=True,
-              help="Also install the head as the default that scan, calibrate and evaluate use "
-                   "without --weights (in $AIISCAN_WEIGHTS_DIR, else $XDG_DATA_HOME/aiiscan/weights, "
-                   "by default ~/.local/share/aiiscan/weights).")
+              help="Also make the head the default that scan, calibrate and evaluate use without "
+                   "--weights: a pointer (default.link in $AIISCAN_WEIGHTS_DIR, else "
+                   "$XDG_DATA_HOME/aiiscan/weights) to W, which keeps its name and its one card.")
 @common.overwrite
 @common.common
 def command(natural, natural_list, output, backbone, pretrained, clip_weights, device, val_natural, resume,
@@ -41,7 +41,6 @@ def command(natural, natural_list, output, backbone, pretrained, clip_weights, d
     downloaded once into the Hugging Face cache, or given with --clip-weights.
     """
     from .. import api
-    from ..models.installed import DEFAULT_NAME, user_weights_dir
     from ..progress import wanted
 
     if not natural and not natural_list:
@@ -61,4 +60,4 @@ def command(natural, natural_list, output, backbone, pretrained, clip_weights, d
                f"{t.natural_count} photos ({t.natural_failed} unreadable), kept epoch {t.kept_epoch} "
                f"({t.kept_by})")
     if install_default:
-        click.echo(f"installed as the default head: {for_terminal(str(user_weights_dir() / DEFAULT_NAME))}")
+        click.echo(f"installed as the default head (see `aiiscan heads`): {for_terminal(str(output))}")

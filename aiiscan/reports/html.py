@@ -41,6 +41,7 @@ from .formats import PAGE_SUFFIXES
 from .read import iter_report, local_report, report_metadata
 from .schema import heads_in
 from .sort import duckdb_connect, duckdb_errors
+from .triage import Ranking, ReasonCounts
 
 THUMB_PX = 160
 THUMB_BUDGET = 4 * 1024 * 1024  # bytes of thumbnails in one page, all together
@@ -61,9 +62,11 @@ th.num,td.num{text-align:right;word-break:normal}
 .note{color:#555;font-size:.9em}
 .counts{display:flex;gap:2em;flex-wrap:wrap;align-items:flex-start}
 .counts table{width:auto;min-width:14em}
-.cards{display:flex;flex-wrap:wrap;gap:12px}
-.card{border:1px solid #ccc;border-radius:4px;width:220px;padding:6px;font-size:12px}
-.card img{display:block;max-width:208px;max-height:160px;margin:auto}
+.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(200px,1fr));gap:12px}
+.card{border:1px solid #ccc;border-radius:4px;padding:6px;font-size:12px;min-width:0}
+.card img{display:block;max-width:100%;max-height:160px;margin:auto}
+.card .copies{font-weight:bold;color:#7a4d00}
+.card .also{color:#555;word-break:break-all}
 .card .noimg{height:60px;background:#eee;color:#666;padding:4px}
 .card .path{word-break:break-all}
 .score{font-weight:bold}
@@ -268,12 +271,16 @@ def histogram_range(lo: float, hi: float, threshold: float | None) -> tuple[floa
     return lo, hi
 
 
+THRESHOLD_LABEL_PX = 120  # room the label takes at the SVG's font size ("threshold -1.234e+05")
+
+
 def histogram_svg_counts(counts: np.ndarray | None, edges: np.ndarray | None, lo: float, hi: float,
-                         threshold: float | None) -> str:
-    """The score histogram from its bin counts and edges over ``[lo, hi]`` (None: no scores)."""
+                         threshold: float | None, suffix: str = "") -> str:
+    """The score histogram from its bin counts and edges over ``[lo, hi]`` (None: no scores);
+    ``suffix`` tells its ids apart from another head's (``histogram-2``, ``threshold-line-2``)."""
     width, height, pad = 760, 220, 36
     if counts is None or edges is None:
-        return '<svg id="histogram" width="760" height="40" role="img"><text x="4" y="20">' \
+        return f'<svg id="histogram{suffix}" width="760" height="40" role="img"><text x="4" y="20">' \
                'no scored images</text></svg>'
     bins = len(counts)
     top = max(int(counts.max()), 1)
@@ -282,7 +289,8 @@ def histogram_svg_counts(counts: np.ndarray | None, edges: np.ndarray | None, lo
     def x(v: float) -> float:
         return pad + (v - lo) / (hi - lo) * (width - 2 * pad)
 
-    parts = [f'<svg id="histogram" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+    parts = [f'<svg id="histogram{suffix}" xmlns="http://www.w3.org/2000/svg" width="{width}" '
+             f'height="{height}" '
              f'viewBox="0 0 {width} {height}" role="img" aria-label="score histogram">']
     for i, c in enumerate(counts):
         h = (height - 2 * pad) * c / top
@@ -302,9 +310,12 @@ def histogram_svg_counts(counts: np.ndarray | None, edges: np.ndarray | None, lo
                  'score (higher = less like a natural photo)</text>')
     if threshold is not None:
         tx = x(threshold)
-        parts.append(f'<line id="threshold-line" x1="{tx:.1f}" y1="{pad - 6}" x2="{tx:.1f}" '
+        parts.append(f'<line id="threshold-line{suffix}" x1="{tx:.1f}" y1="{pad - 6}" x2="{tx:.1f}" '
                      f'y2="{height - pad}" stroke="#000" stroke-dasharray="4 3"/>')
-        parts.append(f'<text x="{tx + 4:.1f}" y="{pad}">threshold {threshold:.4g}</text>')
+        # right of the line, or left of it where the label would run past the SVG's edge
+        side = (f'x="{tx + 4:.1f}"' if tx + 4 + THRESHOLD_LABEL_PX <= width
+                else f'x="{tx - 4:.1f}" text-anchor="end"')
+        parts.append(f'<text class="threshold" {side} y="{pad}">threshold {threshold:.4g}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -381,49 +392,118 @@ def _counts(col) -> Counter:
     return Counter({v["values"]: v["counts"] for v in pc.value_counts(col).to_pylist()})
 
 
+class ScoreFile:
+    """One head's finite scores, 8 bytes each in a temporary file, and their range: binned on a
+    second read once the range is known, so the histogram is exactly ``np.histogram`` over all."""
+
+    def __init__(self, path: Path):
+        self._file = open(path, "w+b")  # noqa: SIM115 (closed by close())
+        self.count = 0
+        self.lo = self.hi = None
+        self.threshold: float | None = None  # the first scored row's, when finite
+        self._seen = False
+
+    def close(self) -> None:
+        self._file.close()
+
+    def add(self, values: np.ndarray, threshold: float | None) -> None:
+        if not len(values):
+            return
+        if not self._seen:
+            self._seen = True
+            self.threshold = threshold if threshold is None or math.isfinite(threshold) else None
+        self._file.write(values.astype(np.float64).tobytes())
+        lo, hi = float(values.min()), float(values.max())
+        self.lo = lo if self.lo is None else min(self.lo, lo)
+        self.hi = hi if self.hi is None else max(self.hi, hi)
+        self.count += len(values)
+
+    def histogram(self, threshold: float | None, bins: int = HIST_BINS):
+        """(counts, edges, lo, hi) over every score, or Nones when there are none."""
+        if not self.count:
+            return None, None, 0.0, 1.0
+        lo, hi = histogram_range(self.lo, self.hi, threshold)
+        counts = np.zeros(bins, np.int64)
+        edges = None
+        self._file.flush()
+        self._file.seek(0)
+        while chunk := self._file.read(8 << 20):
+            values = np.clip(np.frombuffer(chunk, np.float64), lo, hi)
+            c, edges = np.histogram(values, bins=bins, range=(lo, hi))
+            counts += c
+        return counts, edges, lo, hi
+
+
+def _suffix(k: int) -> str:
+    """Head k's column suffix: head 1's columns have none."""
+    return "" if k == 1 else f"_{k}"
+
+
 class PageFigures:
     """Every figure the page shows, gathered from the report one batch at a time.
 
     Memory is set by the batch size, ``top`` and ``MAX_TABLE_ROWS``, never by the report's length:
-    counts are counters of a few status/label/hint values; the scored images' scores go to a
-    temporary file (8 bytes each) and are binned on a second read of that file, once their range
-    is known, so the histogram is exactly ``np.histogram`` over all of them; the top ``top`` rows
-    are kept by (score desc, report order), the order of a stable sort; the first error rows are
-    kept and all are counted. Directories can be as many as files: each batch's per-directory sums
-    go to an on-disk DuckDB table, grouped once at the end within ``AIISCAN_SORT_MEMORY`` (DuckDB
-    spills beyond it), and only the first ``MAX_TABLE_ROWS`` of the sorted table are fetched.
+    counts are counters of a few status/label/hint values and of at most ``MAX_REASONS`` error
+    reasons; each head's scores go to a temporary file (``ScoreFile``); each ranking keeps its top
+    ``top`` distinct contents (``triage.Ranking``: copies collapsed by sha256, ties in report
+    order, the order of a stable sort); the first error rows are kept and all are counted.
+    Directories can be as many as files: each batch's per-directory sums go to an on-disk DuckDB
+    table, grouped once at the end within ``AIISCAN_SORT_MEMORY`` (DuckDB spills beyond it), and
+    only the first ``MAX_TABLE_ROWS`` of the sorted table are fetched.
     """
 
     def __init__(self, workdir: Path, top: int):
+        self.workdir = workdir
         self.top = max(top, 0)
-        self.rows = self.ok = self.error_count = 0
+        self.rows = self.error_count = 0
         self.status: Counter = Counter()
         self.labels: Counter = Counter()
         self.hints: Counter = Counter()
         self.evidence: Counter = Counter()  # by evidence kind and value (``EVIDENCE_COLUMNS``)
+        self.reasons = ReasonCounts()
         self.heads = 1  # a multi-head report's heads (``report.heads_in``), and its verdict counts
         self.verdicts: Counter = Counter()
-        self.first_ok_threshold: float | None = None
-        self._seen_ok = False
-        self.lo = self.hi = None
-        self.best: pa.Table | None = None
+        self.scores: list[ScoreFile] = []  # per head
+        self.rankings: list[Ranking] = []  # per head
+        self.by_verdict: Ranking | None = None  # files the verdict calls ai, when there is a verdict
         self.errors: list[tuple] = []
-        self._scores = open(workdir / "scores.f8", "w+b")  # noqa: SIM115 (closed by close())
         self.con = duckdb_connect(str(workdir / "dirs.duckdb"), workdir / "spill")
         self.con.execute("CREATE TABLE part (dir VARCHAR, files BIGINT, scored BIGINT, flagged BIGINT, "
                          "errors BIGINT, total DOUBLE)")
 
+    @property
+    def ok(self) -> int:
+        """Head 1's scored images."""
+        return self.scores[0].count if self.scores else 0
+
+    @property
+    def first_ok_threshold(self) -> float | None:
+        return self.scores[0].threshold if self.scores else None
+
     def close(self) -> None:
-        self._scores.close()
+        for scores in self.scores:
+            scores.close()
         self.con.close()
+
+    def _start(self, names: list[str]) -> None:
+        """The per-head structures, from the first batch's columns."""
+        self.heads = heads_in(names)
+        for k in range(1, self.heads + 1):
+            self.scores.append(ScoreFile(self.workdir / f"scores{k}.f8"))
+            self.rankings.append(Ranking(self.top, [(f"score{_suffix(k)}", "descending")]))
+        if "verdict" in names:
+            self.by_verdict = Ranking(self.top, [("score", "descending")])
 
     def add(self, batch: pa.Table) -> None:
         n = len(batch)
         if not n:
             return
+        if not self.scores:
+            self._start(batch.column_names)
         status, score, label = batch.column("status"), batch.column("score"), batch.column("label")
+        is_ok = pc.fill_null(pc.equal(status, "ok"), False)
         # scored: ok with a finite score (a foreign or tampered report may hold NaN or inf)
-        ok = pc.and_(pc.fill_null(pc.equal(status, "ok"), False), pc.fill_null(pc.is_finite(score), False))
+        ok = pc.and_(is_ok, pc.fill_null(pc.is_finite(score), False))
         self.status.update(_counts(status))
         self.labels.update(_counts(_or_none(label)))
         self.hints.update(_counts(_or_none(batch.column("provenance_hint"))))
@@ -432,38 +512,19 @@ class PageFigures:
                 for value, count in _counts(batch.column(column)).items():
                     if value not in (None, "", "none"):
                         self.evidence[f"{kind}: {value}"] += count
-        self.heads = heads_in(batch.column_names)
         if "verdict" in batch.column_names:
             self.verdicts.update(_counts(_or_none(batch.column("verdict"))))
-
-        scored = batch.filter(ok)
-        if len(scored):
-            if not self._seen_ok:
-                self._seen_ok = True
-                first = scored.column("threshold")[0].as_py()
-                self.first_ok_threshold = first if first is None or math.isfinite(first) else None
-            values = scored.column("score").to_numpy()
-            self._scores.write(values.astype(np.float64).tobytes())
-            lo, hi = float(values.min()), float(values.max())
-            self.lo = lo if self.lo is None else min(self.lo, lo)
-            self.hi = hi if self.hi is None else max(self.hi, hi)
-            self.ok += len(scored)
-            if self.top:
-                order = np.flatnonzero(ok.to_numpy(zero_copy_only=False)) + self.rows
-                cand = scored.append_column("_row", pa.array(order, pa.int64()))
-                if self.best is not None:
-                    cand = pa.concat_tables([self.best, cand])
-                if len(cand) > self.top:
-                    cand = cand.take(pc.select_k_unstable(cand, k=self.top, sort_keys=[
-                        ("score", "descending"), ("_row", "ascending")]))
-                self.best = cand
+        self._rank(batch, is_ok)
 
         bad = pc.fill_null(pc.not_equal(status, "ok"), True)
         bad_count = pc.sum(pc.cast(bad, pa.int64())).as_py() or 0
-        if bad_count and len(self.errors) < MAX_TABLE_ROWS:
-            listed = batch.filter(bad).slice(0, MAX_TABLE_ROWS - len(self.errors))
-            self.errors += zip(*(listed.column(c).to_pylist() for c in ("path", "status", "error")),
-                               strict=True)
+        if bad_count:
+            failed = batch.filter(bad)
+            self.reasons.add(failed.column("status"), failed.column("error"))
+            if len(self.errors) < MAX_TABLE_ROWS:
+                listed = failed.slice(0, MAX_TABLE_ROWS - len(self.errors))
+                self.errors += zip(*(listed.column(c).to_pylist() for c in ("path", "status", "error")),
+                                   strict=True)
         self.error_count += bad_count
 
         flagged = pc.and_(ok, pc.fill_null(pc.equal(label, "ai"), False))
@@ -479,28 +540,27 @@ class PageFigures:
         self.con.from_arrow(part).insert_into("part")
         self.rows += n
 
-    def highest(self) -> list[dict]:
-        """The top rows, highest score first, ties in report order."""
-        if self.best is None:
-            return []
-        best = self.best.take(pc.sort_indices(self.best, sort_keys=[("score", "descending"),
-                                                                    ("_row", "ascending")]))
-        return best.drop_columns(["_row"]).to_pylist()
+    def _rank(self, batch: pa.Table, is_ok) -> None:
+        """Each head's scores and ranking, and the verdict's ranking, from one batch."""
+        rows = pa.array(np.arange(self.rows, self.rows + len(batch)), pa.int64())
+        numbered = batch.append_column("_row", rows)
+        for k, (scores, ranking) in enumerate(zip(self.scores, self.rankings, strict=True), start=1):
+            column = f"score{_suffix(k)}"
+            ok = pc.and_(is_ok, pc.fill_null(pc.is_finite(batch.column(column)), False))
+            scored = numbered.filter(ok)
+            if len(scored):
+                first_threshold = scored.column(f"threshold{_suffix(k)}")[0].as_py()
+                scores.add(scored.column(column).to_numpy(), first_threshold)
+                ranking.add(scored)
+        if self.by_verdict is not None:  # scored or not: evidence alone may call a file ai
+            ranking = pc.fill_null(pc.equal(batch.column("verdict"), "ai"), False)
+            self.by_verdict.add(numbered.filter(ranking))
 
-    def histogram(self, threshold: float | None, bins: int = HIST_BINS):
-        """(counts, edges, lo, hi) over every scored image, or Nones when there are none."""
-        if not self.ok:
-            return None, None, 0.0, 1.0
-        lo, hi = histogram_range(self.lo, self.hi, threshold)
-        counts = np.zeros(bins, np.int64)
-        edges = None
-        self._scores.flush()
-        self._scores.seek(0)
-        while chunk := self._scores.read(8 << 20):
-            values = np.clip(np.frombuffer(chunk, np.float64), lo, hi)
-            c, edges = np.histogram(values, bins=bins, range=(lo, hi))
-            counts += c
-        return counts, edges, lo, hi
+    def histograms(self, thresholds: Sequence[float | None]) -> list:
+        """Each head's (counts, edges, lo, hi) against its threshold."""
+        if not self.scores:
+            return [(None, None, 0.0, 1.0)]
+        return [s.histogram(t) for s, t in zip(self.scores, thresholds, strict=True)]
 
     def directories(self, threshold: float | None) -> tuple[int, list[tuple]]:
         """(number of directories, the first ``MAX_TABLE_ROWS`` rows of the table): sorted by ai
@@ -538,37 +598,82 @@ def gather(report: str | Path, top: int, workdir: Path, batch_rows: int | None =
     return figures
 
 
-def _figures(report: str | Path, top: int, threshold: float | None):
+@dataclass
+class Figures:
+    """What the page shows, gathered before any of it is rendered."""
+
+    figures: PageFigures
+    thresholds: list[float | None]  # per head
+    histograms: list  # per head: (counts, edges, lo, hi)
+    dir_count: int
+    dir_rows: list[tuple]
+    rankings: list[list[dict]]  # per head: the top cards
+    by_verdict: list[dict] | None  # files the verdict calls ai (None: no verdict column)
+
+
+def _head_thresholds(meta: dict, figures: PageFigures) -> list[float | None]:
+    """Each head's threshold: the report's recorded one, else its first scored row's."""
+    recorded = [meta.get("threshold"), *(meta.get("head_thresholds") or [])[1:]]
+    out = []
+    for k in range(1, figures.heads + 1):
+        thr = recorded[k - 1] if len(recorded) >= k else None
+        if not isinstance(thr, (int, float)) or isinstance(thr, bool) or not math.isfinite(thr):
+            thr = figures.scores[k - 1].threshold if len(figures.scores) >= k else None
+        out.append(thr)
+    return out
+
+
+def _figures(report: str | Path, top: int, meta: dict) -> Figures:
     """The page's figures from one streamed pass over the report, in a private temp folder."""
     with tempfile.TemporaryDirectory(prefix="aiiscan-page-") as tmp:
         figures = gather(report, top, Path(tmp))
         try:
             with duckdb_errors(f"grouping {Path(report).name} by directory", "{fix} and rerun"):
-                thr = threshold if threshold is not None else figures.first_ok_threshold
-                return figures, thr, figures.histogram(thr), figures.directories(thr), figures.highest()
+                thresholds = _head_thresholds(meta, figures)
+                dir_count, dir_rows = figures.directories(thresholds[0])
+                return Figures(figures, thresholds, figures.histograms(thresholds), dir_count, dir_rows,
+                               [r.rows() for r in figures.rankings],
+                               None if figures.by_verdict is None else figures.by_verdict.rows())
         finally:
             figures.close()
 
 
-def render(report: str | Path, top: int = 50, thumbnails: bool = True,
-           thumb_budget: int = THUMB_BUDGET, name: str | None = None,
-           sources: ThumbnailSources | None = None, missed: Counter | None = None) -> str:
-    """The page for the local report file ``report``, called ``name``; thumbnails from ``sources``
-    (None: local files and store objects, for a report this process made; ``aiiscan report``
-    passes what the user allowed); ``missed`` counts those not made, by reason."""
-    name = name or Path(report).name
-    meta = report_metadata(report)
-    figures, thr, histogram, (dir_count, dir_rows), highest = _figures(report, top, meta.get("threshold"))
-    status, labels, hints = figures.status, figures.labels, figures.hints
-    more = range(2, figures.heads + 1)  # a multi-head scan's further heads
-    verdicts = figures.verdicts if len(more) else None
-    head_meta, head_thrs = meta.get("heads") or [], meta.get("head_thresholds") or []
+class _Thumbs:
+    """Thumbnails for every card of a page within one byte budget and one time budget; a file
+    on several cards (one per head) is decoded once."""
+
+    def __init__(self, enabled: bool, budget: int, sources: ThumbnailSources | None,
+                 missed: Counter | None = None):
+        self.enabled, self.budget, self.sources = enabled, budget, sources
+        self.spent, self.deadline = 0, time.monotonic() + THUMB_SECONDS
+        self.made: dict[str, str] = {}
+        self.missed = Counter() if missed is None else missed  # files without one, by reason
+
+    def html(self, path: str) -> str:
+        if not self.enabled:
+            return '<div class="noimg">thumbnail left out</div>'
+        if path not in self.made:
+            uri, why = (thumbnail(path, sources=self.sources) if self.spent < self.budget
+                        and time.monotonic() < self.deadline else (None, "thumbnail budget spent"))
+            if uri is not None and self.spent + len(uri) <= self.budget:
+                self.spent += len(uri)
+                self.made[path] = f'<img alt="thumbnail" src="{uri}">'
+            else:
+                why = why or "thumbnail budget spent"
+                self.missed[why] += 1
+                self.made[path] = f'<div class="noimg">{_e(why)}</div>'  # one try per file
+        return self.made[path]
+
+
+def _page_head(name: str, meta: dict, fig: Figures) -> list[str]:
+    """The document head, the caution and the scan's facts."""
+    thr, more = fig.thresholds[0], range(2, fig.figures.heads + 1)
+    head_meta = meta.get("heads") or []
     backbone = meta.get("backbone") or {}
     block = meta.get("threshold_block") or {}
     validation = block.get("validation") if isinstance(block.get("validation"), dict) else {}
     with_ai = (f" + {validation.get('ai_count')} AI images" if validation.get("positives") == "ai images"
                else "")
-
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
            f'<meta http-equiv="Content-Security-Policy" content="{_e(_csp())}">',
            '<meta name="referrer" content="no-referrer">',
@@ -581,7 +686,6 @@ def render(report: str | Path, top: int = 50, thumbnails: bool = True,
     out.append('<p class="note">Scores rank images by how unlike a natural photo they look to this '
                "head; the label is the score against the threshold. Metadata columns are evidence "
                "beside the score, never part of it, and their absence means nothing.</p>")
-
     out.append('<h2 id="scan">Scan</h2><table id="meta"><tbody>')
     facts = [
         ("model", meta.get("model_id")),
@@ -590,11 +694,12 @@ def render(report: str | Path, top: int = 50, thumbnails: bool = True,
         ("threshold", None if thr is None else f"{thr:.6g} ({meta.get('threshold_source', '')})"),
         ("calibration", (f"policy {block.get('policy')}, {validation.get('natural_count')} "
                          f"natural photos{with_ai}, on {block.get('created')}") if block else "none"),
-        *((f"head {k}", f"{head_meta[k - 1].get('model_id') if len(head_meta) >= k else ''} (threshold "
-                        f"{_fmt(head_thrs[k - 1]) if len(head_thrs) >= k else ''})") for k in more),
+        *((f"head {k}", f"{_head_name(head_meta, k)} (threshold {_fmt(fig.thresholds[k - 1])})")
+          for k in more),
         *((("verdict", f"--combine {meta.get('combine', 'any')}: the heads' labels combined"),)
           if len(more) else ()),
         ("roots", ", ".join(meta.get("roots") or [])),
+        ("ran in", " on ".join(str(meta[k]) for k in ("cwd", "host") if meta.get(k))),
         ("command", meta.get("command")),
         ("started", meta.get("started")), ("finished", meta.get("finished")),
         ("aiiscan", meta.get("aiiscan_version")),
@@ -602,70 +707,145 @@ def render(report: str | Path, top: int = 50, thumbnails: bool = True,
     ]
     out += [f"<tr><th>{escape(k)}</th><td>{_e(v)}</td></tr>" for k, v in facts]
     out.append("</tbody></table>")
+    return out
 
-    out.append('<h2 id="counts">Counts</h2><div class="counts">')
-    counters = [("status", status), ("label", labels), ("provenance hint", hints),
+
+def _head_name(head_meta: list, k: int) -> str:
+    entry = head_meta[k - 1] if len(head_meta) >= k and isinstance(head_meta[k - 1], dict) else {}
+    return str(entry.get("model_id") or "")
+
+
+def _head_title(meta: dict, k: int) -> str:
+    """``head k: model id`` (escaped), or ``head k`` where the report names none."""
+    name = _head_name(meta.get("heads") or [], k)
+    return f"head {k}: {_e(name)}" if name else f"head {k}"
+
+
+def _counts_section(fig: Figures) -> list[str]:
+    figures = fig.figures
+    out = ['<h2 id="counts">Counts</h2><div class="counts">']
+    counters = [("status", figures.status), ("label", figures.labels), ("provenance hint", figures.hints),
                 ("evidence", figures.evidence)]
-    if verdicts is not None:
-        counters.insert(2, ("verdict", verdicts))
+    if figures.heads > 1:
+        counters.insert(2, ("verdict", figures.verdicts))
     for title, counter in counters:
         body = "".join(f"<tr><td>{_e(k)}</td><td class=num>{v}</td></tr>" for k, v in sorted(counter.items()))
         out.append(f'<table class="count" id="count-{escape(title.replace(" ", "-"))}">'
                    f"<thead><tr><th>{escape(title)}</th><th class=num>files</th></tr></thead>"
                    f"<tbody>{body or '<tr><td>none</td><td class=num>0</td></tr>'}</tbody></table>")
     out.append(f"</div><p>{figures.rows} rows in the report.</p>")
+    return out
 
-    out.append('<h2 id="scores">Score distribution</h2>')
-    out.append(histogram_svg_counts(*histogram, thr))
 
-    out.append(f'<h2 id="flagged">The {min(top, figures.ok)} highest scores</h2>')
-    out.append('<p class="note">Ranked by score; each card\'s label follows the threshold, so a high '
-               'rank alone is no verdict.</p>')
-    if not thumbnails:
+def _scores_section(meta: dict, fig: Figures) -> list[str]:
+    """One histogram per head, head 1's first (ids ``histogram``, then ``histogram-2``, ...)."""
+    out = ['<h2 id="scores">Score distribution</h2>']
+    for k, (histogram, thr) in enumerate(zip(fig.histograms, fig.thresholds, strict=True), start=1):
+        if fig.figures.heads > 1:
+            out.append(f'<h3 id="scores-{k}">{_head_title(meta, k)}</h3>')
+        out.append(histogram_svg_counts(*histogram, thr, suffix="" if k == 1 else f"-{k}"))
+    return out
+
+
+def _card(r: dict, k: int, heads: int, thumbs: _Thumbs) -> str:
+    """One card: head ``k``'s score and label first, the other heads', the verdict, the path, its
+    copies (same sha256) and its evidence."""
+    def line(j: int) -> str:
+        label = r.get(f"label{_suffix(j)}") or "unlabelled"
+        return f"score {_fmt(r.get(f'score{_suffix(j)}'))} · {_e(label)}", label
+
+    text, label = line(k)
+    main = f'<div class="score{" ai" if label == "ai" else ""}">{"" if k == 1 else f"head {k}: "}{text}</div>'
+    others = "".join(f"<div>head {j}: {line(j)[0]}</div>" for j in range(1, heads + 1) if j != k)
+    if heads > 1:
+        others += f"<div>verdict: {_e(r.get('verdict') or 'none')}</div>"
+    copies = ""
+    if r.get("copies", 1) > 1:
+        others_at = r.get("other_paths", [])
+        more = "" if r["copies"] - 1 <= len(others_at) else " …"
+        copies = f'<div class="copies">×{r["copies"]} copies (same sha256)</div>'
+        if others_at:
+            copies += f'<div class="also">also: {" · ".join(_e(p) for p in others_at)}{more}</div>'
+    evidence = "".join(f"<li>{_e(b)}</li>" for b in card_evidence(r))
+    return (f'<div class="card">{thumbs.html(r["path"])}{main}{others}'
+            f'<div class="path">{_e(r["path"])}</div>{copies}<ul>{evidence}</ul></div>')
+
+
+def _cards_section(fig: Figures, thumbs: _Thumbs, sources: ThumbnailSources | None, meta: dict) -> list[str]:
+    """Head 1's ranking (``#flagged``, ``#cards``), each further head's, and the verdict's."""
+    figures, heads = fig.figures, fig.figures.heads
+    shown = len(fig.rankings[0]) if fig.rankings else 0
+    files = sum(r["copies"] for r in fig.rankings[0]) if fig.rankings else 0
+    out = [f'<h2 id="flagged">The {shown} highest scores</h2>',
+           '<p class="note">Ranked by score; each card\'s label follows the threshold, so a high '
+           "rank alone is no verdict. Copies of one content (same sha256) share a card"
+           + (f": these {shown} cards stand for {files} files." if files > shown else ".") + "</p>"]
+    if not thumbs.enabled:
         out.append('<p class="note">Thumbnails left out (--no-thumbnails).</p>')
     elif sources is not None and not sources.bases and not sources.store:
         out.append('<p class="note" id="no-sources">No thumbnails: a report is untrusted input, so the page '
                    "opens no file it names unless you allow it (aiiscan report --base DIR, "
                    "--thumbnails-from-roots, --thumbnails-from-store).</p>")
-    out.append('<div class="cards" id="cards">')
-    spent, deadline = 0, time.monotonic() + THUMB_SECONDS
-    for r in highest:
-        img = '<div class="noimg">thumbnail left out</div>'
-        if thumbnails:
-            uri, why = (thumbnail(r["path"], sources=sources) if spent < thumb_budget and time.monotonic()
-                        < deadline else (None, "thumbnail budget spent"))
-            if uri is not None and spent + len(uri) <= thumb_budget:
-                spent += len(uri)
-                img = f'<img alt="thumbnail" src="{uri}">'
-            else:
-                img = f'<div class="noimg">{_e(why or "thumbnail budget spent")}</div>'
-                if missed is not None and why:
-                    missed[why] += 1
-        label = r.get("label") or "unlabelled"
-        evidence = "".join(f"<li>{_e(b)}</li>" for b in card_evidence(r))
-        others = "".join(f"<div>head {k}: score {_fmt(r[f'score_{k}'])} · "
-                         f"{_e(r[f'label_{k}'] or 'unlabelled')}</div>" for k in more)
-        if len(more):
-            others += f"<div>verdict: {_e(r.get('verdict') or 'none')}</div>"
-        out.append(f'<div class="card">{img}<div class="score{" ai" if label == "ai" else ""}">'
-                   f"score {_fmt(r['score'])} · {_e(label)}</div>{others}"
-                   f"<div class=\"path\">{_e(r['path'])}</div>"
-                   f"<ul>{evidence}</ul></div>")
-    out.append("</div>")
+    ranked = fig.rankings or [[]]
+    out += ['<div class="cards" id="cards">', *(_card(r, 1, heads, thumbs) for r in ranked[0]), "</div>"]
+    for k in range(2, heads + 1):
+        out.append(f'<h2 id="flagged-{k}">The {len(ranked[k - 1])} highest scores of {_head_title(meta, k)}'
+                   "</h2>")
+        out += [f'<div class="cards" id="cards-{k}">', *(_card(r, k, heads, thumbs) for r in ranked[k - 1]),
+                "</div>"]
+    if fig.by_verdict is not None:
+        counted = figures.verdicts.get("ai", 0)
+        out.append(f'<h2 id="verdict-ai">The verdict says ai: {counted} files</h2>')
+        out.append('<p class="note">Files whose combined verdict is ai, highest head-1 score first (a file '
+                   "that evidence alone decided, with no score, comes last).</p>")
+        if fig.by_verdict:
+            out += ['<div class="cards" id="cards-verdict">',
+                    *(_card(r, 1, heads, thumbs) for r in fig.by_verdict), "</div>"]
+    return out
 
-    out.append('<h2 id="dirs">Per directory</h2>')
-    if dir_count > MAX_TABLE_ROWS:
-        out.append(f'<p class="note">The first {MAX_TABLE_ROWS} of {dir_count} directories listed, by ai '
+
+def _dirs_section(fig: Figures) -> list[str]:
+    out = ['<h2 id="dirs">Per directory</h2>']
+    if fig.dir_count > MAX_TABLE_ROWS:
+        out.append(f'<p class="note">The first {MAX_TABLE_ROWS} of {fig.dir_count} directories listed, by ai '
                    "rate; all are in the report file.</p>")
     out.append(_table("dir-table", [("directory", False), ("files", True), ("scored", True),
                                     ("flagged ai", True), ("ai rate", True), ("mean score", True),
-                                    ("errors", True)], dir_rows, "directories"))
+                                    ("errors", True)], fig.dir_rows, "directories",
+                      filterable=bool(fig.dir_rows)))
+    return out
 
-    out.append(f'<h2 id="errors">Errors and skipped files ({figures.error_count})</h2>')
+
+def _errors_section(fig: Figures) -> list[str]:
+    """Errors counted by reason (paths and numbers taken out), then the first ones listed."""
+    figures = fig.figures
+    out = [f'<h2 id="errors">Errors and skipped files ({figures.error_count})</h2>']
+    if not figures.error_count:
+        out.append('<p class="note" id="no-errors">Every file was read.</p>')
+        return out
+    out.append('<h3 id="reasons">By reason</h3>')
+    out.append(_table("reason-table", [("reason", False), ("status", False), ("files", True)],
+                      figures.reasons.rows(), "reasons", filterable=False))
     if figures.error_count > MAX_TABLE_ROWS:
         out.append(f'<p class="note">First {MAX_TABLE_ROWS} listed; all are in the report file.</p>')
     out.append(_table("error-table", [("path", False), ("status", False), ("reason", False)],
                       figures.errors, "errors"))
+    return out
+
+
+def render(report: str | Path, top: int = 50, thumbnails: bool = True,
+           thumb_budget: int = THUMB_BUDGET, name: str | None = None,
+           sources: ThumbnailSources | None = None, missed: Counter | None = None) -> str:
+    """The page for the local report file ``report``; ``name`` is what the page calls it;
+    ``sources``: what thumbnails may be made from (None: local files and store objects, for a
+    report this process made; ``aiiscan report`` passes what the user allowed); ``missed``
+    counts the files whose thumbnail was not made, by reason."""
+    name = name or Path(report).name
+    meta = report_metadata(report)
+    fig = _figures(report, top, meta)
+    thumbs = _Thumbs(thumbnails, thumb_budget, sources, missed)
+    out = [*_page_head(name, meta, fig), *_counts_section(fig), *_scores_section(meta, fig),
+           *_cards_section(fig, thumbs, sources, meta), *_dirs_section(fig), *_errors_section(fig)]
     out.append(f'<p class="note">Made by aiiscan {__version__} from {_e(name)}. '
                "Self-contained: no network requests.</p>")
     out.append(f"<script>{JS}</script></body></html>")

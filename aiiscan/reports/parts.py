@@ -25,8 +25,8 @@ import pyarrow.parquet as pq
 from ..errors import ReportError
 from ..files import atomic_output, atomic_write_bytes
 from .formats import format_for, module
+from .merge import merged, sort_by_path
 from .schema import SCHEMA, conform, heads_in
-from .sort import duckdb_connect, duckdb_errors
 
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 FINISH_BATCH = 16384  # rows per batch on the way from the sort to the report
@@ -130,7 +130,7 @@ class ReportWriter:
     def flush(self) -> None:
         if not self.buffer:
             return
-        table = pa.Table.from_pylist(self.buffer, schema=self.schema)
+        table = sort_by_path(pa.Table.from_pylist(self.buffer, schema=self.schema))  # a sorted run
         final = self.parts / f"part-{self.next_part:05d}.parquet"
         try:
             with atomic_output(final) as f:
@@ -155,28 +155,14 @@ class ReportWriter:
                 pq.write_table(kept_rows, f)
 
     def _sorted(self) -> Iterator[pa.RecordBatch]:
-        """Every row of the parts, sorted by path, as a stream.
-
-        DuckDB sorts out of core within ``SORT_MEMORY`` (spilling to the parts folder), so
-        finishing a scan of any size takes the same memory; pyarrow's sort holds the whole
-        table (1.5 GB for 1,000,000 rows), and a hand-written external merge sort is what
-        DuckDB already is."""
+        """Every row of the parts, sorted by path, as a stream: the parts are sorted runs, merged
+        out of core (``merge``), so finishing a scan of any size takes the same memory."""
         files = self._part_files()
         if not files:
             yield from self.schema.empty_table().to_batches()
             return
-        con = duckdb_connect(":memory:", self.parts / "sort.tmp")
-        retry = f"Every row is kept in {self.parts}: {{fix}} and rerun the same command with --resume"
-        try:
-            with duckdb_errors("sorting the report", retry):
-                rel = con.read_parquet([str(f) for f in files]).order("path")
-                stream = getattr(rel, "to_arrow_reader", None) or rel.fetch_arrow_reader  # duckdb 2.x, 1.x
-                for batch in stream(FINISH_BATCH):
-                    if batch.num_rows:
-                        table = pa.Table.from_batches([batch])
-                        yield from table.select(self.schema.names).cast(self.schema).to_batches()
-        finally:
-            con.close()
+        for table in merged(files, self.schema, self.parts / "merge.tmp", FINISH_BATCH):
+            yield from table.combine_chunks().to_batches()
 
     def finish(self, metadata: dict, kept: Callable[[int], list[int]] | None = None,
                publish: Callable[[Path], None] | None = None) -> Path:

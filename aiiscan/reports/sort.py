@@ -1,5 +1,5 @@
-"""DuckDB for out-of-core work: finishing a report (a sort by path of any size) and the HTML page's
-directory table, within a bounded memory that spills to disk. Imported only where needed."""
+"""DuckDB for out-of-core work: the HTML page's directory table, within a bounded memory that
+spills to disk. Imported only where needed. (A report's finish, a sort by path, is ``merge``.)"""
 
 from __future__ import annotations
 
@@ -10,13 +10,12 @@ from pathlib import Path
 
 from ..errors import ReportError
 
-# DuckDB's share while sorting the finished report; beyond it, it spills to disk. 96 MB costs
-# about 140 MB of RSS at 1,000,000 rows and sorts them in ~9 s here; 48 MB is too little for it.
+# DuckDB's share while grouping the page's directory table; beyond it, it spills to disk.
 SORT_MEMORY = os.environ.get("AIISCAN_SORT_MEMORY", "96MB")
 
 
 def duckdb_connect(database: str, spill: Path):
-    """DuckDB for out-of-core work (finishing a report, the HTML page's directory table): within
+    """DuckDB for out-of-core work (the HTML page's directory table): within
     ``SORT_MEMORY``, one thread, spilling to ``spill``. Imported here only (about a second)."""
     import duckdb
 

@@ -11,6 +11,7 @@ threshold is refused without them. The card records which positive set was used.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,23 @@ CAUTION = ("This threshold was placed on natural photos and band-(30,100) copies
            "These figures are not evidence of how well AI-generated images are detected.")
 AI_CAUTION = ("This threshold was placed on natural photos and the AI images given for calibration. "
               "Its TPR holds for images like those; other generators may be caught less often.")
+RESOLVE = 3  # natural photos per expected false positive that an FPR target needs to be measured at all
+
+
+def too_few(natural_count: int, target_fpr: float) -> str | None:
+    """Why ``natural_count`` photos cannot place an ``fpr:target`` threshold, or None. Below
+    RESOLVE/target photos the target allows fewer than RESOLVE flagged photos: the threshold
+    then sits on one or two scores, and an FPR of 0 at it says nothing about the rate. (``fpr:0``,
+    above every natural score, asks for no rate.)"""
+    if target_fpr <= 0:
+        return None
+    need = math.ceil(RESOLVE / target_fpr - 1e-9)
+    if natural_count >= need:
+        return None
+    return (f"{natural_count} photos cannot resolve an FPR of {target_fpr * 100:g}%: use at least {need} "
+            f"held-out natural photos (at least {RESOLVE} expected false positives)")
+
+
 NEEDS_AI = ("a {kind} head's balanced threshold needs AI images the head has not seen: pass --ai DIR "
             "or use --policy fpr:X ({reason})")
 
@@ -48,7 +66,7 @@ class CalibrationError(AiiscanError, ValueError):
 class Calibration:
     block: ThresholdBlock  # what went into the card's ``threshold``
     failed: list[tuple[str, str]] = field(default_factory=list)  # natural photos, then AI images
-    plot: str | None = None  # the PNG written, or why none was
+    plot: str | None = None  # the PNG written
     card_path: str = ""
 
     def lines(self) -> list[str]:
@@ -67,13 +85,15 @@ class Calibration:
             f"TPR {b.tpr:.4f}, FPR {b.fpr:.4f} at the threshold",
             f"median score: {medians}",
         ]
+        if b.has("warning"):
+            out.append(f"warning: {b.warning}")
         if v.has("overlap_check"):
             out.append("warning: overlap with the training photos could not be checked "
                        "(the card lists no training fingerprints)")
         if v.has("ai_overlap_check"):
             out.append("warning: overlap with the AI images used in fine-tuning could not be checked "
                        "(the card lists no training.ai_fingerprints)")
-        if self.plot and self.plot != plots.MISSING:
+        if self.plot:
             out.append(f"plot: {self.plot}")
         out.append(b.caution)
         return out
@@ -185,18 +205,16 @@ def calibrate(detector: ScorerLike, natural: Sequence[str], policy: str = "balan
         validation=validation, auc=roc_auc(neg, pos), balanced_accuracy=rates.balanced_accuracy,
         tpr=rates.tpr, fpr=rates.fpr, natural_score_median=float(np.median(neg)),
         ai_score_median=median if with_ai else ABSENT, perturbed_score_median=ABSENT if with_ai else median,
-        caution=AI_CAUTION if with_ai else CAUTION)
+        caution=AI_CAUTION if with_ai else CAUTION,
+        warning=(too_few(len(neg), target) if kind == "fpr" else None) or ABSENT)
     card = card.with_threshold(block)
     write_card(detector.prefix, card)
     detector.card = card
     result = Calibration(block, nat.failed + (got.failed if got is not None else []),
                          card_path=f"{detector.prefix}.json")
     if plot is not None:
-        if plots.available():
-            label = "AI images" if fakes else BAND
-            plots.histogram(plot, [("natural photos", neg), (label, pos)], rates.threshold,
-                            f"calibration of {detector.model_id} ({policy}; positives: {label})")
-            result.plot = str(plot)
-        else:
-            result.plot = plots.MISSING
+        label = "AI images" if fakes else BAND
+        plots.histogram(plot, [("natural photos", neg), (label, pos)], rates.threshold,
+                        f"calibration of {detector.model_id} ({policy}; positives: {label})")
+        result.plot = str(plot)
     return result

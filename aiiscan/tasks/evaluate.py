@@ -252,11 +252,8 @@ def write_plots(tables: Sequence[Table], evalset: EvalSet, folder: str | Path) -
     return written
 
 
-def write_all_plots(per_head: Sequence[Sequence[Table]], evalset: EvalSet, folder: Path) -> list[Path] | None:
-    """Every head's plots (one head: in ``folder``; several: ``folder/head1/``...); None when the
-    plotting library is missing."""
-    if not plots.available():
-        return None
+def write_all_plots(per_head: Sequence[Sequence[Table]], evalset: EvalSet, folder: Path) -> list[Path]:
+    """Every head's plots (one head: in ``folder``; several: ``folder/head1/``...)."""
     written: list[Path] = []
     for k, tables in enumerate(per_head, start=1):
         written += write_plots(tables, evalset, folder if len(per_head) == 1 else folder / f"head{k}")

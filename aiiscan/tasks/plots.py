@@ -1,73 +1,140 @@
-"""Optional PNG plots (matplotlib, the ``aiiscan[plot]`` extra); everything else works without."""
+"""PNG plots drawn with Pillow, a base dependency: ``calibrate --plot`` and ``evaluate --plots``
+write a real image on every install, with nothing extra to install.
+
+Score histograms with the threshold, and ROC curves: plain charts a reviewer reads at a glance.
+Labels come from cards and data sets (generator names, head ids): untrusted text, drawn only
+after ``textsafe.clean_text`` and cut to fit.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 from ..files import atomic_output
+from ..textsafe import clean_text
 from .metrics import roc_points
 
-MISSING = ("plots need matplotlib, which is not installed: pip install 'aiiscan[plot]' "
-           "(everything else works without it)")
+COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+           (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+INK, GRID = (40, 40, 40), (225, 225, 225)
+FONT_SIZE = 13
+MAX_LABEL = 60  # characters of a label or title drawn (the rest is cut: "...")
 
 
-def available() -> bool:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return False
-    return True
+@dataclass(frozen=True)
+class _Frame:
+    """The plotting area in pixels and the data range it shows."""
+
+    left: int
+    top: int
+    right: int
+    bottom: int
+    x0: float
+    x1: float
+    y0: float
+    y1: float
+
+    def x(self, v: float) -> float:
+        return self.left + (v - self.x0) / (self.x1 - self.x0) * (self.right - self.left)
+
+    def y(self, v: float) -> float:
+        return self.bottom - (v - self.y0) / (self.y1 - self.y0) * (self.bottom - self.top)
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, never a window (cron, servers)
-    import matplotlib.pyplot as plt
-
-    return plt
+def _label(text: str) -> str:
+    text = clean_text(str(text))
+    return text if len(text) <= MAX_LABEL else text[:MAX_LABEL - 3] + "..."
 
 
-def _save(fig, path: Path) -> None:
+def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    return ImageFont.load_default(size=FONT_SIZE)
+
+
+def _canvas(width: int, height: int, title: str) -> tuple[Image.Image, ImageDraw.ImageDraw]:
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img, "RGBA")  # RGBA fills blend: overlapping histograms stay readable
+    draw.text((width / 2, 8), _label(title), fill=INK, font=_font(), anchor="ma")
+    return img, draw
+
+
+def _axes(draw: ImageDraw.ImageDraw, f: _Frame, xlabel: str, ylabel: str, integer_y: bool = False) -> None:
+    """Grid, ticks with their values, the frame and the axis labels."""
+    font = _font()
+    for v in np.linspace(f.x0, f.x1, 5):
+        x = f.x(v)
+        draw.line([(x, f.top), (x, f.bottom)], fill=GRID)
+        draw.text((x, f.bottom + 4), f"{v:.3g}", fill=INK, font=font, anchor="ma")
+    for v in np.linspace(f.y0, f.y1, 5):
+        y = f.y(v)
+        draw.line([(f.left, y), (f.right, y)], fill=GRID)
+        draw.text((f.left - 4, y), f"{round(v):d}" if integer_y else f"{v:.2g}", fill=INK, font=font,
+                  anchor="rm")
+    draw.rectangle([f.left, f.top, f.right, f.bottom], outline=INK)
+    draw.text(((f.left + f.right) / 2, f.bottom + 22), xlabel, fill=INK, font=font, anchor="ma")
+    draw.text((6, f.top - 18), ylabel, fill=INK, font=font, anchor="la")
+
+
+def _legend(draw: ImageDraw.ImageDraw, f: _Frame, entries: Sequence[tuple[str, tuple[int, ...]]]) -> None:
+    font = _font()
+    x, y = f.right - 8, f.top + 8
+    width = max((draw.textlength(text, font=font) for text, _ in entries), default=0) + 22
+    draw.rectangle([x - width - 4, y - 4, x + 4, y + 18 * len(entries)], fill=(255, 255, 255, 215))
+    for text, colour in entries:
+        draw.rectangle([x - width, y + 3, x - width + 12, y + 13], fill=colour)
+        draw.text((x - width + 18, y), text, fill=INK, font=font, anchor="la")
+        y += 18
+
+
+def _save(img: Image.Image, path: Path) -> None:
     with atomic_output(path) as f:
-        fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
+        img.save(f, format="PNG", optimize=True)
 
 
 def histogram(path: str | Path, groups: Sequence[tuple[str, np.ndarray]], threshold: float | None,
               title: str) -> None:
-    """Score histograms of several groups on shared bins, with the threshold as a line."""
-    plt = _pyplot()
-    finite = [np.asarray(v, float)[np.isfinite(v)] for _, v in groups]
-    everything = np.concatenate(finite) if finite else np.zeros(0)
-    bins = np.histogram_bin_edges(everything, bins=40) if len(everything) else 10
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for (name, _), values in zip(groups, finite, strict=True):
-        ax.hist(values, bins=bins, alpha=0.55, label=f"{name} (n={len(values)})")
-    if threshold is not None:
-        ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.4g}")
-    ax.set_xlabel("score (higher = more likely AI-generated)")
-    ax.set_ylabel("images")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    _save(fig, Path(path))
-    plt.close(fig)
+    """Score histograms of several groups on shared bins, with the threshold as a dashed line."""
+    finite = [np.asarray(v, float)[np.isfinite(np.asarray(v, float))] for _, v in groups]
+    everything = np.concatenate([*finite, [threshold] if threshold is not None else []])
+    edges = np.histogram_bin_edges(everything, bins=40) if len(everything) else np.linspace(0, 1, 41)
+    counts = [np.histogram(values, bins=edges)[0] for values in finite]
+    top = max((int(c.max()) for c in counts if len(c)), default=0) or 1
+    img, draw = _canvas(800, 440, title)
+    f = _Frame(70, 40, 780, 380, float(edges[0]), float(edges[-1]), 0.0, top * 1.08)
+    _axes(draw, f, "score (higher = more likely AI-generated)", "images", integer_y=True)
+    entries = []
+    for k, ((name, _), values, c) in enumerate(zip(groups, finite, counts, strict=True)):
+        colour = COLOURS[k % len(COLOURS)]
+        for lo, hi, n in zip(edges[:-1], edges[1:], c, strict=True):
+            if n:
+                draw.rectangle([f.x(lo), f.y(n), f.x(hi), f.bottom], fill=(*colour, 140))
+        entries.append((_label(f"{name} (n={len(values)})"), colour))
+    if threshold is not None and np.isfinite(threshold):
+        x = f.x(float(threshold))
+        for y in range(f.top, f.bottom, 10):
+            draw.line([(x, y), (x, min(y + 6, f.bottom))], fill=INK, width=2)
+        entries.append((f"threshold {threshold:.4g}", INK))
+    _legend(draw, f, entries)
+    _save(img, Path(path))
 
 
 def roc(path: str | Path, curves: Sequence[tuple[str, np.ndarray, np.ndarray]], title: str) -> None:
-    """ROC curves, one per (name, real scores, fake scores)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 5))
-    for name, neg, pos in curves:
+    """ROC curves, one per (name, real scores, fake scores); the legend when 12 or fewer."""
+    img, draw = _canvas(560, 560, title)
+    f = _Frame(70, 40, 540, 500, 0.0, 1.0, 0.0, 1.0)
+    _axes(draw, f, "false-positive rate (real flagged)", "true-positive rate (fake flagged)")
+    draw.line([(f.x(0), f.y(0)), (f.x(1), f.y(1))], fill=(160, 160, 160))
+    entries = []
+    for k, (name, neg, pos) in enumerate(curves):
         fpr, tpr = roc_points(neg, pos)
-        ax.plot(fpr, tpr, label=name)
-    ax.plot([0, 1], [0, 1], color="grey", linewidth=0.5)
-    ax.set_xlabel("false-positive rate (real flagged)")
-    ax.set_ylabel("true-positive rate (fake flagged)")
-    ax.set_title(title)
+        colour = COLOURS[k % len(COLOURS)]
+        draw.line([(f.x(a), f.y(b)) for a, b in zip(fpr, tpr, strict=True)], fill=colour, width=2)
+        entries.append((_label(name), colour))
     if len(curves) <= 12:
-        ax.legend(fontsize=7)
-    _save(fig, Path(path))
-    plt.close(fig)
+        _legend(draw, _Frame(f.left, f.bottom - 8 - 18 * len(entries) - 8, f.right, f.bottom, 0, 1, 0, 1),
+                entries)
+    _save(img, Path(path))

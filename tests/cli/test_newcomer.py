@@ -127,8 +127,8 @@ def test_train_into_new_folders_installs_the_default_head(tmp_path, folder, tiny
                "--workers", "0", "--install-default", env=env)
     assert res.returncode == 0, res.stderr
     assert out.with_name("x.safetensors").is_file() and "installed as the default head" in res.stdout
-    installed = tmp_path / "xdg" / "aiiscan" / "weights" / "default.safetensors"
-    assert installed.read_bytes() == out.with_name("x.safetensors").read_bytes()
+    installed = json.loads((tmp_path / "xdg" / "aiiscan" / "weights" / "default.link").read_text())
+    assert installed["head"] == str(out)  # the default names the head; no second copy to diverge
     mask = os.umask(0o022)
     os.umask(mask)
     for f in (out.with_name("x.safetensors"), out.with_name("x.json")):  # both follow the umask
@@ -346,7 +346,7 @@ def test_install_default_never_replaces_an_installed_head(tmp_path, folder, tiny
     args = ["train", "--natural", str(folder), "--backbone", tiny_config, "--pretrained", "none",
             "--epochs", "1", "--views", "1", "--batch-size", "4", "--workers", "0", "--install-default"]
     assert _cli(*args, "-o", str(tmp_path / "a"), env=env).returncode == 0
-    installed = tmp_path / "xdg" / "aiiscan" / "weights" / "default.json"
+    installed = tmp_path / "xdg" / "aiiscan" / "weights" / "default.link"
     before = installed.read_bytes()
     res = _cli(*args, "-o", str(tmp_path / "b"), env=env)
     assert res.returncode == 2 and "already exists" in res.stderr and "--overwrite" in res.stderr

@@ -86,7 +86,6 @@ def _writers(folder: Path, name: str):
 @given(name=st.text(st.characters(codec="utf-8", exclude_characters="/\x00"), min_size=1, max_size=40)
        .filter(lambda s: s not in (".", "..") and len(s.encode()) < 150))
 def test_no_writer_follows_a_planted_link_or_opens_a_temporary_by_name(tmp_path_factory, kind, name):
-    pytest.importorskip("matplotlib") if kind == "plot" else None
     folder = tmp_path_factory.mktemp("out")
     victim = folder.parent / f"victim-{folder.name}"
     victim.write_bytes(b"precious")

@@ -229,22 +229,32 @@ def test_same_tree_same_rows_clean_resumed_incremental(det, tmp_path):
                 assert got.column(name).to_pylist() == want.column(name).to_pylist(), name
 
 
-def test_a_sort_out_of_memory_keeps_every_row_and_says_what_to_do(tmp_path, monkeypatch):
-    from aiiscan.errors import ReportError
-    from aiiscan.reports import sort
+def test_a_failed_merge_keeps_every_row_and_says_what_to_do(tmp_path, monkeypatch):
+    """A finish that fails half-way through its merge (a full disk under the intermediate runs)
+    keeps every part for --resume, leaves no report and no merge files behind."""
+    import errno
 
-    monkeypatch.setattr(sort, "SORT_MEMORY", "1MB")
+    from aiiscan.errors import ReportError
+    from aiiscan.reports import merge
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(merge, "FAN_IN", 3)
+    monkeypatch.setattr(merge, "_write_run", full)
     writer = ReportWriter(tmp_path / "r.csv", rows_per_part=10)
     for i in range(100):
-        writer.write(dict.fromkeys(COLUMNS) | {"path": f"/x/{i:03d}", "status": "error"})
-    with pytest.raises(ReportError, match="AIISCAN_SORT_MEMORY=1GB .* --resume"):
+        writer.write(dict.fromkeys(COLUMNS) | {"path": f"/x/{99 - i:03d}", "status": "error"})
+    with pytest.raises(ReportError, match="No space left on device.*--resume"):
         writer.finish({})
     writer.close()
-    assert not (tmp_path / "r.csv").exists()
-    monkeypatch.setattr(sort, "SORT_MEMORY", "96MB")
+    assert not (tmp_path / "r.csv").exists() and len(list(writer.parts.glob("part-*"))) == 10
+    monkeypatch.undo()
+    monkeypatch.setattr(merge, "FAN_IN", 3)  # three levels of intermediate runs
     again = ReportWriter(tmp_path / "r.csv", resume=True)
     again.finish({})
-    assert read_report(tmp_path / "r.csv").num_rows == 100
+    assert read_report(tmp_path / "r.csv").column("path").to_pylist() == [f"/x/{i:03d}" for i in range(100)]
+    assert not again.parts.exists()
 
 
 def test_a_touched_file_with_the_same_content_is_unchanged_not_moved(det, tmp_path):

@@ -6,6 +6,7 @@ bookkeeping and refusals, never detection quality.
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,7 @@ from aiiscan.cli import main
 from aiiscan.decode.launder import Condition
 from aiiscan.models.scorer import Detector
 from aiiscan.reports.read import read_report
-from aiiscan.tasks import plots
-from aiiscan.tasks.calibrate import CalibrationError, calibrate
+from aiiscan.tasks.calibrate import CalibrationError, calibrate, too_few
 from aiiscan.tasks.datasets import DatasetError, from_folders, load_dataset
 from aiiscan.tasks.evaluate import evaluate, to_csv, to_markdown
 
@@ -179,12 +179,27 @@ def test_calibrate_policies_history_and_plot(head_copy, held_out, tmp_path):
     assert second.block["fpr"] <= 0.1
 
 
-def test_calibrate_plot_without_matplotlib_says_so(head_copy, held_out, tmp_path, monkeypatch):
-    monkeypatch.setattr(plots, "available", lambda: False)
-    det = Detector.load(head_copy, device="cpu", quiet=True)
-    result = calibrate(det, held_out[:4], workers=0, progress=False, plot=tmp_path / "x.png")
-    assert "matplotlib" in result.plot and not (tmp_path / "x.png").exists()
-    assert read_card(head_copy).threshold is not None  # the threshold is still written
+def test_too_few_photos_for_an_fpr_target():
+    assert too_few(30, 0.01) == ("30 photos cannot resolve an FPR of 1%: use at least 300 held-out natural "
+                                 "photos (at least 3 expected false positives)")
+    assert too_few(300, 0.01) is None and too_few(29, 0.1) is not None and too_few(30, 0.1) is None
+    assert "0.1%" in too_few(2999, 0.001) and too_few(5, 0.0) is None
+
+
+@pytest.fixture()
+def no_matplotlib(monkeypatch):
+    """As on the base install: importing matplotlib fails."""
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    with pytest.raises(ImportError):
+        import matplotlib  # noqa: F401
+
+
+def _png(path: Path) -> tuple[int, int]:
+    with Image.open(path) as img:
+        assert img.format == "PNG"
+        img.load()  # every pixel decodes
+        return img.size
 
 
 # -- evaluate -----------------------------------------------------------------------------------
@@ -286,11 +301,28 @@ def test_eval_dev_train_calibrate_scan_evaluate(tmp_path):
     json.loads((Path(str(head) + ".json")).read_text())  # the card is still valid JSON
 
 
-def test_a_plot_asked_for_and_not_written_is_said_even_with_quiet(head_copy, held_out, tmp_path, monkeypatch):
-    monkeypatch.setattr(plots, "available", lambda: False)  # as without the [plot] extra
+def test_calibrate_plot_and_small_set_warning_without_matplotlib(head_copy, held_out, tmp_path,
+                                                                 no_matplotlib):
     res = CliRunner().invoke(main, ["calibrate", "--weights", str(head_copy), "--natural",
                                     str(Path(held_out[0]).parent), "--plot", str(tmp_path / "cal.png"),
-                                    "--workers", "0", "-q"])
+                                    "--policy", "fpr:0.01", "--workers", "0", "-q"])
     assert res.exit_code == 0, res.output
-    assert "warning: no plot written to" in res.stderr and "pip install 'aiiscan[plot]'" in res.stderr
-    assert not (tmp_path / "cal.png").exists() and read_card(head_copy).threshold is not None
+    assert _png(tmp_path / "cal.png") == (800, 440)
+    warning = "12 photos cannot resolve an FPR of 1%: use at least 300"
+    assert f"warning: {warning}" in res.stdout and f"plot: {tmp_path / 'cal.png'}" in res.stdout
+    card = read_card(head_copy)
+    assert card.threshold.warning.startswith(warning)
+    listed = CliRunner().invoke(main, ["heads"], env={"AIISCAN_WEIGHTS_DIR": str(tmp_path)}).stdout
+    assert "12 photos (too few!)" in listed  # head_copy lives in tmp_path
+
+
+def test_evaluate_plots_without_matplotlib(head_copy, held_out, tmp_path, no_matplotlib):
+    write_photos(tmp_path / "fake" / "gen_a", 3, seed=5, size=(64, 48))
+    res = CliRunner().invoke(main, ["evaluate", "--weights", str(head_copy), "--real",
+                                    str(Path(held_out[0]).parent), "--fake", str(tmp_path / "fake" / "gen_a"),
+                                    "--plots", str(tmp_path / "plots"), "--workers", "0", "-q"])
+    assert res.exit_code == 0, res.output
+    written = sorted(p.name for p in (tmp_path / "plots").iterdir())
+    assert written == ["hist_none_gen_a.png", "roc_none.png"]
+    assert _png(tmp_path / "plots" / "roc_none.png") == (560, 560)
+    assert _png(tmp_path / "plots" / "hist_none_gen_a.png") == (800, 440)
