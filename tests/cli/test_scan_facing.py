@@ -107,8 +107,9 @@ def test_report_from_another_folder_says_why_thumbnails_are_missing(here, head_p
     folder the report says the scan ran in; nothing outside DIR is read, through '..' or a link."""
     scanned = here / "scan"
     write_photos(scanned / "photos", 3, seed=4)
-    outside = write_photos(here / "outside", 1, seed=5)[0]
-    (scanned / "photos" / "link.png").symlink_to(outside)
+    write_photos(here / "outside", 1, seed=5)
+    secret = write_photos(here / "secret", 1, seed=7)[0]  # not scanned: a link leads there
+    (scanned / "photos" / "link.png").symlink_to(secret)
     os.chdir(scanned)
     res = _scan("photos", "../outside", "-o", "r.parquet", "--follow-symlinks", "--weights", str(head_prefix))
     assert res.exit_code == 0, res.output
