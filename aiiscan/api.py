@@ -94,10 +94,15 @@ def scan(paths: Sequence[str], output: str | Path = "report.parquet", **options:
     ``detector=`` (a loaded ``Detector``, or a ``Scorer`` of several heads), ``weights=[A, B]``
     (several heads; ``combine=``), ``stability="jpeg:75,resize:0.5"``, ``engine=`` ("local" or
     "ray") and the engine's own options. Each row's ``verdict`` and ``verdict_reasons`` are the
-    rule's of ``scanner.verdict``, as the CLI writes them."""
+    rule's of ``scanner.verdict``, as the CLI writes them. Raises ``NothingToScan`` when no root
+    held an image file (the report is written; as the CLI's exit 5), unless ``allow_empty=True``."""
+    from .errors import EXIT_NOTHING, NothingToScan
     from .scanner.driver import run_scan
 
-    return run_scan(list(paths), output, *scan_options(**options)).report
+    summary = run_scan(list(paths), output, *scan_options(**options))
+    if summary.exit_code == EXIT_NOTHING:
+        raise NothingToScan(summary.nothing_message())
+    return summary.report
 
 
 def load(weights: str | Path | None = None, **run: Any) -> Detector:
@@ -288,18 +293,24 @@ def evaluate(*, weights: str | Sequence[str] | None = None, dataset: str | None 
     return result
 
 
-def report(source: str | Path, output: str | Path, overwrite: bool = False, **options: Any) -> str:
-    """The self-contained HTML page of a report (``PageOptions``' keywords); returns where it is."""
+def report(source: str | Path, output: str | Path, overwrite: bool = False,
+           echo: Callable[[str], None] | None = None, **options: Any) -> str:
+    """The self-contained HTML page of a report (``PageOptions``' keywords); returns where it is.
+    ``echo`` hears how many thumbnails could not be made, and why."""
+    import os
+
     from .files import check_output
-    from .reports.html import ThumbnailSources, write_html
+    from .reports.html import ThumbnailSources, check_page_name, write_html
 
     page = build(PageOptions, options)
+    check_page_name(output)
     check_output(output, overwrite=overwrite, what="HTML report")
-    # the report is untrusted: thumbnails only from what the user allowed (never http(s))
-    sources = ThumbnailSources.of(page.base, store=page.thumbnails_from_store)
+    # the report is untrusted: thumbnails only from what the user allowed (never http(s)); local
+    # files under --base, by default the current folder, where relative names are resolved too
+    sources = ThumbnailSources.of(page.base or (os.getcwd(),), store=page.thumbnails_from_store)
     return write_html(source, output, top=page.top, thumbnails=page.thumbnails,
                       thumb_budget=page.thumb_budget, sources=sources,
-                      trust_roots=page.thumbnails_from_roots)
+                      trust_roots=page.thumbnails_from_roots, warn=echo)
 
 
 def evidence(paths: Sequence[str], *, workers: int | None = 1, **options: Any) -> list[dict]:

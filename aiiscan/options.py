@@ -161,6 +161,8 @@ class ScanOptions:
     keep_gps: bool = opt(False, "Write GPS coordinates into the report (default: only a has_gps flag).")
     prompts: bool = opt(True, "Leave generator prompts out of the report.", negate="--no-prompts")
     overwrite: bool = opt(False, "Replace existing output files (refused otherwise).")
+    allow_empty: bool = opt(False, "Exit 0 when no root holds an image file (default: exit 5, 'nothing to "
+                                   "scan', so that a job over an unmounted share does not pass).")
     command: str | None = opt(None, cli=False)  # the command line, for the report's metadata
     combine: str = opt("any", "Several --weights: how the heads' labels enter the verdict. any: ai if any "
                               "head labels ai, natural if all label natural; all: ai only if every head "
@@ -326,10 +328,12 @@ class PageOptions:
     thumbnails: bool = opt(True, "Leave images out of the page (sensitive material); cards keep score and "
                                  "path.", negate="--no-thumbnails")
     thumb_budget: int = opt(4 * 1024 * 1024, "Bytes of thumbnails the page may hold in total.", min=0)
-    base: tuple[str, ...] = opt((), "Make thumbnails from local files under this folder only (repeatable). "
-                                    "A report is untrusted input: without --base (or "
-                                    "--thumbnails-from-roots) no file it names is opened.",
-                                metavar="DIR", path={"exists": True, "file_okay": False})
+    base: tuple[str, ...] = opt((), "Make thumbnails from local files under this folder only (repeatable); "
+                                    "the report's relative paths are resolved under it. A report is "
+                                    "untrusted input: no file outside it is opened, through '..' or "
+                                    "a symbolic link either.",
+                                metavar="DIR", path={"exists": True, "file_okay": False},
+                                default_text="the current folder")
     thumbnails_from_roots: bool = opt(False, "Also make thumbnails from local files under the roots the "
                                              "report records (trust the report's own roots).")
     thumbnails_from_store: bool = opt(False, "Also fetch objects in s3://, gs://, az:// for thumbnails, "

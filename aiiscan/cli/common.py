@@ -14,6 +14,7 @@ import click
 
 from .. import progress as progress_bars
 from ..engines import ENGINES, make_engine
+from ..errors import UsageError
 from ..options import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, RunOptions, build
 from ..textsafe import for_terminal
 from .params import options_for
@@ -27,8 +28,18 @@ def examples(*lines: str) -> str:
 
 
 def output_option(required: bool, help: str, aliases: tuple[str, ...] = ()) -> Callable:
-    return click.option("-o", "--output", *aliases, "output", required=required,
+    return click.option("-o", "--output", *aliases, "output", required=required, callback=_not_stdout,
                         type=click.Path(), help=help)  # files.check_output judges it
+
+
+def _not_stdout(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:  # noqa: ARG001
+    """``-o -`` is refused rather than written to a file named ``-``: outputs are written
+    atomically (and a scan's report resumably, in parts), which a pipe cannot be."""
+    if value == "-":
+        raise UsageError(f"-o - (standard output) is not supported by `aiiscan {ctx.info_name}`: its output "
+                         "is written atomically to a file or an s3://, gs://, az:// object: name a file, "
+                         "and `cat` it where a pipe wants it")
+    return value
 
 
 def image_sets(natural: str, ai: str | None = None) -> Callable[[Callable], Callable]:

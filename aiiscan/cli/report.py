@@ -28,12 +28,14 @@ def command(report_file, output, overwrite, quiet, progress, **params) -> None: 
 
     The page makes no network request: styles, script and thumbnails are inline, under a strict
     Content-Security-Policy. A report is untrusted input, so thumbnails are re-made only from
-    what you allow: local files under --base DIR (or under the report's recorded roots, with
-    --thumbnails-from-roots), objects in s3/gs/az with --thumbnails-from-store (your
-    credentials); http(s) URLs never. Special files (FIFOs, devices) are never opened for
-    reading. REPORT may itself be an object (s3://bucket/reports/night.parquet): it is fetched
-    whole into a temporary folder.
+    what you allow: local files under --base DIR (default: the current folder; the report's
+    relative paths are resolved there, never under the folder the report says the scan ran in),
+    or under the report's recorded roots with --thumbnails-from-roots; objects in s3/gs/az with
+    --thumbnails-from-store (your credentials); http(s) URLs never. Special files (FIFOs,
+    devices) are never opened for reading. REPORT may itself be an object
+    (s3://bucket/reports/night.parquet): it is fetched whole into a temporary folder.
     """
     from .. import api
 
-    click.echo(f"wrote {for_terminal(str(api.report(report_file, output, overwrite=overwrite, **params)))}")
+    page = api.report(report_file, output, overwrite=overwrite, echo=common.info(quiet), **params)
+    click.echo(f"wrote {for_terminal(str(page))}")

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import click
 
+from ..errors import EXIT_NOTHING, UsageError
 from ..options import ScanOptions
-from ..reports.formats import SUFFIXES
+from ..reports.formats import SUFFIXES, unknown_format
 from ..textsafe import for_terminal
 from . import common
 from .params import options_for
@@ -46,7 +47,8 @@ def command(paths, output, html_out, quiet, progress, **params) -> None:
 
     Without --weights the default head is used ($AIISCAN_WEIGHTS, else the head installed by
     `aiiscan train --install-default`, else ./weights/default). Labels use the card's calibrated
-    threshold or --threshold. The summary goes to stdout; progress and warnings to stderr.
+    threshold or --threshold. The summary goes to stdout; progress and warnings to stderr. A scan
+    that finds no image file at all exits 5, "nothing to scan" (--allow-empty: 0).
 
     With several --weights every head scores every file from one decode: the report's score, label,
     threshold and model_id are head 1's, score_2, label_2, ... head 2's (--combine: how their labels
@@ -59,6 +61,7 @@ def command(paths, output, html_out, quiet, progress, **params) -> None:
     from ..files import check_output
     from ..inputs import is_remote
     from ..options import as_weights, build
+    from ..reports.html import check_page_name
     from ..scanner.driver import heads_for, run_scan
     from ..scanner.staging import staging_for
 
@@ -69,9 +72,9 @@ def command(paths, output, html_out, quiet, progress, **params) -> None:
         if Path(output).is_dir():  # the real mistake, not the suffix
             raise click.UsageError(f"report {output!r} is a folder: name a file in it, e.g. "
                                    f"{Path(output) / 'report.parquet'}")
-        raise click.UsageError(f"cannot tell the report format of {Path(output).name!r}: end it in .parquet, "
-                               ".csv or .jsonl, or pass --format")
+        raise UsageError(unknown_format(output))
     if html_out:
+        check_page_name(html_out)
         check_output(html_out, overwrite=params["overwrite"], what="HTML report")
     run = common.run_options(params, quiet, progress)
     options = build(ScanOptions, params | {"run": run, "weights": as_weights(params["weights"]),
@@ -89,5 +92,10 @@ def command(paths, output, html_out, quiet, progress, **params) -> None:
     if html_out:
         from ..reports.html import write_html
 
-        click.echo(f"html: {for_terminal(str(write_html(summary.report, html_out)))}")
+        page = write_html(summary.report, html_out, warn=common.info(quiet))
+        click.echo(f"html: {for_terminal(str(page))}")
+    if summary.exit_code == EXIT_NOTHING:
+        click.echo(f"aiiscan: {for_terminal(summary.nothing_message())}", err=True)
+    elif summary.empty_roots and not quiet:
+        click.echo("warning: no image file under " + for_terminal("; ".join(summary.empty_roots)), err=True)
     sys.exit(summary.exit_code)

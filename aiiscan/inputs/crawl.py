@@ -67,7 +67,7 @@ def _expanded(loc: Location, crawl: Crawl, archives: bool) -> Iterator[Entry]:
 def iter_inputs(paths: Iterable[str], from_list: str | None = None,
                 include: Sequence[str] = (), exclude: Sequence[str] = (),
                 follow_symlinks: bool = False, seen: Callable[[str], bool] | None = None,
-                archives: bool = False) -> Iterator[Entry]:
+                archives: bool = False, on_root: Callable[[int], None] | None = None) -> Iterator[Entry]:
     """Every input once, in a stable order: given paths first (directories expanded), then the
     list. Spellings of one name (``Location.key``) count once, in the form first met.
 
@@ -75,7 +75,10 @@ def iter_inputs(paths: Iterable[str], from_list: str | None = None,
     passes its on-disk ``reports.ledger.Ledger.add_new``, so that 100 million names cost no
     memory). One root and no list cannot repeat a name, so nothing is recorded then, except
     archive members (a tar may hold one name twice; the first is scanned). Object URLs and
-    members are keyed as written: ``a//b`` and ``a/b`` are two objects in a store."""
+    members are keyed as written: ``a//b`` and ``a/b`` are two objects in a store.
+
+    ``on_root(i)`` is called before the entries of root ``i`` (the list file, all its lines: index
+    ``len(paths)``), so that a scan can say which root held nothing."""
     paths = list(paths)
     if seen is None:
         keys: set[str] = set()
@@ -92,7 +95,11 @@ def iter_inputs(paths: Iterable[str], from_list: str | None = None,
         lists.append(read_list(from_list))
     for index, names in enumerate(lists):
         crawl.in_list = index > 0
-        for raw in names:
+        if index and on_root:
+            on_root(len(paths))
+        for number, raw in enumerate(names):
+            if not index and on_root:
+                on_root(number)
             for entry in _expanded(parse(raw), crawl, archives):
                 loc = entry.location
                 if not entry.explicit and include and not _matches(loc, include):

@@ -16,7 +16,7 @@ import os
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -28,15 +28,16 @@ from PIL import Image
 
 from .. import inputs
 from ..decode.preprocess import open_image, to_rgb
-from ..errors import ReportError
+from ..errors import ReportError, UsageError
 from ..files import atomic_write_bytes, now_iso
 from ..inputs import archive
 from ..inputs.location import Location, Refused, SourceError
 from ..inputs.store import LISTABLE, put_file
 from ..inputs.store import scheme as store_scheme
 from ..options import DEFAULT_MAX_PIXELS
-from ..textsafe import for_page, path_from_display
+from ..textsafe import display_path, for_page, path_from_display
 from ..version import __version__
+from .formats import PAGE_SUFFIXES
 from .read import iter_report, local_report, report_metadata
 from .schema import heads_in
 from .sort import duckdb_connect, duckdb_errors
@@ -151,6 +152,19 @@ class ThumbnailSources:
         local = [r for r in local if inputs.parse(r).source == "local"]
         return cls(tuple(os.path.realpath(b) for b in (*bases, *local)), store)
 
+    def locate(self, shown: str) -> Location:
+        """The object a report's ``path`` stands for (``inputs.from_display``: a store key holding
+        ``::`` is that object). A relative local name (``../photos/a.jpg``, or an archive at one)
+        is taken under each base folder in turn, the first that holds it, never under this
+        process's folder: the page is made from where the user said."""
+        loc = inputs.from_display(shown)
+        if _outer(loc).source != "local" or os.path.isabs(_outer(loc).raw):
+            return loc
+        tried = [inputs.from_display(os.path.join(display_path(b), shown))
+                 for b in self.bases if os.path.isdir(b)]
+        found = [c for c in tried if os.path.lexists(_outer(c).raw)]
+        return next((c for c in found if self.refusal(c) is None), (found or tried or [loc])[0])
+
     def refusal(self, loc: Location) -> str | None:
         """Why ``loc`` may not be opened for a thumbnail (None: it may)."""
         if isinstance(loc, archive.ArchiveMember):
@@ -164,10 +178,19 @@ class ThumbnailSources:
         real = os.path.realpath(loc.raw)
         if any(real == b or real.startswith(b.rstrip(os.sep) + os.sep) for b in self.bases):
             return None
-        return "outside the --base folders"
+        return OUTSIDE
+
+
+def _outer(loc: Location) -> Location:
+    """The file an archive member is in (a member of a member: the outermost); else ``loc``."""
+    while isinstance(loc, archive.ArchiveMember):
+        loc = loc.container
+    return loc
 
 
 NO_SOURCES = ThumbnailSources()
+OUTSIDE = "outside the --base folders"
+NOT_FOUND = "no thumbnail: file not found"
 
 
 def thumbnail(path: str, max_pixels: int = DEFAULT_MAX_PIXELS, sources: ThumbnailSources | None = None
@@ -177,7 +200,7 @@ def thumbnail(path: str, max_pixels: int = DEFAULT_MAX_PIXELS, sources: Thumbnai
     # the report's form of the name (escaped bytes, backslashes), read as the scan read it: a
     # local file (opened non-blocking, regular files only: a FIFO or a device never blocks it),
     # an object in a store, an archive member; at most THUMB_MAX_FILE bytes
-    loc = inputs.from_display(path)
+    loc = sources.locate(path) if sources is not None else inputs.from_display(path)
     why = (sources or ThumbnailSources(bases=(os.sep,), store=True)).refusal(loc)
     if why is not None:
         return None, f"no thumbnail: {why}"
@@ -194,10 +217,34 @@ def thumbnail(path: str, max_pixels: int = DEFAULT_MAX_PIXELS, sources: Thumbnai
         buf = io.BytesIO()
         img.save(buf, "JPEG", quality=80)
         return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode(), None
-    except OSError as exc:  # vanished since the scan; a socket (ENXIO)
-        return None, f"no thumbnail: {exc.strerror or type(exc).__name__}"
-    except Exception as exc:  # changed or hostile since the scan
-        return None, f"no thumbnail: {type(exc).__name__}"
+    except FileNotFoundError:  # moved or removed since the scan, or a relative name under another base
+        return None, NOT_FOUND
+    except OSError as exc:  # a socket (ENXIO), no permission
+        return None, f"no thumbnail: {exc.strerror or 'the file cannot be read'}"
+    except Exception:  # changed or hostile since the scan: the reason in words, never a class name
+        return None, "no thumbnail: not readable as an image now (changed since the scan?)"
+
+
+def missed_thumbnails(missed: Counter, sources: ThumbnailSources | None, meta: dict) -> list[str]:
+    """What ``aiiscan report`` says about the thumbnails it could not make: how many, and why,
+    in words. The folder the scan ran in (the report's ``cwd``) is only suggested, never
+    followed: a report is untrusted input."""
+    bases = ", ".join(sources.bases) if sources is not None and sources.bases else "the current folder"
+    ran = meta.get("cwd") if isinstance(meta.get("cwd"), str) else None
+    where = (f": run from the scan's folder {ran}, or pass --base {ran}" if ran and
+             (sources is None or ran not in sources.bases) else ": moved or removed since the scan?")
+    out = []
+    for why, n in sorted(missed.items(), key=lambda kv: -kv[1]):
+        files = f"{n} file{'' if n == 1 else 's'}"
+        if why == NOT_FOUND:
+            out.append(f"warning: no thumbnail for {files} not found under {bases}{where}")
+        elif why.endswith(OUTSIDE):
+            ran_in = f" (the scan ran in {ran})" if ran else ""
+            out.append(f"warning: no thumbnail for {files} outside the --base folders ({bases}): pass "
+                       f"--base DIR for the folder that holds them{ran_in}")
+        else:
+            out.append(f"warning: no thumbnail for {files}: {why.removeprefix('no thumbnail: ')}")
+    return out
 
 
 def nice_ticks(lo: float, hi: float, target: int = 6) -> list[float]:
@@ -638,10 +685,12 @@ class _Thumbs:
     """Thumbnails for every card of a page within one byte budget and one time budget; a file
     on several cards (one per head) is decoded once."""
 
-    def __init__(self, enabled: bool, budget: int, sources: ThumbnailSources | None):
+    def __init__(self, enabled: bool, budget: int, sources: ThumbnailSources | None,
+                 missed: Counter | None = None):
         self.enabled, self.budget, self.sources = enabled, budget, sources
         self.spent, self.deadline = 0, time.monotonic() + THUMB_SECONDS
         self.made: dict[str, str] = {}
+        self.missed = Counter() if missed is None else missed  # files without one, by reason
 
     def html(self, path: str) -> str:
         if not self.enabled:
@@ -653,7 +702,9 @@ class _Thumbs:
                 self.spent += len(uri)
                 self.made[path] = f'<img alt="thumbnail" src="{uri}">'
             else:
-                return f'<div class="noimg">{_e(why or "thumbnail budget spent")}</div>'
+                why = why or "thumbnail budget spent"
+                self.missed[why] += 1
+                self.made[path] = f'<div class="noimg">{_e(why)}</div>'  # one try per file
         return self.made[path]
 
 
@@ -692,6 +743,7 @@ def _page_head(name: str, meta: dict, fig: Figures) -> list[str]:
           if len(more) else ()),
         ("stability", meta.get("stability") or "off"),
         ("roots", ", ".join(meta.get("roots") or [])),
+        ("ran in", " on ".join(str(meta[k]) for k in ("cwd", "host") if meta.get(k))),
         ("command", meta.get("command")),
         ("started", meta.get("started")), ("finished", meta.get("finished")),
         ("aiiscan", meta.get("aiiscan_version")),
@@ -827,14 +879,15 @@ def _errors_section(fig: Figures) -> list[str]:
 
 def render(report: str | Path, top: int = 50, thumbnails: bool = True,
            thumb_budget: int = THUMB_BUDGET, name: str | None = None,
-           sources: ThumbnailSources | None = None) -> str:
+           sources: ThumbnailSources | None = None, missed: Counter | None = None) -> str:
     """The page for the local report file ``report``; ``name`` is what the page calls it;
     ``sources``: what thumbnails may be made from (None: local files and store objects, for a
-    report this process made; ``aiiscan report`` passes what the user allowed)."""
+    report this process made; ``aiiscan report`` passes what the user allowed); ``missed``
+    counts the files whose thumbnail was not made, by reason."""
     name = name or Path(report).name
     meta = report_metadata(report)
     fig = _figures(report, top, meta)
-    thumbs = _Thumbs(thumbnails, thumb_budget, sources)
+    thumbs = _Thumbs(thumbnails, thumb_budget, sources, missed)
     out = [*_page_head(name, meta, fig), *_counts_section(fig), *_scores_section(meta, fig),
            *_cards_section(fig, thumbs, sources, meta), *uncertain_section(fig.figures),
            *_dirs_section(fig), *_errors_section(fig)]
@@ -844,19 +897,35 @@ def render(report: str | Path, top: int = 50, thumbnails: bool = True,
     return "\n".join(out)
 
 
-def write_html(report: str | Path, output: str | Path, trust_roots: bool = False, **kwargs) -> str:
+def check_page_name(output: str | Path) -> None:
+    """The page is HTML: a name with another suffix (``.pdf``, ``.png``, ``.parquet``) would hold
+    HTML under a name that says otherwise, so it is refused; a name with no suffix is taken as
+    meant."""
+    suffix = Path(str(output)).suffix.lower().lstrip(".")
+    if suffix and not suffix.isdigit() and suffix not in PAGE_SUFFIXES:  # "night-1.2" names no format
+        name = Path(str(output)).name
+        raise UsageError(f"{name}: the page is HTML only (one self-contained file): name it "
+                         f"{Path(name).with_suffix('.html')}; for a PDF, print the page from a browser")
+
+
+def write_html(report: str | Path, output: str | Path, trust_roots: bool = False,
+               warn: Callable[[str], None] | None = None, **kwargs) -> str:
     """Render ``report`` into ``output`` atomically; either may be an object URL (the report is
     fetched, the page uploaded in one put). Returns where the page is. ``trust_roots``: the
-    report's recorded roots join ``sources``' folders."""
+    report's recorded roots join ``sources``' folders. ``warn`` hears how many thumbnails could
+    not be made, and why."""
+    missed: Counter = Counter()
     with local_report(report) as local:
+        meta = report_metadata(local)
         if trust_roots:
             given = kwargs.get("sources") or NO_SOURCES
-            kwargs["sources"] = ThumbnailSources.of(given.bases, report_metadata(local).get("roots") or (),
-                                                    given.store)
+            kwargs["sources"] = ThumbnailSources.of(given.bases, meta.get("roots") or (), given.store)
         try:
-            page = render(local, name=str(report).rsplit("/", 1)[-1], **kwargs).encode("utf-8")
+            page = render(local, name=str(report).rsplit("/", 1)[-1], missed=missed, **kwargs).encode("utf-8")
         finally:
             archive.close_all()  # shards opened for thumbnails
+    for line in missed_thumbnails(missed, kwargs.get("sources"), meta) if warn else ():
+        warn(line)
     if not inputs.is_remote(str(output)):
         atomic_write_bytes(Path(output), page)
         return str(output)

@@ -127,7 +127,8 @@ META_TYPES: dict[str, type | tuple] = {
     "threshold": float, "head_thresholds": (list, float), "heads": (list, dict), "backbone": dict,
     "threshold_block": dict, "evidence": dict, "roots": (list, str), "model_id": str,
     "model_card_sha256": str, "threshold_source": str, "combine": str, "command": str,
-    "started": str, "finished": str, "aiiscan_version": str, "stability": str, "run_identity": dict}
+    "started": str, "finished": str, "aiiscan_version": str, "stability": str, "run_identity": dict,
+    "cwd": str, "host": str}
 
 
 def heads_in(names: list[str]) -> int:

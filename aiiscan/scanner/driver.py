@@ -58,7 +58,8 @@ def check_roots(paths: Sequence[str]) -> None:
 
 def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | None = None,
              engine: Engine | None = None) -> ScanSummary:
-    """Scan files and folders into a report; see ``ScanSummary.exit_code`` for the outcome.
+    """Scan files and folders into a report; see ``ScanSummary.exit_code`` for the outcome (5
+    when no root held an image file, unless ``allow_empty``: the report is written all the same).
 
     Mistakes are found before the model loads: a root that does not exist, an output that may
     not be written (``files.check_output``; an existing report needs ``overwrite``).
@@ -79,6 +80,11 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
     rows = Rows(model, opts)
     identity = run_identity(model, rows.thresholds, rows.combine, opts, evidence)
     summary = ScanSummary.of(rows, model)
+    summary.roots = [display_path(p) for p in paths] + (
+        [] if not opts.from_list else ["the list on standard input" if opts.from_list == "-"
+                                       else f"the list {display_path(opts.from_list)}"])
+    summary.allow_empty, summary.begun = opts.allow_empty, t0
+    summary.reuse_asked = bool(opts.incremental or opts.resume)
     with contextlib.ExitStack() as stack:
         # An old report in a store is fetched into a temporary folder, which goes once the ledger
         # holds its rows; an unreadable one is refused before any part exists.
@@ -91,7 +97,8 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
                                                   identity=identity, explain=differences))
         ledger = stack.enter_context(contextlib.closing(Ledger(writer.parts / "index.sqlite", rows.schema)))
         stack.callback(signals.install())  # SIGTERM (docker stop) and Ctrl-C both stop here, resumably
-        bar = stack.enter_context(progress_bars.bar(unit="file", show=run.progress))  # the crawl streams
+        # the crawl streams: the bar counts what it finds, and has a total once it ends
+        bar = stack.enter_context(progress_bars.bar(unit="file", show=run.progress))
         reuse = Reuse(ledger, **_incremental(old, identity, evidence, stability if rows.heads else None,
                                              summary))
 
@@ -102,7 +109,7 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
                 reuse.record(row)
             bar.update(1)
 
-        plan = Plan(paths, opts, model.image_size, reuse, rows, summary, emit, evidence)
+        plan = Plan(paths, opts, model.image_size, reuse, rows, summary, emit, evidence, bar)
         try:
             if reuse.incremental:
                 ids = [h.model_id for h in model.heads]

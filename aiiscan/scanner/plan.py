@@ -8,6 +8,7 @@ scores included: the decision is made here, so every engine writes the same rows
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -18,6 +19,7 @@ from ..inputs.archive import is_container
 from ..inputs.crawl import iter_inputs
 from ..inputs.location import ListingLost
 from ..options import ScanOptions
+from ..progress import Bar
 from .reuse import Reuse
 from .rows import Rows
 from .summary import ScanSummary
@@ -28,37 +30,60 @@ class Plan:
     counts a file that gets none (not an image)."""
 
     def __init__(self, paths: Sequence[str], opts: ScanOptions, crop: int, reuse: Reuse, rows: Rows,
-                 summary: ScanSummary, emit: Callable[[dict | None], None], evidence: Evidence):
+                 summary: ScanSummary, emit: Callable[[dict | None], None], evidence: Evidence,
+                 bar: Bar | None = None):
         self.paths, self.opts, self.crop, self.evidence = paths, opts, crop, evidence
         self.reuse, self.rows, self.summary, self.emit = reuse, rows, summary, emit
+        self.bar = bar  # told what the crawl finds, and when it ends: then it has a total
         self.lost: ListingLost | None = None  # a listing cut off: the rows in flight still finish
+        # Which root each input came from, so the summary can name a root that held nothing. One
+        # root needs no record; with several, the jobs in flight are keyed (the engine may return
+        # them in any order), so the record never holds more than the engine's window.
+        self.root = 0
+        self.several = len(paths) + bool(opts.from_list) > 1
+        self.in_flight: dict[str, int] = {}
 
     def jobs(self) -> Iterator[DecodeJob]:
         try:
             yield from self._crawl()
         except ListingLost as exc:
             self.lost = exc
+        if self.bar is not None:
+            self.bar.crawled()
+
+    def _at_root(self, index: int) -> None:
+        self.root = index
 
     def _crawl(self) -> Iterator[DecodeJob]:
         opts, summary = self.opts, self.summary
         for entry in iter_inputs(self.paths, opts.from_list, opts.include, opts.exclude, opts.follow_symlinks,
-                                 seen=self.reuse.ledger.add_new, archives=opts.archives):
+                                 seen=self.reuse.ledger.add_new, archives=opts.archives,
+                                 on_root=self._at_root):
             loc = entry.location
             if opts.resume:
                 row = self.reuse.resumed(loc)
                 if row is not None:
                     summary.resumed += 1
                     summary.count(row)  # the summary and exit code describe the whole report
+                    summary.found_in(self.root, row)
                     continue
                 # else new, or changed since the interruption: (re)scanned, the new row wins
-            if entry.skip:
-                self.emit(self.rows.skipped(entry))
+            if self.bar is not None:
+                self.bar.found()
+            if entry.skip:  # a link not followed (skipped), or a root that is not there (an error: found)
+                row = self.rows.skipped(entry)
+                summary.found_in(self.root, row)
+                self.emit(row)
                 continue
             prior = self.reuse.old_row(loc)
             if prior is not None:
-                self.emit(self.rows.unchanged(prior, self.reuse.scores(prior)))
+                row = self.rows.unchanged(prior, self.reuse.scores(prior))
+                summary.found_in(self.root, row)
+                self.emit(row)
                 summary.reused += 1
                 continue
+            if self.several:
+                self.in_flight[loc.key()] = self.root
             yield DecodeJob(loc, self.crop, variants=self.rows.variants,
                             max_pixels=opts.max_pixels, max_bytes=opts.max_bytes,
                             explicit=entry.explicit, fast_decode=not opts.run.exact_decode, provenance=True,
@@ -76,6 +101,11 @@ class Plan:
     def row(self, res: DecodeResult, scores: np.ndarray | None) -> None:
         """The row of what the engine gave back for one job (``scores``: [variant, head])."""
         summary = self.summary
+        if summary.first_file is None:
+            summary.first_file = time.perf_counter()
+        root = self.in_flight.pop(res.location.key(), 0) if self.several else 0
+        if res.status != "skipped":  # an image, or a file that failed: found
+            summary.found[root] += 1
         if res.status == "skipped":  # found in a folder, not an image: counted, no row
             summary.not_images += 1
             summary.archives += is_container(res.location)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -10,8 +12,9 @@ from pathlib import Path
 from ..card import ThresholdBlock
 from ..decode.evidence import Evidence
 from ..engines import Engine
-from ..errors import EXIT_FILE_ERRORS, EXIT_INTERRUPTED, EXIT_OK
+from ..errors import EXIT_FILE_ERRORS, EXIT_INTERRUPTED, EXIT_NOTHING, EXIT_OK
 from ..files import now_iso
+from ..inputs import parse
 from ..models import ScorerLike
 from ..options import ScanOptions
 from ..textsafe import display_path
@@ -53,6 +56,16 @@ class ScanSummary:
     stability: str | None = None
     evidence_only: bool = False  # no head: no score, the evidence columns only
     evidence: Counter = field(default_factory=Counter)  # rows with each kind of evidence found
+    # the roots as the user named them (a list file as "--from-list FILE"), the image files found
+    # under each (rows with status ok or error, by root index), and whether none at all is fine
+    roots: list[str] = field(default_factory=list)
+    found: Counter = field(default_factory=Counter)
+    allow_empty: bool = False
+    # the clock (time.perf_counter) at the start and when the first decoded file came back: the
+    # rate leaves out the start-up (model load, worker start) before it
+    begun: float = 0.0
+    first_file: float | None = None
+    reuse_asked: bool = False  # --incremental or --resume: the reuse line shows even when nothing was
 
     @classmethod
     def of(cls, rows: Rows, model: ScorerLike) -> ScanSummary:
@@ -81,14 +94,43 @@ class ScanSummary:
         for kind in evidence_kinds(row):
             self.evidence[kind] += 1
 
+    def found_in(self, root: int, row: dict) -> None:
+        """Count ``row`` as an image file found under root ``root``: a row that was read (ok) or
+        that failed (a named file that is not an image is an error row, and was found)."""
+        if row.get("status") in ("ok", "error"):
+            self.found[root] += 1
+
+    @property
+    def empty_roots(self) -> list[str]:
+        """The roots under which the scan found no image file."""
+        return [r for i, r in enumerate(self.roots) if not self.found[i]]
+
+    @property
+    def nothing_found(self) -> bool:
+        return not sum(self.found.values())
+
+    def nothing_message(self) -> str:
+        """Why an empty scan fails, in one line (as pytest's "no tests ran")."""
+        more = f" and {len(self.roots) - 3} more" if len(self.roots) > 3 else ""
+        held = " and ".join(self.roots[:3]) + more
+        return (f"nothing to scan: {held or 'the scan'} held no image file (pass --allow-empty if an empty "
+                "scan is fine)")
+
     @property
     def exit_code(self) -> int:
         if self.interrupted:
             return EXIT_INTERRUPTED
+        if self.nothing_found and not self.allow_empty:
+            return EXIT_NOTHING
         return EXIT_FILE_ERRORS if self.status.get("error") else EXIT_OK
 
-    def lines(self) -> list[str]:
-        rate = self.scored / self.seconds if self.seconds > 0 else 0.0
+    @property
+    def startup(self) -> float | None:
+        """Seconds before the first decoded file came back (model load, worker start)."""
+        return None if self.first_file is None else self.first_file - self.begun
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """The summary's facts, (label, value), in the order printed; ``lines`` aligns them."""
         if self.evidence_only:
             labels = "none (no head: no pixel detector ran; the report holds evidence only)"
         elif self.threshold is None:
@@ -98,24 +140,49 @@ class ScanSummary:
             labels = (", ".join(f"{k} {v}" for k, v in sorted(self.labels.items()))
                       or "none (no file was scored)")
         out = [
-            "status: " + (", ".join(f"{k} {v}" for k, v in sorted(self.status.items())) or "no files"),
-            "labels: " + labels,
+            ("status", ", ".join(f"{k} {v}" for k, v in sorted(self.status.items())) or "no files"),
+            ("labels", labels),
             *([] if self.evidence_only else [
-                "threshold: " + ("none (not calibrated)" if self.threshold is None else
-                                 f"{self.threshold:.6g} ({self.threshold_source})")]),
-            *self._head_lines(),
-            self._verdict_line(),
-            "provenance: " + (", ".join(f"{k} {v}" for k, v in sorted(self.hints.items())) or "no hints")
-            + " (file metadata: evidence beside the score, not part of it)",
-            "evidence: " + (", ".join(f"{k} {v}" for k, v in sorted(self.evidence.items()))
-                            or "none found (its absence means nothing: metadata is easily stripped)"),
-            f"{'read' if self.evidence_only else 'scored'} {_n(self.scored, 'file')} in {self.seconds:.1f}s"
-            + (f" ({rate:.1f} files/s); " if self.scored else "; ") +
-            f"reused {self.reused} unchanged, {self.same_content} moved or copied (same content), "
-            f"{_n(self.duplicates, 'duplicate')} of files scored in this scan (column reused); "
-            f"{self.resumed} from the interrupted run; "
-            f"{_n(self.not_images, 'non-image file')} in folders ignored",
+                ("threshold", "none (not calibrated)" if self.threshold is None else
+                 f"{self.threshold:.6g} ({self.threshold_source})")]),
+            *self._head_pairs(),
+            self._verdict_pair(),
+            ("provenance", (", ".join(f"{k} {v}" for k, v in sorted(self.hints.items())) or "no hints")
+             + " (file metadata: evidence beside the score, not part of it)"),
+            ("evidence", ", ".join(f"{k} {v}" for k, v in sorted(self.evidence.items()))
+             or "none found (its absence means nothing: metadata is easily stripped)"),
+            ("read" if self.evidence_only else "scored", self._timing()),
         ]
+        reused = [(self.reused, f"{self.reused} unchanged"),
+                  (self.same_content, f"{self.same_content} moved or copied (same content)"),
+                  (self.duplicates, f"{_n(self.duplicates, 'duplicate')} of files scored in this scan"),
+                  (self.resumed, f"{self.resumed} from the interrupted run")]
+        if self.reuse_asked or any(n for n, _ in reused):
+            out.append(("reused", ", ".join(text for _, text in reused) + " (column reused)"))
+        if self.not_images:
+            out.append(("ignored", f"{_n(self.not_images, 'non-image file')} in folders"))
+        if self.roots and self.empty_roots:
+            out.append(("empty roots", "; ".join(self.empty_roots) + " (no image file found there)"))
+        if self.report:
+            out.append(("report", str(self.report)))
+        return out
+
+    def _timing(self) -> str:
+        """How many files in how long; the rate from the first decoded file on, so that a model
+        load does not count as scanning time."""
+        text = f"{_n(self.scored, 'file')} in {self.seconds:.1f}s"
+        startup = self.startup
+        if self.scored and startup is not None and self.seconds - startup > 0:
+            rate = self.scored / (self.seconds - startup)
+            text += (f"; {rate:.1f} files/s from the first decoded file (start-up before it, model load "
+                     f"included: {startup:.1f}s)")
+        return text
+
+    def lines(self) -> list[str]:
+        """The summary as printed: aligned ``label: value`` lines, then notes."""
+        pairs = self.pairs()
+        width = max(len(label) for label, _ in pairs) + 2
+        out = [f"{label + ':':<{width}}{value}" for label, value in pairs]
         if self.other_heads:
             ids = "; ".join(self.other_head_ids[:SHOWN_HEADS])
             more = "; and more" if len(self.other_head_ids) > SHOWN_HEADS else ""
@@ -141,26 +208,24 @@ class ScanSummary:
         if self.status.get("skipped"):
             out.append(f"{_n(self.status['skipped'], 'symbolic link')} not followed (status=skipped): "
                        "add --follow-symlinks to scan their targets")
-        if self.report:
-            out.append(f"report: {self.report}")
         return out
 
-    def _head_lines(self) -> list[str]:
+    def _head_pairs(self) -> list[tuple[str, str]]:
         """Multi-head scans: each further head's labels and threshold, and the verdict."""
         out = []
         for k, (mid, thr, source) in enumerate(self.more_heads, start=2):
             labels = ", ".join(f"{lab} {n}" for (h, lab), n in sorted(self.head_labels.items()) if h == k)
-            out.append(f"head {k} ({mid}): labels " + (labels or "none") + "; threshold "
-                       + ("none" if thr is None else format(thr, ".6g")) + f" ({source})")
+            out.append((f"head {k}", f"{mid}: labels " + (labels or "none") + "; threshold "
+                        + ("none" if thr is None else format(thr, ".6g")) + f" ({source})"))
         return out
 
-    def _verdict_line(self) -> str:
+    def _verdict_pair(self) -> tuple[str, str]:
         """Verdicts by kind (``--combine`` named for several heads), and the uncertain rows' count."""
         how = f" (--combine {self.combine})" if self.combine else ""
         counts = ", ".join(f"{k} {self.verdicts[k]}" for k in ("ai", "natural", "uncertain")
                            if self.verdicts[k])
         undecided = sum(self.status.values()) - sum(self.verdicts.values())
-        return (f"verdict{how}: " + (counts or "none") + f"; {undecided} without one"
+        return (f"verdict{how}", (counts or "none") + f"; {undecided} without one"
                 + ("; uncertain rows name why in verdict_reasons" if self.verdicts["uncertain"] else ""))
 
 
@@ -205,7 +270,9 @@ def metadata(summary: ScanSummary, opts: ScanOptions, engine: Engine, model: Sco
         "threshold_source": summary.threshold_source,
         "threshold_block": card and _block(card.threshold),
         "command": opts.command,
-        "roots": [display_path(p) for p in paths],
+        "roots": [display_path(absolute(p)) for p in paths],  # where the scan looked, wherever it ran
+        "cwd": _cwd(),  # relative row paths are relative to it
+        "host": socket.gethostname(),
         "from_list": opts.from_list,
         "started": started,
         "finished": now_iso(),
@@ -236,6 +303,19 @@ def metadata(summary: ScanSummary, opts: ScanOptions, engine: Engine, model: Sco
         "run_identity": identity,  # scanner.identity
         **more,
     }
+
+
+def absolute(root: str) -> str:
+    """A local root as an absolute path (a report read from another folder still says where the
+    scan looked); an object URL or an archive member as given."""
+    return os.path.abspath(root) if parse(root).source == "local" else root
+
+
+def _cwd() -> str | None:
+    try:
+        return display_path(os.getcwd())
+    except OSError:  # the folder was removed while the scan ran
+        return None
 
 
 def _block(threshold: ThresholdBlock | None) -> dict | None:

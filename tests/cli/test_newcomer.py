@@ -73,7 +73,7 @@ def test_every_format_and_the_page_without_pandas(tmp_path, folder, head_prefix)
                    "--workers", "0", env=env)
         assert res.returncode == 3, res.stderr  # broken.jpg is an error row
         assert "Traceback" not in res.stderr and not (tmp_path / f"{name}.parts").exists()
-        assert "status: error 1, ok 3" in res.stdout  # the summary is a result: stdout
+        assert re.search(r"^status: +error 1, ok 3$", res.stdout, re.M)  # the summary is a result: stdout
     for name in ("r.parquet", "r.csv", "r.jsonl"):
         res = _cli("report", str(tmp_path / name), "-o", str(tmp_path / "pages" / f"{name}.html"), env=env)
         assert res.returncode == 0, res.stderr
@@ -289,8 +289,11 @@ def test_summary_reads_well():
     s = ScanSummary(report=None, threshold=0.5, threshold_source="--threshold", scored=1)
     s.count({"status": "error"})
     text = "\n".join(s.lines())
-    assert "scored 1 file in" in text and "labels: none (no file was scored)" in text
-    assert not re.search(r"^labels: $", text, re.M)
+    assert re.search(r"^scored: +1 file in", text, re.M)
+    assert re.search(r"^labels: +none \(no file was scored\)", text, re.M)
+    assert not re.search(r"^labels: *$", text, re.M)
+    pairs = s.pairs()  # aligned: every value starts in one column, not one 240-character line
+    assert len({len(line) - len(value) for line, (_, value) in zip(s.lines(), pairs, strict=False)}) == 1
 
 
 def test_page_axis_heading_and_camera_line(tmp_path, folder, head_prefix):

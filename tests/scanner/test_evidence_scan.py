@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -37,7 +38,8 @@ def test_a_scan_with_no_head_installed_collects_evidence_only(demo, tmp_path):
     res = CliRunner().invoke(main, ["scan", str(demo), "-o", str(out), "--workers", "0"])
     assert res.exit_code == 0, res.output
     assert "no pixel detector ran" in res.stderr and "aiiscan train" in res.stderr
-    assert "labels: none (no head" in res.stdout and "generator metadata (generated) 3" in res.stdout
+    assert re.search(r"labels: +none \(no head", res.stdout)
+    assert "generator metadata (generated) 3" in res.stdout
     rows = _rows(out)
     assert len(rows) == 7 and {r["status"] for r in rows.values()} == {"ok"}
     assert all(r["score"] is None and r["label"] is None and r["model_id"] is None for r in rows.values())
@@ -131,7 +133,7 @@ def test_reports_from_before_the_evidence_columns_still_feed_incremental(demo, t
     rows = _rows(tue)
     assert rows["generated_comfyui.png"]["generator"] == "ComfyUI"  # the evidence is made again
     assert {r["reused"] for r in rows.values()} == {"unchanged"}  # and the scores reused by content
-    assert report_metadata(tue)["reused_rows"] == 7 and "scored 0 files" in res.stdout
+    assert report_metadata(tue)["reused_rows"] == 7 and re.search(r"scored: +0 files", res.stdout)
 
 
 def test_c2pa_trust_through_a_scan(tmp_path):

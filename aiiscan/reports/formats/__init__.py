@@ -38,9 +38,28 @@ def format_for(path: str | Path, explicit: str | None = None) -> str:
                               f"{SUFFIXES[suffix]} report): name it .{explicit}, or drop --format")
         return explicit
     if suffix not in SUFFIXES:
-        raise ReportError(f"cannot tell the report format of {Path(path).name!r}: its name must end in "
-                          ".parquet, .csv or .jsonl")
+        raise ReportError(unknown_format(path))
     return SUFFIXES[suffix]
+
+
+PAGE_SUFFIXES = ("html", "htm", "xhtml")
+# suffixes people type for the formats aiiscan writes under another name
+MEANT = {"json": "jsonl", "ndjson": "jsonl", "jsonlines": "jsonl", "tsv": "csv", "parq": "parquet",
+         "pqt": "parquet"}
+
+
+def unknown_format(path: str | Path) -> str:
+    """Why no report can be written to ``path`` (no format has its suffix), with what was
+    probably meant: ``report.json`` is JSONL, ``report.html`` is ``--html``."""
+    name = Path(path).name
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix in PAGE_SUFFIXES:
+        return (f"-o {name}: a scan's -o is its report (.parquet, .csv or .jsonl); the HTML page is "
+                f"--html {name} (e.g. -o report.parquet --html {name})")
+    if suffix in MEANT:
+        return (f"cannot tell the report format of {name!r}: did you mean "
+                f"{Path(name).with_suffix('.' + MEANT[suffix])}? (or pass --format)")
+    return f"cannot tell the report format of {name!r}: end it in .parquet, .csv or .jsonl, or pass --format"
 
 
 def module(fmt: str) -> ModuleType:
