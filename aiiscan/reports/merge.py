@@ -39,12 +39,12 @@ def _is_sorted(paths: pa.ChunkedArray) -> bool:
     return pc.all(pc.less_equal(paths.slice(0, len(paths) - 1), paths.slice(1))).as_py() is not False
 
 
-def _read_run(file: Path, schema: pa.Schema) -> Iterator[pa.Table]:
-    """A run's rows in batches of ``RUN_BATCH``, in ``schema``. A part written by an older
-    aiiscan (an interrupted run, resumed) may be unsorted: it is sorted here, in the memory of
-    one part."""
+def _read_run(file: Path, schema: pa.Schema, part: bool) -> Iterator[pa.Table]:
+    """A run's rows in batches of ``RUN_BATCH``, in ``schema``. A part (``part``) written by an
+    older aiiscan (an interrupted run, resumed) may be unsorted: it is sorted here, in the memory
+    of one part. The merge's own runs are sorted and can be large: never read whole."""
     source = pq.ParquetFile(file, buffer_size=1 << 20, pre_buffer=False)
-    if _is_sorted(source.read(columns=["path"]).column("path")):
+    if not part or _is_sorted(source.read(columns=["path"]).column("path")):
         batches = (pa.Table.from_batches([b]) for b in source.iter_batches(batch_size=RUN_BATCH))
     else:
         batches = (pa.Table.from_batches([b]) for b in sort_by_path(source.read()).to_batches(RUN_BATCH))
@@ -87,19 +87,19 @@ def merged(files: list[Path], schema: pa.Schema, work: Path, out_rows: int) -> I
         level += 1
         folder = work / f"level-{level}"
         folder.mkdir(parents=True)
-        files = [_write_run(files[i:i + FAN_IN], schema, folder / f"run-{i // FAN_IN:06d}.parquet")
-                 for i in range(0, len(files), FAN_IN)]
+        files = [_write_run(files[i:i + FAN_IN], schema, level == 1,
+                            folder / f"run-{i // FAN_IN:06d}.parquet") for i in range(0, len(files), FAN_IN)]
     try:
-        yield from _rebatch(_merge([_read_run(f, schema) for f in files]), out_rows)
+        yield from _rebatch(_merge([_read_run(f, schema, level == 0) for f in files]), out_rows)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _write_run(files: list[Path], schema: pa.Schema, dest: Path) -> Path:
-    """Merge ``files`` into one run at ``dest`` (row groups of ``RUN_BATCH``, read back in
-    batches of that size)."""
+def _write_run(files: list[Path], schema: pa.Schema, parts: bool, dest: Path) -> Path:
+    """Merge ``files`` (the scan's parts, or runs of a previous level) into one run at ``dest``
+    (row groups of ``RUN_BATCH``, read back in batches of that size)."""
     with atomic_output(dest) as sink, pq.ParquetWriter(sink, schema) as w:
-        for table in _merge([_read_run(file, schema) for file in files]):
+        for table in _merge([_read_run(file, schema, parts) for file in files]):
             w.write_table(table, row_group_size=RUN_BATCH)
     return dest
 

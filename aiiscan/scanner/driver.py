@@ -79,12 +79,7 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
     model = engine.open(heads_for(opts.weights), run)
     rows = Rows(model, opts)
     identity = run_identity(model, rows.thresholds, rows.combine, opts, evidence)
-    summary = ScanSummary.of(rows, model)
-    summary.roots = [display_path(p) for p in paths] + (
-        [] if not opts.from_list else ["the list on standard input" if opts.from_list == "-"
-                                       else f"the list {display_path(opts.from_list)}"])
-    summary.allow_empty, summary.begun = opts.allow_empty, t0
-    summary.reuse_asked = bool(opts.incremental or opts.resume)
+    summary = _summary(rows, model, paths, opts, t0)
     with contextlib.ExitStack() as stack:
         # An old report in a store is fetched into a temporary folder, which goes once the ledger
         # holds its rows; an unreadable one is refused before any part exists.
@@ -137,6 +132,18 @@ def run_scan(paths: Sequence[str], output: str | Path, options: ScanOptions | No
                 raise
             summary.interrupted = True  # also when a library failed on the way out of the interrupt
             summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _summary(rows: Rows, model, paths: Sequence[str], opts: ScanOptions, begun: float) -> ScanSummary:
+    """The scan's summary before its first row: its heads, its roots (an empty one is named),
+    whether an empty scan is allowed, when it began."""
+    summary = ScanSummary.of(rows, model)
+    summary.roots = [display_path(p) for p in paths] + (
+        [] if not opts.from_list else ["the list on standard input" if opts.from_list == "-"
+                                       else f"the list {display_path(opts.from_list)}"])
+    summary.allow_empty, summary.begun = opts.allow_empty, begun
+    summary.reuse_asked = bool(opts.incremental or opts.resume)
     return summary
 
 

@@ -159,7 +159,7 @@ def test_the_cli_loads_the_backbone_once_for_two_heads(head_prefix, head2_prefix
     meta = report_metadata(out)
     assert meta["backbone_passes"] == 1 and meta["options"]["combine"] == "all"
     assert meta["options"]["weights"] == [str(head_prefix), str(head2_prefix)]
-    assert re.search(r"^verdict: +--combine all: ", res.output, re.M)
+    assert re.search(r"^verdict \(--combine all\): +", res.output, re.M)
     one = CliRunner().invoke(main, ["scan", str(folder), "-o", str(tmp_path / "one.parquet"),
                                     "--weights", str(head_prefix), "--workers", "0", "--device", "cpu", "-q"])
     assert one.exit_code == 0
