@@ -101,11 +101,36 @@ class OutputError(AiiscanError):
     """An output path that cannot or may not be written."""
 
 
-def read_user_file(path: str | Path, limit: int, where: str) -> bytes:
-    """A small file the user names (trust anchors, a rules file), read with a cap: a wrong path
-    or an oversized file is a usage error naming ``where``, never a traceback or a huge read."""
+class NotRegular(OSError):
+    """A path that names a FIFO, a socket, a device or a folder where a file was expected."""
+
+    def __init__(self, path: str | os.PathLike, what: str):
+        super().__init__(f"not a regular file ({what})")
+        self.strerror, self.filename = f"not a regular file ({what})", str(path)
+
+
+def open_regular(path: str | os.PathLike) -> BinaryIO:
+    """Open a file a user or a report named, for reading: the open never blocks (a plain
+    ``open()`` of a FIFO waits for a writer, i.e. for ever), and anything but a regular file is
+    refused with ``NotRegular`` before a byte is read. Every such read goes through here."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     try:
-        with open(path, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegular(path, "a folder" if stat.S_ISDIR(mode) else "FIFO, socket or device")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_user_file(path: str | Path, limit: int, where: str) -> bytes:
+    """A small file the user names (trust anchors, a rules file), read with a cap: a wrong path,
+    a FIFO or an oversized file is a usage error naming ``where``, never a wait, a traceback or a
+    huge read."""
+    try:
+        with open_regular(path) as f:
             data = f.read(limit + 1)
     except OSError as exc:
         raise UsageError(f"{where}: cannot read: {exc.strerror or exc}") from None

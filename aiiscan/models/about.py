@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..card import ModelCard, ThresholdBlock, head_files, model_id
+from ..files import open_regular
 from .installed import Installed
 
 COLUMNS = ("name", "default", "kind", "backbone", "threshold", "policy", "calibrated on", "trained on",
@@ -73,7 +74,7 @@ def table(heads: list[Installed]) -> list[str]:
 
 def _sha256(path: Path) -> str:
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             return hashlib.file_digest(f, "sha256").hexdigest()
     except OSError as exc:
         return f"unreadable ({exc.strerror or exc})"

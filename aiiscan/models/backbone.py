@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import AiiscanError
+from ..files import open_regular
 from ..options import DEFAULT_BACKBONE, DEFAULT_PRETRAINED
 from .runtimes import Encoder, choose, compile_encoder
 
@@ -70,7 +71,7 @@ class BackboneIdentity:
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..card import ModelCard, head_files, read_card
 from ..errors import WeightsError
-from ..files import atomic_write_bytes, read_user_file
+from ..files import atomic_write_bytes, open_regular, read_user_file
 
 WEIGHTS_DIR_ENV = "AIISCAN_WEIGHTS_DIR"
 DEFAULT_HEAD_ENV = "AIISCAN_WEIGHTS"
@@ -179,7 +179,7 @@ def verify_digest(card: ModelCard, prefix: Path) -> None:
         return
     st_path, _ = head_files(prefix)
     try:
-        with open(st_path, "rb") as f:
+        with open_regular(st_path) as f:
             digest = hashlib.file_digest(f, "sha256").hexdigest()
     except OSError as exc:
         raise WeightsError(f"cannot read {st_path}: {exc.strerror or exc}") from None

@@ -20,6 +20,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from ..errors import ReportError
+from ..files import open_regular
 from .formats import SUFFIXES, format_for, module
 from .schema import COLUMNS, META_TYPES, conform, heads_in, one_line, optional, report_schema
 
@@ -31,7 +32,7 @@ def format_of(path: str | Path) -> str:
     a text report by its name (.csv, .jsonl), else by its first byte (``{``: JSON Lines)."""
     path = Path(path)
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:  # a FIFO named as a report is refused, not waited on
             head = f.read(64)
     except OSError as exc:
         raise ReportError(f"cannot read report {path}: {exc.strerror or exc}") from None

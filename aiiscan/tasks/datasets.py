@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ..decode.formats import sniff_format
 from ..errors import AiiscanError
+from ..files import open_regular
 from ..inputs.crawl import iter_inputs
 from ..inputs.location import Entry
 
@@ -37,9 +38,9 @@ def _looks_like_image(entry: Entry) -> bool:
     if entry.explicit:
         return True
     try:
-        with open(entry.location.raw, "rb") as f:
+        with open_regular(entry.location.raw) as f:  # a FIFO in a folder is left out, never waited on
             return sniff_format(f.read(16)) is not None
-    except OSError:  # not a local file, or not readable: left out, as a folder's non-image
+    except OSError:  # not a local file, not a regular one, or not readable: left out, as a non-image
         return False
 
 
