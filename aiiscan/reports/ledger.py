@@ -20,6 +20,7 @@ needs to survive a crash, so it is written without a journal or fsync.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -29,6 +30,7 @@ import pyarrow as pa
 from ..errors import AiiscanError
 from .schema import carried
 
+FACTS = ("verdict", "verdict_reasons", "c2pa_trust", "generator_kind", "watermark")  # summary.count's
 CACHE_KIB = 16 * 1024  # SQLite page cache: the index's share of the scan's memory
 
 
@@ -59,6 +61,9 @@ class Ledger:
         self._insert_scored = f"INSERT OR IGNORE INTO scored VALUES (?, ?, {marks})"
         self.path.unlink(missing_ok=True)  # a leftover of an interrupted run: rebuilt from the parts
         self.columns = schema.names
+        # what a resumed row must bring to the scan's summary besides status, label and hint (every
+        # head's label, the verdict and its reasons, the evidence): kept as one JSON text per row
+        self.facts = [c for c in schema.names if c.startswith("label_") or c in FACTS]
         self._bools = [i for i, f in enumerate(schema) if pa.types.is_boolean(f.type)]  # SQLite: 0/1
         try:
             self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -71,7 +76,7 @@ class Ledger:
                 CREATE TABLE old ({cols});
                 CREATE TABLE done (path TEXT PRIMARY KEY, part INTEGER, row INTEGER, status TEXT,
                                    label TEXT, provenance_hint TEXT, size INTEGER, mtime INTEGER,
-                                   etag TEXT, kept INTEGER DEFAULT 0);
+                                   etag TEXT, facts TEXT, kept INTEGER DEFAULT 0);
                 CREATE TABLE scored (sha256 TEXT PRIMARY KEY, path TEXT, {scores}) WITHOUT ROWID;
             """)
         except sqlite3.Error as exc:
@@ -141,19 +146,23 @@ class Ledger:
         """Rows of an interrupted run's part; a later row for a path replaces an earlier one.
         Scores it made count as this scan's (``scored``), as in the run that was interrupted."""
         cols = batch.select(["path", "status", "label", "provenance_hint", "size", "mtime", "etag"])
-        rows = ((r[0], part, first_row + i, *r[1:]) for i, r in enumerate(_rows(cols)))
+        facts = batch.select(self.facts).to_pylist()
+        rows = ((r[0], part, first_row + i, *r[1:], json.dumps(facts[i]))
+                for i, r in enumerate(_rows(cols)))
         self.db.executemany("INSERT OR REPLACE INTO done (path, part, row, status, label, provenance_hint, "
-                            "size, mtime, etag) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                            "size, mtime, etag, facts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         ok = batch.select(["status", "sha256", "path", *self.scores])
         self.db.executemany(self._insert_scored,
                             (r[1:] for r in _rows(ok) if r[0] == "ok" and r[1] and r[3] is not None))
 
     def done_row(self, path: str) -> dict | None:
+        """The interrupted run's row for ``path``: what resume compares, and what the summary counts."""
         names = ("status", "label", "provenance_hint", "size", "mtime", "etag")
-        row = self.db.execute(f"SELECT {', '.join(names)} FROM done WHERE path = ?", (path,)).fetchone()
+        row = self.db.execute(f"SELECT {', '.join(names)}, facts FROM done WHERE path = ?",
+                              (path,)).fetchone()
         if row is None:
             return None
-        return dict(zip(names, row, strict=True))
+        return json.loads(row[-1] or "{}") | dict(zip(names, row[:-1], strict=True))
 
     def keep(self, path: str) -> None:
         """The interrupted run's row for ``path`` stands in the final report."""

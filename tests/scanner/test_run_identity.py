@@ -85,6 +85,20 @@ def test_resume_with_other_heads_or_options_is_refused(interrupted, folder, head
     assert report_metadata(out)["resumed_rows"] >= 2
 
 
+def test_a_resumed_scan_counts_as_a_clean_one(interrupted, folder, head_prefix, tmp_path):
+    """The summary and the metadata of a resumed scan count its resumed rows whole (labels,
+    verdicts and their reasons, evidence), as a clean scan of the same tree does."""
+    out, _ = interrupted
+    same = ["--weights", str(head_prefix), "--threshold", "0.5"]
+    assert _run(str(folder), "-o", str(out), "--resume", *same).exit_code == 0
+    clean = tmp_path / "clean.parquet"
+    assert _run(str(folder), "-o", str(clean), *same).exit_code == 0
+    resumed, fresh = report_metadata(out), report_metadata(clean)
+    assert resumed["resumed_rows"] == N and sum(resumed["verdicts"].values()) == N
+    for key in ("counts", "labels", "verdicts", "verdict_reasons", "provenance_hints"):
+        assert resumed[key] == fresh[key], key
+
+
 def test_a_parts_folder_without_a_readable_identity_is_refused(interrupted, folder, head_prefix, tmp_path):
     out, parts = interrupted
     run = parts / RUN_FILE
