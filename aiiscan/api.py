@@ -164,6 +164,12 @@ def train(natural: Sequence[str] = (), output: str | Path = "head", *, natural_l
     cfg = build(TrainOptions, options)
     photos = _images(natural, natural_list, "natural photos")
     held_out = list_images(validation) if validation else None
+    if held_out is not None and len(held_out) < 2:  # given, yet unusable: never silently "last epoch"
+        from .tasks.datasets import FOUND_HOW
+        from .tasks.train import TrainingError
+
+        raise TrainingError(f"--val-natural needs at least 2 photos, found {len(held_out)} in "
+                            f"{', '.join(validation)}. {FOUND_HOW}")
     bb = build_backbone(backbone, pretrained, clip_weights, device, quiet=quiet)
     card = run_train(bb, photos, output, cfg, held_out, resume=resume, progress=progress, echo=echo)
     if install_default:

@@ -183,6 +183,12 @@ def train(backbone: ClipBackbone, natural: Sequence[str], out: str | Path, cfg: 
     if validation:
         val = extract(backbone, validation, (None, RADIAL), None, cfg.workers, fast_decode=fast,
                       desc="validation features" if progress else None)
+        if len(val.paths) < 2:
+            raise TrainingError(f"only {len(val.paths)} of the {len(validation)} validation photos could be "
+                                "read: the epoch kept needs at least 2 (see --val-natural)")
+        if echo is not None and len(val.paths) < len(validation):
+            echo(f"warning: {len(validation) - len(val.paths)} of the {len(validation)} validation photos "
+                 "could not be read and were left out")
     cached: list[FeatureSet] = []
     if cfg.views > 0:
         for v in range(cfg.views):

@@ -87,3 +87,23 @@ def test_the_cli_and_the_api_train_the_same_head(tmp_path, tiny_config, photos, 
     assert cli == via_api
     ratio, epochs = {"P": (1.0, 30), "N+P": (0.1, 10), "N": (0.1, 10)}[mode]
     assert cli["training"]["proxy"]["ratio"] == ratio and cli["training"]["epochs"] == epochs
+
+
+def test_an_unusable_validation_set_is_refused_not_ignored(tmp_path, tiny_config, photos):
+    """`--val-natural` names held-out photos to pick the epoch kept: a folder with none (empty,
+    links not followed) or with fewer than 2 readable is refused (exit 2), never silently turned
+    into "last epoch"."""
+    empty, broken = tmp_path / "empty", tmp_path / "broken"
+    empty.mkdir()
+    broken.mkdir()
+    for i in range(3):
+        (broken / f"b{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)  # an image's head, no image
+    base = ["train", "--backbone", tiny_config, "--pretrained", "none", "--natural",
+            photos[0].rsplit("/", 1)[0], "--epochs", "1", "--views", "1", "--workers", "0", "--quiet"]
+    for folder, said in ((empty, "--val-natural needs at least 2 photos, found 0"),
+                         (broken, "only 0 of the 3 validation photos could be read")):
+        res = CliRunner().invoke(main, [*base, "--out", str(tmp_path / folder.name),
+                                        "--val-natural", str(folder)])
+        assert res.exit_code == 2, res.output
+        assert said in res.output and "Traceback" not in res.output
+        assert not (tmp_path / f"{folder.name}.json").exists()
