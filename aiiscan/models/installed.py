@@ -159,6 +159,13 @@ def resolve(weights: str | Path) -> Path:
         st2, card2 = head_files(folder / str(weights))
         if st2.is_file() and card2.is_file():
             return st2.with_suffix("")
+    if os.sep not in str(weights) and default_pointer().is_file():
+        try:
+            target: Path | None = _pointed()
+        except WeightsError:
+            target = None
+        if target is not None and target.name == str(weights):
+            return target  # the default head by its own name, as `aiiscan heads` lists it
     looked = ", ".join(str(c) for c in candidates)
     raise WeightsError(
         f"no head named {weights!r}: expected {st.name} and {card.name} next to each other "

@@ -7,6 +7,7 @@ Random-init tiny heads: plumbing only, no detection quality.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -74,6 +75,13 @@ def test_train_install_default_calibrate_default_then_scan_by_name(weights_dir, 
     assert f"sha256 {card['tensors_sha256']}, matches the card" in shown
     assert "6 natural" in shown and "random-init backbone" in shown
     assert json.loads(_ok("heads", "show", "--json"))["tensors_sha256"] == card["tensors_sha256"]
+
+    # from any other folder, the name `aiiscan heads` lists is the default head's, as listed
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.chdir(elsewhere)  # weights_dir's monkeypatch.chdir restores the folder after the test
+    assert "the default head" in _ok("heads", "show", "mine")
+    _ok("heads", "default", "mine", "--overwrite")
 
 
 def test_an_earlier_default_copy_is_still_read_and_replaced_only_on_request(weights_dir, head_copy):
