@@ -22,6 +22,7 @@ from ..version import __version__
 from .rows import Rows
 
 SHOWN_HEADS = 3  # sets of other heads' model ids named in the summary
+MIN_RATE_SECONDS = 1.0  # below this after the first decoded file, a rate says nothing
 
 
 @dataclass
@@ -172,7 +173,9 @@ class ScanSummary:
         load does not count as scanning time."""
         text = f"{_n(self.scored, 'file')} in {self.seconds:.1f}s"
         startup = self.startup
-        if self.scored and startup is not None and self.seconds - startup > 0:
+        if self.scored and startup is not None and self.seconds - startup < MIN_RATE_SECONDS:
+            text += " (too short after start-up to give a rate)"  # a batch's files come back at once
+        elif self.scored and startup is not None:
             rate = self.scored / (self.seconds - startup)
             text += (f"; {rate:.1f} files/s from the first decoded file (start-up before it, model load "
                      f"included: {startup:.1f}s)")
