@@ -261,11 +261,13 @@ class FinetuneOptions:
     tune_patch_embed: bool = opt(False, "Also fine-tune the patch embedding (conv1), the ViT's pixel-level "
                                         "filters.")
     mask: MaskSpec = opt(factory=MaskSpec, nested=MaskSpec)
-    trace_features: bool = opt(True, "MPFT's classifier also reads the frozen first layer's mean absolute "
-                                     "response per filter over the unmasked patches (pixel-level traces; "
-                                     "docs/mpft.md).", negate="--no-trace-features")
-    lp_init: bool = opt(True, "Start MPFT's classifier from a linear probe on the frozen features "
-                              "(LP-FT), then fine-tune.", negate="--no-lp-init")
+    trace_features: bool = opt(True, "MPFT's classifier reads the tuned embedding only (by default it also "
+                                     "reads the frozen first layer's mean absolute response per filter "
+                                     "over the unmasked patches: pixel-level traces; docs/mpft.md).",
+                               negate="--no-trace-features")
+    lp_init: bool = opt(True, "Start MPFT's classifier from random weights (by default it starts from a "
+                              "linear probe on the frozen features, LP-FT, then fine-tunes).",
+                        negate="--no-lp-init")
     epochs: int = opt(10, "Most epochs (early stopping may end sooner).", min=1)
     batch_size: int = opt(32, "Images per step.", min=2)
     lr: float = opt(1e-5, "AdamW learning rate of the tuned ViT blocks.")
