@@ -63,7 +63,9 @@ def command(natural, natural_list, ai, ai_list, output, backbone, pretrained, cl
                    "same command plus --resume", err=True)
         sys.exit(EXIT_INTERRUPTED)
     t, auc = card.training, card.metrics.heldout_auc
-    chosen, value = ("l2", f"{card.head.l2:g}") if card.kind == "probe" else ("kept epoch", t.kept_epoch)
+    start = " (the linear-probe start)" if t.kept_epoch == 0 else ""
+    chosen, value = (("l2", f"{card.head.l2:g}") if card.kind == "probe"
+                     else ("kept epoch", f"{t.kept_epoch}{start}"))
     click.echo(f"wrote {for_terminal(output)}.safetensors and {for_terminal(output)}.json: {card.kind}, "
                f"{t.natural_count} natural + {t.ai_count} AI images, {chosen} {value}")
     click.echo(f"held-out AUC {auc:.4f} ({t['heldout_natural']} natural + {t['heldout_ai']} AI images "

@@ -72,6 +72,17 @@ def table(heads: list[Installed]) -> list[str]:
     return ["  ".join([*(c.ljust(w) for c, w in zip(r, widths, strict=False)), r[-1]]).rstrip() for r in rows]
 
 
+def _kept(card: ModelCard) -> str:
+    """What training kept: a probe's regularisation, or an epoch (MPFT's 0 is its linear-probe
+    start), and what chose it."""
+    t = card.training
+    if card.kind == "probe":
+        return f"l2 {card.head.l2:g} ({t.get('kept_by') or 'held-out AUC'})"
+    epoch = t.get("kept_epoch")
+    start = " (the linear-probe start)" if epoch == 0 and card.kind == "mpft" else ""
+    return f"kept epoch {'?' if epoch is None else epoch}{start} ({t.get('kept_by') or '?'})"
+
+
 def _sha256(path: Path) -> str:
     try:
         with open_regular(path) as f:
@@ -131,8 +142,9 @@ def describe(head: Installed) -> list[str]:
         f"            weights sha256 {b.get('weights_sha256') or '-'}, "
         f"config sha256 {b.get('config_sha256') or '-'}",
         f"trained     {card.created or '?'} with aiiscan {card.aiiscan_version}: {mode}{trained}, "
-        f"kept epoch {t.get('kept_epoch', '?')} ({t.get('kept_by', '?')})",
-        f"            training set digest {t.get('natural_digest', '-')}; fingerprints listed: "
+        f"{_kept(card)}",
+        f"            training set digest {t.get('natural_digest') or t.get('data_digest') or '-'}; "
+        "fingerprints listed: "
         f"{len(t.natural_fingerprints or ())} natural, {len(t.ai_fingerprints or ())} AI "
         "(calibrate refuses these images, evaluate warns)",
     ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -129,3 +130,12 @@ def test_heads_of_another_kind_are_listed_and_shown(weights_dir, mpft_prefix):
     assert "kind        mpft" in shown and "8 natural photos (0 unreadable) + 8 AI images" in shown
     assert "threshold   0, policy logit:0\n            the classifier's decision boundary" in shown
     assert "fingerprints listed: 8 natural, 8 AI" in shown
+
+
+def test_a_probe_and_an_mpft_head_say_what_training_kept(weights_dir, mpft_prefix, probe_prefix):
+    """No placeholder where a kind records something else: a probe kept an l2, MPFT an epoch; both
+    name the digest of the images they learnt from."""
+    for prefix, kept in ((probe_prefix, r"l2 [\d.e+-]+ \(held-out AUC\)"), (mpft_prefix, r"kept epoch \d+")):
+        shown = _ok("heads", "show", str(prefix))
+        assert re.search(kept, shown), shown
+        assert "kept epoch ?" not in shown and "training set digest -" not in shown, shown
