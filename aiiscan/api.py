@@ -295,7 +295,8 @@ def evaluate(*, weights: str | Sequence[str] | None = None, dataset: str | None 
                 }.get(kind, result.markdown)
         atomic_write_bytes(Path(output), body.encode("utf-8"))
     if plots:
-        result.plots = ev.write_all_plots(per_head, evalset, Path(plots))
+        result.plots = ev.write_all_plots(per_head, evalset, Path(plots),
+                                          any(h.card.random_init for h in scorer.heads))
     return result
 
 

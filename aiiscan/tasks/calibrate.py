@@ -28,6 +28,7 @@ from ..models.kinds import kind_spec
 from ..progress import bar
 from ..version import __version__
 from . import plots
+from .evaluate import CAVEAT as RANDOM_NOTE
 from .metrics import balanced_threshold, fpr_threshold, parse_policy, rates_at, roc_auc
 from .train import training_digest
 
@@ -235,6 +236,7 @@ def calibrate(detector: ScorerLike, natural: Sequence[str], policy: str = "balan
     if plot is not None:
         label = "AI images" if fakes else BAND
         plots.histogram(plot, [("natural photos", neg), (label, pos)], rates.threshold,
-                        f"calibration of {detector.model_id} ({policy}; positives: {label})")
+                        f"calibration of {detector.model_id} ({policy}; positives: {label})",
+                        note=RANDOM_NOTE if detector.card.random_init else None)
         result.plot = str(plot)
     return result

@@ -300,8 +300,11 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[:80] or "generator"
 
 
-def write_plots(tables: Sequence[Table], evalset: EvalSet, folder: str | Path) -> list[Path]:
-    """Per condition: one score histogram per generator and one ROC figure."""
+def write_plots(tables: Sequence[Table], evalset: EvalSet, folder: str | Path, random_init: bool = False
+                ) -> list[Path]:
+    """Per condition: one score histogram per generator and one ROC figure (with the caveat of a
+    random-init backbone, as the tables carry it)."""
+    note = CAVEAT if random_init else None
     folder = Path(folder)
     written = []
     groups = evalset.groups()
@@ -313,20 +316,23 @@ def write_plots(tables: Sequence[Table], evalset: EvalSet, folder: str | Path) -
             if len(neg) == 0 or len(pos) == 0:
                 continue
             path = folder / f"hist_{_slug(t.condition)}_{_slug(gen)}.png"
-            plots.histogram(path, [("real", neg), (gen, pos)], t.threshold, f"{gen} ({t.condition})")
+            plots.histogram(path, [("real", neg), (gen, pos)], t.threshold, f"{gen} ({t.condition})",
+                            note=note)
             written.append(path)
             curves.append((gen, neg, pos))
         path = folder / f"roc_{_slug(t.condition)}.png"
-        plots.roc(path, curves, f"ROC per generator ({t.condition})")
+        plots.roc(path, curves, f"ROC per generator ({t.condition})", note=note)
         written.append(path)
     return written
 
 
-def write_all_plots(per_head: Sequence[Sequence[Table]], evalset: EvalSet, folder: Path) -> list[Path]:
+def write_all_plots(per_head: Sequence[Sequence[Table]], evalset: EvalSet, folder: Path,
+                    random_init: bool = False) -> list[Path]:
     """Every head's plots (one head: in ``folder``; several: ``folder/head1/``...)."""
     written: list[Path] = []
     for k, tables in enumerate(per_head, start=1):
-        written += write_plots(tables, evalset, folder if len(per_head) == 1 else folder / f"head{k}")
+        written += write_plots(tables, evalset, folder if len(per_head) == 1 else folder / f"head{k}",
+                               random_init)
     return written
 
 

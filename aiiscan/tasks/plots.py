@@ -21,7 +21,7 @@ from .metrics import roc_points
 
 COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
            (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
-INK, GRID = (40, 40, 40), (225, 225, 225)
+INK, GRID, CAUTION = (40, 40, 40), (225, 225, 225), (176, 0, 32)
 FONT_SIZE = 13
 MAX_LABEL = 60  # characters of a label or title drawn (the rest is cut: "...")
 
@@ -55,21 +55,45 @@ def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     return ImageFont.load_default(size=FONT_SIZE)
 
 
-def _canvas(width: int, height: int, title: str) -> tuple[Image.Image, ImageDraw.ImageDraw]:
+def _fit(draw: ImageDraw.ImageDraw, text: str, width: float) -> str:
+    """``text`` cut ("...") to ``width`` pixels: a long title or label is never clipped mid-glyph."""
+    text, font = _label(text), _font()
+    while len(text) > 4 and draw.textlength(text, font=font) > width:
+        text = text[:-4] + "..."
+    return text
+
+
+def _canvas(width: int, height: int, title: str, note: str | None) -> tuple[Image.Image, ImageDraw.ImageDraw]:
+    """A white canvas with its title on top and ``note`` (a caution: a random-init backbone's
+    scores mean nothing) at the bottom, as the page and the tables carry theirs."""
     img = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(img, "RGBA")  # RGBA fills blend: overlapping histograms stay readable
-    draw.text((width / 2, 8), _label(title), fill=INK, font=_font(), anchor="ma")
+    draw.text((width / 2, 8), _fit(draw, title, width - 16), fill=INK, font=_font(), anchor="ma")
+    if note:
+        draw.text((8, height - 6), _fit(draw, note, width - 16), fill=CAUTION, font=_font(), anchor="ld")
     return img, draw
+
+
+def _ticks(lo: float, hi: float, integer: bool) -> np.ndarray:
+    """Five evenly spaced ticks, or (counts) whole numbers in a step of 1, 2 or 5 x 10^k."""
+    if not integer:
+        return np.linspace(lo, hi, 5)
+    rough = max(hi / 5, 1.0)
+    step = min(m * 10 ** int(np.floor(np.log10(rough))) for m in (1, 2, 5, 10)
+               if m * 10 ** int(np.floor(np.log10(rough))) >= rough)
+    return np.arange(0, hi + 1e-9, step)
 
 
 def _axes(draw: ImageDraw.ImageDraw, f: _Frame, xlabel: str, ylabel: str, integer_y: bool = False) -> None:
     """Grid, ticks with their values, the frame and the axis labels."""
     font = _font()
-    for v in np.linspace(f.x0, f.x1, 5):
+    xs = np.linspace(f.x0, f.x1, 5)
+    for i, v in enumerate(xs):
         x = f.x(v)
         draw.line([(x, f.top), (x, f.bottom)], fill=GRID)
-        draw.text((x, f.bottom + 4), f"{v:.3g}", fill=INK, font=font, anchor="ma")
-    for v in np.linspace(f.y0, f.y1, 5):
+        anchor = "la" if i == 0 else "ra" if i == len(xs) - 1 else "ma"  # the end labels stay inside
+        draw.text((x, f.bottom + 4), f"{v:.3g}", fill=INK, font=font, anchor=anchor)
+    for v in _ticks(f.y0, f.y1, integer_y):
         y = f.y(v)
         draw.line([(f.left, y), (f.right, y)], fill=GRID)
         draw.text((f.left - 4, y), f"{round(v):d}" if integer_y else f"{v:.2g}", fill=INK, font=font,
@@ -96,14 +120,14 @@ def _save(img: Image.Image, path: Path) -> None:
 
 
 def histogram(path: str | Path, groups: Sequence[tuple[str, np.ndarray]], threshold: float | None,
-              title: str) -> None:
+              title: str, note: str | None = None) -> None:
     """Score histograms of several groups on shared bins, with the threshold as a dashed line."""
     finite = [np.asarray(v, float)[np.isfinite(np.asarray(v, float))] for _, v in groups]
     everything = np.concatenate([*finite, [threshold] if threshold is not None else []])
     edges = np.histogram_bin_edges(everything, bins=40) if len(everything) else np.linspace(0, 1, 41)
     counts = [np.histogram(values, bins=edges)[0] for values in finite]
     top = max((int(c.max()) for c in counts if len(c)), default=0) or 1
-    img, draw = _canvas(800, 440, title)
+    img, draw = _canvas(800, 440, title, note)
     f = _Frame(70, 40, 780, 380, float(edges[0]), float(edges[-1]), 0.0, top * 1.08)
     _axes(draw, f, "score (higher = more likely AI-generated)", "images", integer_y=True)
     entries = []
@@ -122,9 +146,10 @@ def histogram(path: str | Path, groups: Sequence[tuple[str, np.ndarray]], thresh
     _save(img, Path(path))
 
 
-def roc(path: str | Path, curves: Sequence[tuple[str, np.ndarray, np.ndarray]], title: str) -> None:
+def roc(path: str | Path, curves: Sequence[tuple[str, np.ndarray, np.ndarray]], title: str,
+        note: str | None = None) -> None:
     """ROC curves, one per (name, real scores, fake scores); the legend when 12 or fewer."""
-    img, draw = _canvas(560, 560, title)
+    img, draw = _canvas(560, 560, title, note)
     f = _Frame(70, 40, 540, 500, 0.0, 1.0, 0.0, 1.0)
     _axes(draw, f, "false-positive rate (real flagged)", "true-positive rate (fake flagged)")
     draw.line([(f.x(0), f.y(0)), (f.x(1), f.y(1))], fill=(160, 160, 160))

@@ -326,3 +326,30 @@ def test_evaluate_plots_without_matplotlib(head_copy, held_out, tmp_path, no_mat
     assert written == ["hist_none_gen_a.png", "roc_none.png"]
     assert _png(tmp_path / "plots" / "roc_none.png") == (560, 560)
     assert _png(tmp_path / "plots" / "hist_none_gen_a.png") == (800, 440)
+
+
+@pytest.mark.parametrize("top", [1.08, 2.16, 3.24, 9.72, 43.2, 1080.0, 21600.0])
+def test_plot_count_ticks_are_distinct_whole_numbers(top):
+    from aiiscan.tasks.plots import _ticks
+
+    ticks = _ticks(0.0, top, True)
+    assert ticks[0] == 0 and ticks[-1] <= top and 2 <= len(ticks) <= 6
+    assert all(t == int(t) for t in ticks) and len(set(ticks)) == len(ticks)
+
+
+def test_a_plot_carries_its_caution_and_keeps_its_text_inside(tmp_path):
+    from PIL import Image
+
+    from aiiscan.tasks.plots import CAUTION, histogram
+
+    rng = np.random.default_rng(0)
+    groups = [("natural photos", rng.normal(0.0050, 0.0002, 40)),
+              ("AI images", rng.normal(0.0054, 0.0002, 40))]
+    for note in (None, "random-init backbone: these numbers say nothing about detection quality"):
+        path = tmp_path / f"h{note is None}.png"
+        histogram(path, groups, 0.0052, "calibration of a-head-with-a-long-name@0123456789ab (fpr:0.01; "
+                  "positives: band-(30,100) copies of the held-out photos)", note=note)
+        img = np.asarray(Image.open(path).convert("RGB"))
+        caution = (img == CAUTION).all(axis=2)
+        assert caution[-20:].any() == (note is not None)  # the caution, at the bottom, when given
+        assert (img[:, -2:] == 255).all()  # nothing drawn to the right edge: no label cut there
