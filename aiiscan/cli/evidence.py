@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from ..decode.provenance import camera_name
 from ..options import EvidenceOptions
 from ..textsafe import for_terminal
 from . import common
@@ -24,8 +25,8 @@ _SHOWN = (
     ("iptc source", lambda r: r["iptc_digital_source_type"]),
     ("generator text", lambda r: r["gen_tool"]
      and f"{r['gen_tool']} parameters" + (f": {r['gen_prompt'][:80]}" if r["gen_prompt"] else "")),
-    ("exif camera", lambda r: r["has_exif"] and " ".join(filter(None, [r["exif_make"], r["exif_model"],
-                                                                        r["exif_datetime_original"]]))),
+    ("exif camera", lambda r: r["has_exif"] and " ".join(filter(None, [
+        camera_name(r["exif_make"], r["exif_model"]), r["exif_datetime_original"]]))),
     ("exif software", lambda r: r["exif_software"]),
     ("metadata error", lambda r: r["metadata_error"]),
     ("verdict", lambda r: r["verdict"] and f"{r['verdict']} ({r['verdict_reasons']}) from evidence alone"),

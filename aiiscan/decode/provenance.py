@@ -436,3 +436,10 @@ def extract(data: bytes, fmt: str | None, keep_gps: bool = False, prompts: bool 
     if errors:
         out["metadata_error"] = "; ".join(e.replace("\n", " ") for e in errors)[:500]
     return out
+
+
+def camera_name(make: str | None, model: str | None) -> str:
+    """A camera as people write it: "Canon" + "Canon EOS 5D" is "Canon EOS 5D", not "Canon Canon
+    EOS 5D" (many makers repeat the make in the model tag). Empty when neither is known."""
+    make, model = (make or "").strip(), (model or "").strip()
+    return model if make and model.lower().startswith(make.lower()) else f"{make} {model}".strip()

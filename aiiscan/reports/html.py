@@ -28,6 +28,7 @@ from PIL import Image
 
 from .. import inputs
 from ..decode.preprocess import open_image, to_rgb
+from ..decode.provenance import camera_name
 from ..errors import ReportError, UsageError
 from ..files import atomic_write_bytes, now_iso
 from ..inputs import archive
@@ -366,10 +367,9 @@ def card_evidence(row: dict) -> list[str]:
         bits.append(f"IPTC source: {row['iptc_digital_source_type']}")
     if row.get("c2pa_present"):
         bits.append("C2PA manifest" + (" declaring AI" if row.get("c2pa_declares_ai") else ""))
-    make, model = (row.get("exif_make") or "").strip(), (row.get("exif_model") or "").strip()
-    if make or model:  # "Canon" + "Canon EOS 5D" reads "Canon EOS 5D", not "Canon Canon EOS 5D"
-        bits.append("camera: " + (model if make and model.lower().startswith(make.lower())
-                                  else f"{make} {model}".strip()))
+    camera = camera_name(row.get("exif_make"), row.get("exif_model"))
+    if camera:
+        bits.append(f"camera: {camera}")
     if row.get("xmp_creator_tool"):
         bits.append(f"creator tool: {row['xmp_creator_tool']}")
     if row.get("gen_prompt"):

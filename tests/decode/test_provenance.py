@@ -222,3 +222,17 @@ def test_scan_writes_columns_and_keeps_scores_on_hostile_metadata(head_prefix, t
     rows = {Path(r["path"]).name: r for r in read_report(tmp_path / "g.csv").to_pylist()}
     assert rows["camera.jpg"]["gps"] == "52.500000,-13.250000"
     assert rows["a1111.png"]["gen_prompt"] is None and rows["a1111.png"]["gen_tool"] == "a1111"
+
+
+@pytest.mark.parametrize(("make", "model", "shown"), [
+    ("Canon", "Canon EOS 5D Mark II", "Canon EOS 5D Mark II"),  # the make repeated in the model tag
+    ("canon", "Canon EOS R5", "Canon EOS R5"),
+    ("NIKON CORPORATION", "NIKON D750", "NIKON CORPORATION NIKON D750"),
+    ("Apple", "iPhone 12", "Apple iPhone 12"),
+    (None, "X100V", "X100V"), ("FUJIFILM", None, "FUJIFILM"), ("  ", "  ", ""), (None, None, ""),
+])
+def test_a_camera_is_named_once(make, model, shown):
+    """The page's cards and `aiiscan evidence` name a camera by one rule (``camera_name``)."""
+    from aiiscan.decode.provenance import camera_name
+
+    assert camera_name(make, model) == shown
