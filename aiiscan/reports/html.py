@@ -815,9 +815,12 @@ def _card(r: dict, k: int, heads: int, thumbs: _Thumbs) -> str:
 
 def _cards_section(fig: Figures, thumbs: _Thumbs, sources: ThumbnailSources | None, meta: dict) -> list[str]:
     """Head 1's ranking (``#flagged``, ``#cards``), each further head's, and the verdict's."""
-    figures, heads = fig.figures, fig.figures.heads
+    heads = fig.figures.heads
     shown = len(fig.rankings[0]) if fig.rankings else 0
     files = sum(r["copies"] for r in fig.rankings[0]) if fig.rankings else 0
+    if not shown:  # an evidence-only or an empty report: no ranking to show, and no "0 highest"
+        return ['<h2 id="flagged">Highest scores</h2><p class="note">No file was scored: no head ran, or '
+                "no file could be read.</p>", *_verdict_cards(fig, thumbs)]
     out = [f'<h2 id="flagged">The {shown} highest scores</h2>',
            '<p class="note">Ranked by score; each card\'s label follows the threshold, so a high '
            "rank alone is no verdict. Copies of one content (same sha256) share a card"
@@ -837,7 +840,15 @@ def _cards_section(fig: Figures, thumbs: _Thumbs, sources: ThumbnailSources | No
                 "</div>"]
     # one head's verdict mostly follows its label, already ranked above: the verdict's own ranking
     # is shown where it adds something (several heads, or no score at all: evidence only)
-    if fig.by_verdict is not None and (heads > 1 or not ranked[0]):
+    if heads > 1:
+        out += _verdict_cards(fig, thumbs)
+    return out
+
+
+def _verdict_cards(fig: Figures, thumbs: _Thumbs) -> list[str]:
+    """The files whose verdict is ai, highest head-1 score first (evidence alone: no score, last)."""
+    figures, heads, out = fig.figures, fig.figures.heads, []
+    if fig.by_verdict is not None:
         counted = figures.verdicts.get("ai", 0)
         out.append(f'<h2 id="verdict-ai">The verdict says ai: {counted} files</h2>')
         out.append('<p class="note">Files whose combined verdict is ai, highest head-1 score first (a file '

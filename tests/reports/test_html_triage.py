@@ -248,3 +248,15 @@ def test_in_chromium_the_label_at_the_right_edge_is_whole_and_cards_fill_the_row
     assert svg["x"] <= label["x"] and label["x"] + label["width"] <= svg["x"] + svg["width"]
     assert grid["x"] + grid["width"] - max(c["x"] + c["width"] for c in cards) < 20
     assert len({round(c["y"]) for c in cards}) == 2  # two rows of cards: the first one is full
+
+
+def test_an_evidence_only_page_says_nothing_was_scored_and_ranks_the_verdicts(tmp_path):
+    """No head ran: no "0 highest scores" heading over an empty grid; the files that evidence
+    alone calls ai are the cards."""
+    rows = [{"path": "g/a1111.png", "status": "ok", "sha256": "a" * 64, "verdict": "ai",
+             "verdict_reasons": "generator-metadata"},
+            {"path": "g/camera.jpg", "status": "ok", "sha256": "b" * 64}]
+    page = render(_write(tmp_path / "e.parquet", rows), thumbnails=False)
+    assert "No file was scored" in page and "The 0 highest scores" not in page
+    assert 'id="cards-verdict"' in page and page.count('<div class="card">') == 1
+    assert "g/a1111.png" in page.split('id="cards-verdict"')[1]
