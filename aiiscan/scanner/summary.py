@@ -55,6 +55,7 @@ class ScanSummary:
     verdicts: Counter = field(default_factory=Counter)
     reasons: Counter = field(default_factory=Counter)
     stability: str | None = None
+    unstable: int = 0  # rows whose label flips under a --stability condition
     evidence_only: bool = False  # no head: no score, the evidence columns only
     evidence: Counter = field(default_factory=Counter)  # rows with each kind of evidence found
     # the roots as the user named them (a list file as "--from-list FILE"), the image files found
@@ -91,7 +92,9 @@ class ScanSummary:
                 self.head_labels[k, row[f"label_{k}"]] += 1
         if row.get("verdict"):
             self.verdicts[row["verdict"]] += 1
-            self.reasons.update(row["verdict_reasons"].split(";") if row.get("verdict_reasons") else ())
+            reasons = row["verdict_reasons"].split(";") if row.get("verdict_reasons") else ()
+            self.reasons.update(reasons)
+            self.unstable += any(r.startswith("unstable") for r in reasons)
         for kind in evidence_kinds(row):
             self.evidence[kind] += 1
 
@@ -148,6 +151,8 @@ class ScanSummary:
                  f"{self.threshold:.6g} ({self.threshold_source})")]),
             *self._head_pairs(),
             self._verdict_pair(),
+            *([("stability", f"{self.stability}: {_n(self.unstable, 'file')} whose label flips under it "
+                             "(verdict uncertain, reason unstable:...)")] if self.stability else []),
             ("provenance", (", ".join(f"{k} {v}" for k, v in sorted(self.hints.items())) or "no hints")
              + " (file metadata: evidence beside the score, not part of it)"),
             ("evidence", ", ".join(f"{k} {v}" for k, v in sorted(self.evidence.items()))

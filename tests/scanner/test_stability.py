@@ -5,6 +5,7 @@ through every report format and the HTML page. Random-init tiny backbone: plumbi
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,9 @@ def test_verdicts_agree_with_score_ranges_one_decode_per_file(backbone, head_pre
     assert {r["verdict"] for r in rows.values()} == {"ai", "natural", "uncertain"}
     assert report_metadata(out)["stability"] == SPEC
     assert any(line.startswith("verdict: ") and "uncertain" in line for line in summary.lines())
+    flips = sum(r["verdict"] == "uncertain" for r in rows.values())
+    assert any(re.match(rf"stability: +{SPEC}: {flips} files? whose label flips", line)
+               for line in summary.lines()), summary.lines()
 
     # --incremental under the same spec reuses every row as it was; another spec reuses none
     again = _scan(tmp_path / "again.parquet", det, folder, threshold=median, stability=SPEC,
