@@ -22,6 +22,9 @@ from types import ModuleType
 from typing import Any
 
 DEFAULT_KIND = "clip-flow"
+# why calibrate's balanced policy refuses band copies for a head trained on AI images (mpft, probe)
+BAND_SAYS_LITTLE = ("the band-(30,100) copies are CLIP-Flow's validation set and say little about a "
+                    "classifier trained on AI images")
 
 KINDS: dict[str, str] = {
     "clip-flow": "aiiscan.models.kinds.flow",

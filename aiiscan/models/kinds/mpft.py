@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from . import HeadKind
+from . import BAND_SAYS_LITTLE, HeadKind
 
 FEATURES = ("embedding", "embedding+first-layer")  # what the classifier reads (mpft_net)
 MAX_TUNED_ELEMENTS = 2**31  # ~8 GB of float32: more than a whole ViT-bigG image tower
@@ -78,5 +78,4 @@ def check_card(card: dict) -> None:
 KIND = HeadKind(
     name="mpft", config=MpftConfig, check_card=check_card, net="aiiscan.models.kinds.mpft_net",
     tunes_backbone=True, band_positives=False, learns_from_ai=True,
-    needs_ai_reason="the band-(30,100) copies are CLIP-Flow's validation set and say little about a "
-                    "classifier trained on AI images")
+    needs_ai_reason=BAND_SAYS_LITTLE)

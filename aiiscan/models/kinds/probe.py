@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from . import HeadKind
+from . import BAND_SAYS_LITTLE, HeadKind
 
 FEATURES = ("embedding",)  # what the probe reads: the final image embedding (UnivFD's choice)
 
@@ -50,5 +50,4 @@ def check_card(card: dict) -> None:
 KIND = HeadKind(
     name="probe", config=ProbeConfig, check_card=check_card, net="aiiscan.models.kinds.probe_net",
     tunes_backbone=False, band_positives=False, learns_from_ai=True,
-    needs_ai_reason="the band-(30,100) copies are CLIP-Flow's validation set and say little about a "
-                    "classifier trained on AI images")
+    needs_ai_reason=BAND_SAYS_LITTLE)
